@@ -1,0 +1,99 @@
+"""mlnb: SQL with CNN features and classifier heads, inside Jupyter.
+
+>>> import mlnb
+>>> mlnb.sql("SELECT 42 AS answer")  # doctest: +SKIP
+
+In a notebook: ``%load_ext mlnb``, then ``%%mlsql`` cells.
+Heavy libraries (torch, umap, plotly) load only when a function needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._version import __version__
+from .config import config
+from .exceptions import (
+    ImageLoadError,
+    MissingDependencyError,
+    MlnbError,
+    ModelNotFoundError,
+    NotFittedError,
+    QueryError,
+    WorkspaceError,
+)
+
+# The subpackages ``mlnb.functions`` and ``mlnb.sql`` are light (no heavy
+# imports); importing them first lets the same-named functions below win the
+# attribute, so ``mlnb.sql(...)`` and ``mlnb.functions()`` are the functions.
+from .functions import function, functions  # noqa: E402
+from .sql import sql  # noqa: E402
+
+# name -> module that defines it; imported on first access.
+_LAZY = {
+    "read_images": "mlnb.functions.read_images",
+    "Workspace": "mlnb.workspace",
+    "get_workspace": "mlnb.workspace",
+    "load_image": "mlnb.images",
+    "embed": "mlnb.features",
+    "imagenet_labels": "mlnb.features",
+    "register_model": "mlnb.features",
+    "list_models": "mlnb.features",
+    "cache": "mlnb.features",
+    "train_classifier": "mlnb.heads",
+    "load_classifier": "mlnb.heads",
+    "classifiers": "mlnb.heads",
+    "datasets": "mlnb.datasets",
+}
+
+__all__ = sorted(
+    [
+        "ImageLoadError",
+        "MissingDependencyError",
+        "MlnbError",
+        "ModelNotFoundError",
+        "NotFittedError",
+        "QueryError",
+        "WorkspaceError",
+        "__version__",
+        "config",
+        "function",
+        "functions",
+        "sql",
+        "load_ipython_extension",
+        *_LAZY,
+    ]
+)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlnb' has no attribute {name!r}")
+    mod = importlib.import_module(module)
+    value = getattr(mod, name, mod)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+def _ensure_builtins() -> None:
+    """Register the built-in functions (cheap: nothing heavy is imported)."""
+    importlib.import_module("mlnb.functions.read_images")
+    for mod in ("mlnb.features", "mlnb.heads"):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:  # a layer not built yet, or its extra missing
+            if not (exc.name or "").startswith("mlnb"):
+                raise
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext mlnb``: register ``%%mlsql``, ``%mlsql`` and ``%embed``."""
+    from .magics import load_ipython_extension as _load
+
+    _load(ipython)

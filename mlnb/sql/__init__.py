@@ -1,0 +1,8 @@
+"""The SQL session: DuckDB over the notebook's frames, with mlnb's statements."""
+
+from __future__ import annotations
+
+from . import _statements  # noqa: F401 - registers SHOW FUNCTIONS
+from ._session import Session, get_session, is_frame, sql, statement
+
+__all__ = ["Session", "get_session", "is_frame", "sql", "statement"]

@@ -1,0 +1,218 @@
+"""The session: one DuckDB connection per kernel, and the path every query takes.
+
+For each statement of a query: mlnb's own statements (``SHOW FUNCTIONS``,
+``CREATE CLASSIFIER`` ...) are dispatched to their handlers; everything else
+has its frames registered from the namespace, its ``$params`` bound, mlnb's
+syntax rewritten, and runs in DuckDB. Errors become :class:`QueryError`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import re
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..exceptions import MlnbError, QueryError
+from ..functions import registry
+from ..functions._registry import udf_errors
+from . import _errors
+from ._lexer import split_statements
+from ._rewrite import find_names, find_params, rewrite_row_expressions, specialise_calls
+
+Handler = Callable[["Session", re.Match[str], str, Mapping[str, Any]], Any]
+_HANDLERS: list[tuple[re.Pattern[str], Handler]] = []
+
+
+def statement(pattern: str) -> Callable[[Handler], Handler]:
+    """Register a handler for one of mlnb's statements (matched case-insensitively, whole statement)."""
+
+    def deco(fn: Handler) -> Handler:
+        _HANDLERS.append((re.compile(r"^\s*" + pattern + r"\s*$", re.IGNORECASE | re.DOTALL), fn))
+        return fn
+
+    return deco
+
+
+def is_frame(obj: Any) -> bool:
+    """Polars, pandas and Arrow tabular objects that DuckDB can scan without copying."""
+    mod = type(obj).__module__.split(".")[0]
+    name = type(obj).__name__
+    if mod == "polars":
+        return name in ("DataFrame", "LazyFrame")
+    if mod == "pandas":
+        return name == "DataFrame"
+    if mod == "pyarrow":
+        return name in ("Table", "RecordBatchReader", "Dataset", "FileSystemDataset", "RecordBatch")
+    return False
+
+
+class Session:
+    """A DuckDB connection with mlnb's functions installed.
+
+    Use :func:`mlnb.sql` rather than this class; it exists so tests and
+    widgets can hold an isolated one.
+    """
+
+    def __init__(self) -> None:
+        import duckdb
+
+        self.con = duckdb.connect(":memory:")
+        # Frames are registered explicitly; DuckDB's own lookup would search *our* Python frames.
+        self.con.execute("SET python_enable_replacements = false")
+        self._lock = threading.RLock()
+        self._installed: set[str] = set()
+        for fn in registry:
+            self._install(fn)
+        registry.on_add(self._install)
+
+    def _install(self, fn: Any) -> None:
+        with self._lock:
+            fn.install(self.con)
+            self._installed.add(fn.name)
+
+    # -- running -----------------------------------------------------
+    def run(
+        self,
+        query: str,
+        namespace: Mapping[str, Any] | None = None,
+        *,
+        lazy: bool = False,
+    ) -> Any:
+        """Run every statement of ``query``; return the last one's result as Polars."""
+        import polars as pl
+
+        namespace = namespace or {}
+        statements = split_statements(query or "")
+        if not statements:
+            raise QueryError("Nothing to run: the query is empty. Write a SQL statement, e.g. SELECT 42.")
+        result: Any = pl.DataFrame()
+        with self._lock:
+            for i, (stmt, _offset) in enumerate(statements):
+                last = i == len(statements) - 1
+                result = self._run_one(stmt, namespace, lazy=lazy and last)
+        return result
+
+    def _run_one(self, stmt: str, namespace: Mapping[str, Any], *, lazy: bool) -> Any:
+        import polars as pl
+
+        for pattern, handler in _HANDLERS:
+            m = pattern.match(stmt)
+            if m:
+                out = handler(self, m, stmt, namespace)
+                return out.lazy() if lazy and isinstance(out, pl.DataFrame) else out
+        frames = {k for k, v in namespace.items() if is_frame(v)}
+        registered = self._register(stmt, namespace)
+        executed = stmt
+        try:
+            params = self._params(stmt, namespace)
+            executed = rewrite_row_expressions(stmt, self._describe)
+            executed = specialise_calls(executed, lambda n: registry._functions.get(n))
+            udf_errors.take()
+            rel = self.con.sql(executed, params=params or None)
+            if rel is None:
+                return pl.DataFrame()
+            if lazy:
+                registered = []  # the lazy frame reads them later
+                return rel.pl(lazy=True)
+            return rel.pl()
+        except MlnbError:
+            raise
+        except KeyboardInterrupt:
+            self.con.interrupt()
+            raise
+        except Exception as exc:  # noqa: BLE001 - every engine error is a query error
+            inner = udf_errors.take()
+            if isinstance(inner, MlnbError):
+                raise inner from None
+            if not type(exc).__module__.startswith(("duckdb", "_duckdb")):
+                raise
+            raise _errors.from_engine(exc, statement=stmt, executed=executed, frames=frames) from None
+        finally:
+            for name in registered:
+                try:
+                    self.con.unregister(name)
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _register(self, stmt: str, namespace: Mapping[str, Any]) -> list[str]:
+        names: list[str] = []
+        for tok in find_names(stmt):
+            name = tok.name
+            if name in names or name not in namespace:
+                continue
+            obj = namespace[name]
+            if is_frame(obj):
+                self.con.register(name, obj)
+                names.append(name)
+        return names
+
+    def _params(self, stmt: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for tok in find_params(stmt):
+            name = tok.text[1:]
+            if name not in namespace:
+                raise QueryError(
+                    f"Parameter ${name} is not defined.",
+                    statement=stmt,
+                    position=tok.start,
+                    hint=f"Define a Python variable named {name!r} (it is bound as a value, never pasted into the SQL).",
+                )
+            params[name] = _param_value(namespace[name])
+        return params
+
+    def _describe(self, probe: str) -> list[tuple[str, str]]:
+        try:
+            rel = self.con.sql(probe + " LIMIT 0")
+        except Exception as exc:  # noqa: BLE001
+            raise _errors.from_engine(exc, statement=probe, executed=probe, frames=[]) from None
+        return [(c, str(t)) for c, t in zip(rel.columns, rel.types)]
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _param_value(value: Any) -> Any:
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        return value.item()  # numpy scalar
+    if is_frame(value):
+        raise MlnbError("A frame cannot be a $parameter: use it as a table (FROM name) instead.")
+    return value
+
+
+_session: Session | None = None
+_session_lock = threading.Lock()
+
+
+def get_session() -> Session:
+    """The kernel's session, created on first use."""
+    global _session
+    with _session_lock:
+        if _session is None:
+            from .. import _ensure_builtins
+
+            _ensure_builtins()
+            _session = Session()
+            atexit.register(_session.close)
+        return _session
+
+
+def sql(query: str, /, **frames_and_params: Any) -> Any:
+    """Run SQL over Polars/pandas/Arrow frames and return a Polars DataFrame.
+
+    Tables are looked up in the keyword arguments, then in the caller's
+    variables; ``$name`` is bound as a parameter from the same places.
+
+    Examples
+    --------
+    >>> import polars as pl, mlnb
+    >>> t = pl.DataFrame({"a": [1, 2, 3]})
+    >>> mlnb.sql("SELECT sum(a) AS s FROM t WHERE a > $lo", t=t, lo=1).item()
+    5
+    """
+    lazy = bool(frames_and_params.pop("_lazy", False))
+    caller = sys._getframe(1)
+    namespace: dict[str, Any] = {**caller.f_globals, **caller.f_locals, **frames_and_params}
+    return get_session().run(query, namespace, lazy=lazy)

@@ -1,0 +1,115 @@
+"""The workspace: the ``.mlnb/`` folder where caches, labels and heads persist.
+
+Every write goes to a temporary file in the same folder, is flushed and
+fsync'ed, then renamed over the target: a reader sees the old file or the new
+one, never half of one. ``lock()`` serialises writers across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .config import config
+from .exceptions import WorkspaceError
+
+
+class Workspace:
+    """A folder that holds mlnb's persistent state.
+
+    Examples
+    --------
+    >>> ws = Workspace("/tmp/demo/.mlnb")
+    >>> ws.write_json("heads/index.json", {"heads": []})  # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    def path(self, *parts: str, create: bool = True) -> Path:
+        """A path inside the workspace; its parent folder is created."""
+        p = self.root.joinpath(*parts)
+        if create:
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise WorkspaceError(
+                    f"Cannot create {p.parent}: {exc.strerror}. "
+                    "Set mlnb.config.workspace to a writable folder."
+                ) from None
+        return p
+
+    def write_bytes(self, relpath: str | Path, data: bytes) -> Path:
+        """Write ``data`` atomically and durably; returns the final path."""
+        target = self.path(str(relpath))
+        atomic_write_bytes(target, data)
+        return target
+
+    def write_json(self, relpath: str | Path, obj: Any) -> Path:
+        data = json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
+        return self.write_bytes(relpath, data)
+
+    def read_json(self, relpath: str | Path, default: Any = None) -> Any:
+        p = self.root / relpath
+        try:
+            return json.loads(p.read_bytes())
+        except FileNotFoundError:
+            return default
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock shared by every process using this workspace."""
+        p = self.path("locks", f"{name}.lock")
+        with open(p, "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> None:
+    """Write to a temp file beside ``target``, fsync, rename over it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+_current: Workspace | None = None
+
+
+def get_workspace() -> Workspace:
+    """The workspace named by ``mlnb.config.workspace`` (re-read on each call)."""
+    global _current
+    root = Path(config.workspace).expanduser().resolve()
+    if _current is None or _current.root != root:
+        _current = Workspace(root)
+    return _current
