@@ -44,7 +44,6 @@ _LAZY = {
     "train_classifier": "mlnb.heads",
     "load_classifier": "mlnb.heads",
     "classifiers": "mlnb.heads",
-    "datasets": "mlnb.datasets",
 }
 
 __all__ = sorted(

@@ -118,8 +118,7 @@ class Function:
     def install(self, con: Any) -> None:
         """Create this function in a DuckDB connection."""
         if self.kind == "table":
-            args = ", ".join(p.name if not p.is_option else f"{p.name} := {_sql_literal(p.default)}" for p in self.params)
-            con.execute(f"CREATE OR REPLACE MACRO {self.name}({args}) AS TABLE {self.sql}")
+            con.execute(f"CREATE OR REPLACE MACRO {self.name}({self._macro_params()}) AS TABLE {self.sql}")
             return
         udf_types: list[str] = []
         call_args: list[str] = []
@@ -137,17 +136,26 @@ class Function:
             con.remove_function(self._udf_name)
         except Exception:  # noqa: BLE001 - not there yet
             pass
+        def udf(*arrays: Any) -> Any:
+            return self._arrow_udf(*arrays)
+
+        # DuckDB reads the arity from the signature.
+        udf.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(f"a{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(udf_types))]
+        )
         con.create_function(
             self._udf_name,
-            self._arrow_udf,
+            udf,
             udf_types,
             self.returns,
             type="arrow",
             null_handling="special",
             side_effects=self.side_effects,
         )
-        macro_args = ", ".join(p.name if not p.is_option else f"{p.name} := {_sql_literal(p.default)}" for p in self.params)
-        con.execute(f"CREATE OR REPLACE MACRO {self.name}({macro_args}) AS {self._udf_name}({', '.join(call_args)})")
+        con.execute(f"CREATE OR REPLACE MACRO {self.name}({self._macro_params()}) AS {self._udf_name}({', '.join(call_args)})")
+
+    def _macro_params(self) -> str:
+        return ", ".join(p.name if not p.is_option else f"{p.name} := {_sql_literal(p.default)}" for p in self.params)
 
     def _arrow_udf(self, *arrays: Any) -> Any:
         """Called by DuckDB with one Arrow array per UDF argument, a chunk at a time."""

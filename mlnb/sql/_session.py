@@ -64,6 +64,9 @@ class Session:
         self.con.execute("SET python_enable_replacements = false")
         self._lock = threading.RLock()
         self._installed: set[str] = set()
+        # name -> the object registered under it; kept while the namespace still
+        # binds that name to that same object (re-registering costs ~1 ms a frame).
+        self._views: dict[str, Any] = {}
         for fn in registry:
             self._install(fn)
         registry.on_add(self._install)
@@ -104,7 +107,7 @@ class Session:
                 out = handler(self, m, stmt, namespace)
                 return out.lazy() if lazy and isinstance(out, pl.DataFrame) else out
         frames = {k for k, v in namespace.items() if is_frame(v)}
-        registered = self._register(stmt, namespace)
+        self._register(stmt, namespace)
         executed = stmt
         try:
             params = self._params(stmt, namespace)
@@ -115,7 +118,6 @@ class Session:
             if rel is None:
                 return pl.DataFrame()
             if lazy:
-                registered = []  # the lazy frame reads them later
                 return rel.pl(lazy=True)
             return rel.pl()
         except MlnbError:
@@ -130,24 +132,29 @@ class Session:
             if not type(exc).__module__.startswith(("duckdb", "_duckdb")):
                 raise
             raise _errors.from_engine(exc, statement=stmt, executed=executed, frames=frames) from None
-        finally:
-            for name in registered:
-                try:
-                    self.con.unregister(name)
-                except Exception:  # noqa: BLE001
-                    pass
 
-    def _register(self, stmt: str, namespace: Mapping[str, Any]) -> list[str]:
-        names: list[str] = []
+    def _register(self, stmt: str, namespace: Mapping[str, Any]) -> None:
+        """Register the frames ``stmt`` names; drop views whose name now means something else."""
+        for name, obj in list(self._views.items()):
+            if namespace.get(name) is not obj:
+                self._unregister(name)
         for tok in find_names(stmt):
             name = tok.name
-            if name in names or name not in namespace:
+            obj = namespace.get(name)
+            if obj is None or not is_frame(obj):
                 continue
-            obj = namespace[name]
-            if is_frame(obj):
-                self.con.register(name, obj)
-                names.append(name)
-        return names
+            # pandas frames change in place, so they are registered afresh every time.
+            if self._views.get(name) is obj and type(obj).__module__.split(".")[0] != "pandas":
+                continue
+            self.con.register(name, obj)
+            self._views[name] = obj
+
+    def _unregister(self, name: str) -> None:
+        self._views.pop(name, None)
+        try:
+            self.con.unregister(name)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
 
     def _params(self, stmt: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {}

@@ -1,0 +1,70 @@
+"""Overhead of %%mlsql over plain DuckDB on the same 1,000,000-row Polars frame.
+
+Runs the same aggregation-and-join query (a) through ``%%mlsql`` in a real
+IPython shell and (b) directly through a DuckDB connection on the same frames,
+alternating, and prints the median times and their ratio (target: <= 1.1x).
+
+    .venv/bin/python benchmarks/bench_sql_overhead.py [--rows 1000000] [--repeat 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import duckdb
+import numpy as np
+import polars as pl
+from IPython.core.interactiveshell import InteractiveShell
+
+QUERY = """
+SELECT s.region, count(*) AS n, sum(f.amount) AS total, avg(f.amount) AS mean
+FROM facts f JOIN shops s ON f.shop_id = s.shop_id
+WHERE f.amount > 10
+GROUP BY s.region
+ORDER BY total DESC
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=15)
+    args = ap.parse_args()
+
+    rng = np.random.default_rng(0)
+    facts = pl.DataFrame({"shop_id": rng.integers(0, 1000, args.rows), "amount": rng.gamma(2.0, 20.0, args.rows)})
+    shops = pl.DataFrame({"shop_id": np.arange(1000), "region": [f"r{i % 17}" for i in range(1000)]})
+
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext mlnb")
+    shell.user_ns.update(facts=facts, shops=shops)
+
+    con = duckdb.connect()
+    con.register("facts", facts)
+    con.register("shops", shops)
+
+    def direct() -> pl.DataFrame:
+        return con.sql(QUERY).pl()
+
+    def magic() -> pl.DataFrame:
+        shell.run_cell("%%mlsql -o _bench\n" + QUERY, silent=True)
+        return shell.user_ns["_bench"]
+
+    assert direct().equals(magic()), "the two paths disagree"
+    t_direct, t_magic = [], []
+    for _ in range(args.repeat):
+        for fn, acc in ((direct, t_direct), (magic, t_magic)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    md, mm = statistics.median(t_direct), statistics.median(t_magic)
+    print(f"rows={args.rows:,} repeat={args.repeat}")
+    print(f"duckdb direct : {md * 1000:8.2f} ms (median)")
+    print(f"%%mlsql       : {mm * 1000:8.2f} ms (median)")
+    print(f"overhead ratio: {mm / md:.3f}x (target <= 1.1x)")
+
+
+if __name__ == "__main__":
+    main()

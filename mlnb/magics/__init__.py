@@ -1,0 +1,26 @@
+"""``%%mlsql``, ``%mlsql`` and ``%embed``: thin magics over the Python API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._mlsql import MlsqlMagic
+
+__all__ = ["MlsqlMagic", "load_ipython_extension"]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    import polars as pl
+
+    from ..sql._display import html_formatter
+
+    ipython.register_magics(MlsqlMagic(shell=ipython))
+    try:
+        from ._embed import EmbedMagic
+    except ModuleNotFoundError as exc:  # the features layer is not present
+        if not (exc.name or "").startswith("mlnb"):
+            raise
+    else:
+        ipython.register_magics(EmbedMagic(shell=ipython))
+    fmt = ipython.display_formatter.formatters["text/html"]
+    fmt.for_type(pl.DataFrame, html_formatter)
