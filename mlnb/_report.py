@@ -1,0 +1,54 @@
+"""Bad rows are reported, not fatal: failures are collected while a query or a
+Python call runs, then shown as one summary warning."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from collections.abc import Iterator
+
+
+class ImageLoadWarning(UserWarning):
+    """Some rows got NULL because their image could not be used; the message lists them."""
+
+
+_lock = threading.Lock()
+_depth = 0
+_failures: list[tuple[str, str]] = []
+
+
+def report_failure(source: object, reason: str) -> None:
+    """Record one bad row (called from any thread, e.g. DuckDB's UDF workers)."""
+    from .exceptions import _short
+
+    with _lock:
+        _failures.append((_short(source), reason))
+
+
+@contextlib.contextmanager
+def collecting(what: str = "images") -> Iterator[None]:
+    """Collect failures inside the block; the outermost block warns once."""
+    global _depth
+    with _lock:
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            done = _depth == 0
+            failures = list(_failures) if done else []
+            if done:
+                _failures.clear()
+        if failures:
+            warnings.warn(_summary(failures, what), ImageLoadWarning, stacklevel=3)
+
+
+def _summary(failures: list[tuple[str, str]], what: str) -> str:
+    unique = list(dict.fromkeys(failures))
+    lines = [f"{len(unique)} {what} could not be used and gave NULL:"]
+    lines += [f"  {src}: {reason}" for src, reason in unique[:10]]
+    if len(unique) > 10:
+        lines.append(f"  ... and {len(unique) - 10} more")
+    return "\n".join(lines)

@@ -1,0 +1,327 @@
+"""The embedding engine: models loaded once per process and kept warm, images
+decoded and resized in a thread pool while the model runs, batched inference
+on the chosen device and precision, channels-last, and the persistent cache
+in front of it all."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._report import report_failure
+from ..device import autocast_dtype, default_batch_size, precision_name, resolve_device
+from ..exceptions import ImageLoadError, MlnbError
+from ..images import load_image, source_key
+from .cache import get_cache
+from .zoo import ModelSpec, get_spec
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="mlnb-decode")
+        return _POOL
+
+
+class _Stop(Exception):
+    """Raised by a layer hook to end the forward pass early."""
+
+
+def _global_pool(t: Any) -> Any:
+    if t.dim() == 4:  # N, C, H, W
+        return t.float().mean(dim=(2, 3))
+    if t.dim() == 3:  # N, tokens, C (transformers)
+        return t.float().mean(dim=1)
+    return t.float().flatten(1)
+
+
+class LayerTap:
+    """Run ``module`` and return the global-average-pooled output of its sub-module ``layer``."""
+
+    def __init__(self, module: Any, layer: str) -> None:
+        modules = dict(module.named_modules())
+        if layer not in modules:
+            import difflib
+
+            close = difflib.get_close_matches(layer, [n for n in modules if n], n=5, cutoff=0.3)
+            raise MlnbError(f"The model has no layer {layer!r}. Close names: {', '.join(close) or 'none'}; use 'pool' for the penultimate layer.")
+        self.module = module
+        self.target = modules[layer]
+
+    def __call__(self, x: Any) -> Any:
+        captured: list[Any] = []
+
+        def hook(_m: Any, _i: Any, out: Any) -> None:
+            captured.append(out[0] if isinstance(out, (tuple, list)) else out)
+            raise _Stop
+
+        handle = self.target.register_forward_hook(hook)
+        try:
+            self.module(x)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        return _global_pool(captured[0])
+
+    # nn.Module-like surface used by the engine
+    def eval(self) -> LayerTap:
+        self.module.eval()
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> LayerTap:
+        self.module.to(*args, **kwargs)
+        return self
+
+
+@dataclass
+class Loaded:
+    """A model on its device, ready to run; one per (model, device, precision)."""
+
+    spec: ModelSpec
+    backbone: Any
+    head: Any
+    device: Any
+    dtype: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    dims: dict[str, int] = field(default_factory=dict)
+    taps: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.dtype)
+
+    def namespace(self, layer: str) -> str:
+        # Features computed in reduced precision are cached apart from fp32 ones.
+        return f"{self.spec.name}|{layer}|{self.spec.preprocessing_id}|{self.precision}"
+
+    def extractor(self, layer: str) -> Any:
+        if layer == "pool":
+            return self.backbone
+        if layer not in self.taps:
+            self.taps[layer] = LayerTap(self.backbone, layer)
+        return self.taps[layer]
+
+    def dim(self, layer: str) -> int:
+        if layer == "pool" and self.spec.feature_dim:
+            return self.spec.feature_dim
+        if layer not in self.dims:
+            s = self.spec.input_size
+            x = np.zeros((1, s, s, 3), dtype=np.uint8)
+            self.dims[layer] = int(self.forward(x, layer).shape[1])
+        return self.dims[layer]
+
+    def _prepare(self, batch: Any) -> Any:
+        import torch
+
+        if isinstance(batch, np.ndarray):  # N, H, W, 3 uint8: normalise on the device
+            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            x = x.permute(0, 3, 1, 2).float().div_(255.0)
+            mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
+            x = (x - mean) / std
+        else:  # already-transformed tensors from a user transform
+            x = batch.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def forward(self, batch: Any, layer: str = "pool") -> np.ndarray:
+        """Features for a preprocessed batch, as float32 NumPy (N, D)."""
+        import torch
+
+        fn = self.extractor(layer)
+        with self.lock, torch.inference_mode():
+            x = self._prepare(batch)
+            if self.dtype is not None:
+                with torch.autocast(device_type=self.device.type, dtype=self.dtype):
+                    y = fn(x)
+            else:
+                y = fn(x)
+            if y.dim() > 2:
+                y = _global_pool(y)
+            return y.float().cpu().numpy()
+
+    def logits(self, feats: np.ndarray) -> np.ndarray:
+        import torch
+
+        if self.head is None:
+            raise MlnbError(f"Model {self.spec.name!r} has no ImageNet head: imagenet_labels() needs one (e.g. efficientnet_lite0).")
+        with self.lock, torch.inference_mode():
+            return self.head(torch.from_numpy(feats).to(self.device)).float().cpu().numpy()
+
+
+_LOADED: dict[tuple[str, str, str], Loaded] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def get_loaded(name: str) -> Loaded:
+    """The warm model ``name`` on the configured device/precision (loaded on first use)."""
+    spec = get_spec(name)
+    device = resolve_device()
+    dtype = autocast_dtype(device)
+    key = (name, str(device), precision_name(dtype))
+    with _LOADED_LOCK:
+        hit = _LOADED.get(key)
+    # A model re-registered under the same name is a new spec: reload, never serve the old one.
+    if hit is not None and hit.spec is spec:
+        return hit
+    with spec._lock:  # one load per model even when DuckDB calls from several threads
+        with _LOADED_LOCK:
+            hit = _LOADED.get(key)
+        if hit is not None and hit.spec is spec:
+            return hit
+        import torch
+
+        backbone, head = spec.build()
+        backbone = backbone.eval().to(device)
+        if isinstance(backbone, torch.nn.Module):
+            backbone = backbone.to(memory_format=torch.channels_last)
+        if head is not None:
+            head = head.eval().to(device)
+        loaded = Loaded(spec=spec, backbone=backbone, head=head, device=device, dtype=dtype)
+        with _LOADED_LOCK:
+            _LOADED[key] = loaded
+        return loaded
+
+
+# -- preprocessing -----------------------------------------------------------
+def preprocess(spec: ModelSpec, img: Any) -> Any:
+    """Resize the shorter side to ``resize_size``, centre-crop ``input_size``: HxWx3 uint8."""
+    from PIL import Image
+
+    if spec.transform is not None:
+        return spec.transform(img)
+    resample = Image.Resampling.BICUBIC if spec.interpolation == "bicubic" else Image.Resampling.BILINEAR
+    w, h = img.size
+    r = spec.resize_size / min(w, h)
+    nw, nh = max(spec.input_size, round(w * r)), max(spec.input_size, round(h * r))
+    img = img.resize((nw, nh), resample, reducing_gap=3.0)
+    left, top = (nw - spec.input_size) // 2, (nh - spec.input_size) // 2
+    img = img.crop((left, top, left + spec.input_size, top + spec.input_size))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _decode_one(spec: ModelSpec, src: Any) -> Any:
+    try:
+        img = load_image(src, draft=(spec.resize_size, spec.resize_size))
+        return preprocess(spec, img)
+    except ImageLoadError as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - a bad image must not end the query
+        return ImageLoadError(src, f"cannot preprocess: {exc}")
+
+
+def _stack(items: list[Any]) -> Any:
+    if isinstance(items[0], np.ndarray):
+        return np.stack(items)
+    import torch
+
+    return torch.stack(items)
+
+
+# -- the main entry point ------------------------------------------------------
+def embed_images(
+    images: Sequence[Any],
+    *,
+    model: str = "efficientnet_lite0",
+    layer: str = "pool",
+    progress: bool | None = None,
+    use_cache: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features for each image: ``(features[N, D] float32, ok[N] bool)``.
+
+    Rows whose image is NULL or could not be loaded have ``ok = False`` (and
+    NaN features); each failure is reported once. Images already in the
+    cache are not decoded; new features are cached a batch at a time, so an
+    interrupted run keeps what it finished.
+    """
+    loaded = get_loaded(model)
+    dim = loaded.dim(layer)
+    n = len(images)
+    feats = np.full((n, dim), np.nan, dtype=np.float32)
+    ok = np.zeros(n, dtype=bool)
+    if n == 0:
+        return feats, ok
+    ns = loaded.namespace(layer)
+    cache = get_cache() if use_cache else None
+
+    keys: list[str | None] = [None if im is None else source_key(im) for im in images]
+    known = [k for k in dict.fromkeys(keys) if k is not None]
+    hits = cache.get_many(ns, known) if cache is not None else {}
+    # Work: one entry per distinct image not in the cache (duplicates computed once).
+    todo: dict[Any, list[int]] = {}
+    for i, (im, k) in enumerate(zip(images, keys)):
+        if im is None:
+            continue
+        if k is not None and k in hits and hits[k].shape[0] == dim:
+            feats[i] = hits[k]
+            ok[i] = True
+            continue
+        todo.setdefault(k if k is not None else ("obj", i), []).append(i)
+    if not todo:
+        return feats, ok
+
+    spec = loaded.spec
+    work = list(todo.items())
+    bs = default_batch_size(loaded.device, bytes_per_image=3 * spec.input_size**2 * 4 * 40)
+    batches = [work[i : i + bs] for i in range(0, len(work), bs)]
+    bar = _progress(len(work), model, progress)
+    pool = _pool()
+    pending: deque[list[Future]] = deque()
+
+    def submit(batch: list[tuple[Any, list[int]]]) -> list[Future]:
+        return [pool.submit(_decode_one, spec, images[idx[0]]) for _key, idx in batch]
+
+    try:
+        ahead = 2  # batches being decoded while the model runs
+        for b in batches[:ahead]:
+            pending.append(submit(b))
+        for bi, batch in enumerate(batches):
+            futures = pending.popleft()
+            if bi + ahead < len(batches):
+                pending.append(submit(batches[bi + ahead]))
+            arrays, rows = [], []
+            for (key, idx), fut in zip(batch, futures):
+                res = fut.result()
+                if isinstance(res, ImageLoadError):
+                    report_failure(res.source, res.reason)
+                    continue
+                arrays.append(res)
+                rows.append((key, idx))
+            if arrays:
+                out = loaded.forward(_stack(arrays), layer)
+                to_cache = []
+                for (key, idx), vec in zip(rows, out):
+                    feats[idx] = vec
+                    ok[idx] = True
+                    if isinstance(key, str):
+                        to_cache.append((key, vec))
+                if cache is not None:
+                    cache.put_many(ns, to_cache)
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        for futures in pending:
+            for f in futures:
+                f.cancel()
+        if bar is not None:
+            bar.close()
+    return feats, ok
+
+
+def _progress(total: int, model: str, progress: bool | None) -> Any:
+    if progress is False or (progress is None and total < 256):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"embed ({model})", unit="img", smoothing=0.1)
