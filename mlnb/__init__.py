@@ -41,6 +41,8 @@ _LAZY = {
     "register_model": "mlnb.features",
     "list_models": "mlnb.features",
     "cache": "mlnb.features",
+    "datasets": "mlnb.datasets",
+    "embed_frame": "mlnb.features",
     "train_classifier": "mlnb.heads",
     "load_classifier": "mlnb.heads",
     "classifiers": "mlnb.heads",

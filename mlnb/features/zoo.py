@@ -165,16 +165,8 @@ def _lite_builder(name: str) -> Callable[[], tuple[Any, Any]]:
         check_state_dict(model, state, str(path))
         model.load_state_dict(state, strict=True)
         model.eval()
-
-        class Backbone(nn.Module):
-            def __init__(self, m: nn.Module) -> None:
-                super().__init__()
-                self.m = m
-
-            def forward(self, x):  # type: ignore[no-untyped-def]
-                return self.m.features(x)
-
-        return Backbone(model), model._fc
+        head, model._fc = model._fc, nn.Identity()  # forward() now ends at the pooled features
+        return model, head
 
     return build
 

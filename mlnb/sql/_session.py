@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._report import collecting
 from ..exceptions import MlnbError, QueryError
 from ..functions import registry
 from ..functions._registry import udf_errors
@@ -109,6 +110,12 @@ class Session:
         frames = {k for k, v in namespace.items() if is_frame(v)}
         self._register(stmt, namespace)
         executed = stmt
+        with collecting():  # bad rows: one summary warning per statement
+            return self._execute(stmt, executed, namespace, frames, lazy=lazy)
+
+    def _execute(self, stmt: str, executed: str, namespace: Mapping[str, Any], frames: set[str], *, lazy: bool) -> Any:
+        import polars as pl
+
         try:
             params = self._params(stmt, namespace)
             executed = rewrite_row_expressions(stmt, self._describe)
