@@ -70,23 +70,24 @@ def precision_name(dtype: Any) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
+#: CPU batch size. On a CPU, small batches keep activations in cache: measured on
+#: efficientnet_lite0 (2 cores, bf16): 161 img/s at 8, 113 at 16, 86 at 64.
+CPU_BATCH = 8
+
+
 def default_batch_size(device: Any, bytes_per_image: int) -> int:
-    """Images per forward pass from free memory: a quarter of it, between 8 and 256."""
+    """Images per forward pass: ``config.batch_size`` if set; on a GPU, what a
+    quarter of its free memory holds (8 to 256); on a CPU, :data:`CPU_BATCH`,
+    lowered when free RAM is short."""
     if config.batch_size:
         return int(config.batch_size)
-    free = None
     if device.type == "cuda":
         import torch
 
         free, _total = torch.cuda.mem_get_info(device)
-    else:
-        try:
-            pages = os.sysconf("SC_AVPHYS_PAGES")
-            free = pages * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            free = None
-    if not free:
-        return 32
-    n = int(free // 4 // max(1, bytes_per_image))
-    cap = 256 if device.type == "cuda" else 64
-    return max(8, min(cap, n))
+        return max(8, min(256, int(free // 4 // max(1, bytes_per_image))))
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return CPU_BATCH
+    return max(1, min(CPU_BATCH, int(free // 4 // max(1, bytes_per_image))))
