@@ -130,6 +130,17 @@ def main() -> None:
             count += len(b)
     results["(d) model-only ceiling"] = count / (time.perf_counter() - t0)
 
+    # precision fidelity on this device: reduced precision vs fp32 on the same images
+    fp32 = []
+    with torch.inference_mode():
+        for b in batches[:2]:
+            x = loaded._prepare(b)
+            fp32.append(fp32_model(x).float().cpu().numpy())
+    ref = np.concatenate(fp32)
+    low = np.concatenate([loaded.forward(b) for b in batches[:2]])
+    cosines = (ref * low).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(low, axis=1))
+    print(f"{loaded.precision} vs fp32 cosine: min {cosines.min():.5f} mean {cosines.mean():.5f} over {len(ref)} images")
+
     base = results["(b) ImageFolder+DataLoader fp32"]
     ceil = results["(d) model-only ceiling"]
     print(f"\nN={args.n} images of {w}x{h}, batch={bs}")
