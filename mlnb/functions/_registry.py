@@ -61,10 +61,12 @@ class Function:
     sql: str | None = None  # body of a table function (a DuckDB table macro)
     specialise: Callable[[dict[str, Any]], str | None] | None = None
     side_effects: bool = False
+    #: Called with the SQL text of a call's arguments before the statement runs; raises to refuse it.
+    check: Callable[[str], None] | None = None
     _udf_name: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
-        self._udf_name = f"__mlnb_{self.name}"
+        self._udf_name = "__mlnb_" + "".join(c if c.isalnum() or c == "_" else "_" for c in self.name)
         self.__doc__ = self.doc
         self.__name__ = self.name
 
@@ -118,7 +120,7 @@ class Function:
     def install(self, con: Any) -> None:
         """Create this function in a DuckDB connection."""
         if self.kind == "table":
-            con.execute(f"CREATE OR REPLACE MACRO {self.name}({self._macro_params()}) AS TABLE {self.sql}")
+            con.execute(f"CREATE OR REPLACE MACRO {_ident(self.name)}({self._macro_params()}) AS TABLE {self.sql}")
             return
         udf_types: list[str] = []
         call_args: list[str] = []
@@ -152,7 +154,7 @@ class Function:
             null_handling="special",
             side_effects=self.side_effects,
         )
-        con.execute(f"CREATE OR REPLACE MACRO {self.name}({self._macro_params()}) AS {self._udf_name}({', '.join(call_args)})")
+        con.execute(f"CREATE OR REPLACE MACRO {_ident(self.name)}({self._macro_params()}) AS {self._udf_name}({', '.join(call_args)})")
 
     def _macro_params(self) -> str:
         return ", ".join(p.name if not p.is_option else f"{p.name} := {_sql_literal(p.default)}" for p in self.params)
@@ -333,6 +335,10 @@ def _python_result(result: Any, scalar: bool) -> Any:
     if isinstance(value, np.ndarray):
         return value
     return value
+
+
+def _ident(name: str) -> str:
+    return name if name.isidentifier() else '"' + name.replace('"', '""') + '"'
 
 
 def _sql_literal(value: Any) -> str:

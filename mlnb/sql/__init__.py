@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import _statements  # noqa: F401 - registers SHOW FUNCTIONS
+from . import _classifier_statements, _statements  # noqa: F401 - register mlnb's statements
 from ._session import Session, get_session, is_frame, sql, statement
 
 __all__ = ["Session", "get_session", "is_frame", "sql", "statement"]

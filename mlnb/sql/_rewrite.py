@@ -255,19 +255,24 @@ def find_names(stmt: str) -> list[Token]:
 
 
 def specialise_calls(stmt: str, lookup: Callable[[str], Any]) -> str:
-    """Wrap calls of functions whose return type depends on constant options
+    """Run each called function's ``check`` on its arguments, and wrap calls of
+    functions whose return type depends on constant options
     (``embed(x, model := 'resnet18')`` → ``CAST(embed(...) AS FLOAT[512])``)."""
     toks = significant(tokenize(stmt))
     edits: list[_Edit] = []
     for i, t in enumerate(toks[:-1]):
-        if t.kind != "ident" or toks[i + 1].text != "(":
+        if t.kind not in ("ident", "qident") or toks[i + 1].text != "(":
             continue
-        fn = lookup(t.text.lower())
-        if fn is None or fn.specialise is None:
+        fn = lookup(t.name if t.kind == "qident" else t.text.lower())
+        if fn is None or (fn.specialise is None and fn.check is None):
             continue
         if i > 0 and toks[i - 1].text == ".":
             continue
         close = _matching(toks, i + 1, "(", ")")
+        if fn.check is not None:
+            fn.check(stmt[toks[i + 1].end : toks[close].start])
+        if fn.specialise is None:
+            continue
         options = _literal_options(toks[i + 2 : close])
         if options is None:
             continue

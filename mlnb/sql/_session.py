@@ -208,6 +208,9 @@ def get_session() -> Session:
             from .. import _ensure_builtins
 
             _ensure_builtins()
+            from ..heads.functions import register_saved_heads
+
+            register_saved_heads()
             _session = Session()
             atexit.register(_session.close)
         return _session

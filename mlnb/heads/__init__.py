@@ -1,0 +1,8 @@
+"""Classifier heads: algorithms with the scikit-learn contract, evaluation,
+a pickle-free store, and scorer functions callable from SQL."""
+
+from __future__ import annotations
+
+from .head import Head, classifiers, cross_validate, drop_classifier, load_classifier, save_head, train_classifier
+
+__all__ = ["Head", "classifiers", "cross_validate", "drop_classifier", "load_classifier", "save_head", "train_classifier"]

@@ -1,0 +1,87 @@
+"""Metrics as Polars frames: accuracy, macro-F1, log-loss, per-class precision
+and recall, the confusion matrix, and the misclassified rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Evaluation:
+    """What a head got right and wrong on some labelled rows.
+
+    ``metrics`` has one row (accuracy, macro_f1, log_loss, n); with
+    cross-validation, ``folds`` has a row per fold and ``summary`` the
+    mean/std/min/max of each metric. ``errors`` lists misclassified rows
+    (``row`` indexes the input) with their confidence, worst first.
+    """
+
+    metrics: Any
+    per_class: Any
+    confusion: Any
+    errors: Any
+    predictions: Any
+    folds: Any = None
+    summary: Any = None
+
+    def _repr_html_(self) -> str:
+        parts = [self.metrics._repr_html_()]
+        if self.summary is not None:
+            parts.append(self.summary._repr_html_())
+        return "".join(parts)
+
+    def __repr__(self) -> str:
+        return f"Evaluation(\n{self.metrics}\n)"
+
+
+def evaluate_predictions(y_true: Any, proba: np.ndarray, classes: np.ndarray) -> Evaluation:
+    import polars as pl
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
+
+    y_true = np.asarray(y_true).astype(str)
+    cls = np.asarray(classes).astype(str)
+    proba = np.asarray(proba, dtype=np.float64)
+    sums = proba.sum(axis=1, keepdims=True)
+    proba = np.divide(proba, sums, out=np.full_like(proba, 1.0 / max(1, proba.shape[1])), where=sums > 0)
+    pred = cls[np.argmax(proba, axis=1)]
+    labels = list(cls)
+    known = np.isin(y_true, cls)
+    try:
+        ll = float(log_loss(y_true[known], proba[known], labels=labels)) if known.all() and len(labels) > 1 else float("nan")
+    except ValueError:
+        ll = float("nan")
+    metrics = pl.DataFrame(
+        {
+            "accuracy": [float(accuracy_score(y_true, pred))],
+            "macro_f1": [float(f1_score(y_true, pred, average="macro", labels=sorted(set(y_true) | set(pred)), zero_division=0))],
+            "log_loss": [ll],
+            "n": [len(y_true)],
+        }
+    )
+    all_labels = sorted(set(labels) | set(y_true))
+    p, r, f, s = precision_recall_fscore_support(y_true, pred, labels=all_labels, zero_division=0)
+    per_class = pl.DataFrame({"class": all_labels, "precision": p, "recall": r, "f1": f, "support": s.astype(np.int64)})
+    cm = confusion_matrix(y_true, pred, labels=all_labels)
+    confusion = pl.DataFrame({"true": all_labels, **{c: cm[:, j].astype(np.int64) for j, c in enumerate(all_labels)}})
+    conf = proba.max(axis=1)
+    wrong = np.flatnonzero(pred != y_true)
+    wrong = wrong[np.argsort(-conf[wrong])]
+    errors = pl.DataFrame(
+        {"row": wrong.astype(np.int64), "true": y_true[wrong], "predicted": pred[wrong], "confidence": conf[wrong].astype(np.float64)},
+        schema={"row": pl.Int64, "true": pl.String, "predicted": pl.String, "confidence": pl.Float64},
+    )
+    predictions = pl.DataFrame({"true": y_true, "predicted": pred, "confidence": conf.astype(np.float64)})
+    return Evaluation(metrics=metrics, per_class=per_class, confusion=confusion, errors=errors, predictions=predictions)
+
+
+def summarise_folds(folds: Any) -> Any:
+    import polars as pl
+
+    rows = []
+    for m in ("accuracy", "macro_f1", "log_loss"):
+        col = folds[m]
+        rows.append({"metric": m, "mean": col.mean(), "std": col.std(), "min": col.min(), "max": col.max()})
+    return pl.DataFrame(rows)

@@ -1,0 +1,294 @@
+"""Heads: train, evaluate, persist and score classifier heads on feature vectors."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..exceptions import MlnbError
+from . import store
+from ._data import data_hash, feature_matrix, to_polars
+from .algorithms import make_estimator
+from .evaluation import Evaluation, evaluate_predictions, summarise_folds
+
+
+class Head:
+    """A trained classifier head.
+
+    ``predict`` / ``predict_proba`` take a feature matrix, a Series of
+    vectors, or a frame plus ``features=`` column; ``evaluate`` scores
+    labelled rows; ``evaluation`` is what training measured (k-fold when
+    there was enough data). ``name`` and ``version`` are set once saved.
+    """
+
+    def __init__(self, estimator: Any, meta: dict[str, Any], evaluation: Evaluation | None = None) -> None:
+        self.estimator = estimator
+        self.meta = meta
+        self.evaluation = evaluation
+
+    name = property(lambda self: self.meta.get("name"))
+    version = property(lambda self: self.meta.get("version"))
+    classes_ = property(lambda self: np.asarray(self.meta["classes"], dtype=object))
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def __repr__(self) -> str:
+        m = self.meta.get("metrics", {})
+        acc = f", accuracy={m['accuracy']:.3f} ({m.get('evaluated_on')})" if "accuracy" in m else ""
+        return f"<Head {self.name or '(unsaved)'}@{self.version} {self.meta['algorithm']} on {self.meta['dim']}-d {self.meta.get('feature_model') or 'features'}, {len(self.meta['classes'])} classes{acc}>"
+
+    # -- scoring -----------------------------------------------------------
+    def _matrix(self, X: Any, features: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        import polars as pl
+
+        if isinstance(X, np.ndarray):
+            X = np.asarray(X, dtype=np.float32)
+            if X.ndim == 1:
+                X = X.reshape(1, -1)
+            if X.shape[1] != self.meta["dim"]:
+                raise MlnbError(f"The features have dimension {X.shape[1]}, but the head was trained on {self.meta['dim']}: score it with the model and layer it was trained on ({self.meta.get('feature_model') or 'unknown'}, {self.meta.get('layer') or 'pool'}).")
+            return X, np.isfinite(X).all(axis=1)
+        if not isinstance(X, pl.Series):
+            df = to_polars(X)
+            col = features or self.meta.get("features_column") or "features"
+            if col not in df.columns:
+                raise MlnbError(f"No column {col!r}: pass features='...' naming the feature column.")
+            X = df.get_column(col)
+        return feature_matrix(X, expect_dim=self.meta["dim"])
+
+    def predict_proba(self, X: Any, *, features: str | None = None) -> np.ndarray:
+        """Probabilities, one column per class of ``classes_``; NaN rows for null features."""
+        M, ok = self._matrix(X, features)
+        out = np.full((len(M), len(self.meta["classes"])), np.nan)
+        if ok.any():
+            out[ok] = self.estimator.predict_proba(M[ok])
+        return out
+
+    def predict(self, X: Any, *, features: str | None = None) -> np.ndarray:
+        """Predicted labels (``None`` where the features are null)."""
+        proba = self.predict_proba(X, features=features)
+        cls = self.classes_
+        return np.array([cls[i] if np.isfinite(p).all() else None for i, p in zip(np.nanargmax(np.nan_to_num(proba, nan=-1), axis=1), proba)], dtype=object)
+
+    def evaluate(self, frame: Any, *, features: str | None = None, label: str = "label") -> Evaluation:
+        """Metrics on labelled rows (rows with null features are skipped and counted)."""
+        df = to_polars(frame)
+        if label not in df.columns:
+            raise MlnbError(f"No label column {label!r}: pass label='...'.")
+        M, ok = self._matrix(df, features)
+        y = df.get_column(label).cast(str).to_numpy()
+        ok &= np.array([v is not None for v in y])
+        if not ok.any():
+            raise MlnbError("No rows with both features and a label to evaluate on.")
+        ev = evaluate_predictions(y[ok], self.estimator.predict_proba(M[ok]), self.classes_)
+        ev.errors = ev.errors.with_columns(ev.errors["row"].map_elements(lambda r: int(np.flatnonzero(ok)[r]), return_dtype=int))
+        return ev
+
+
+def train_classifier(
+    frame: Any,
+    *,
+    features: str = "features",
+    label: str = "label",
+    algo: Any = "logistic",
+    name: str | None = None,
+    folds: int | None = None,
+    options: dict[str, Any] | None = None,
+    feature_model: str | None = None,
+    layer: str | None = None,
+    progress: Any = None,
+) -> Head:
+    """Train a head on a feature column; save and register it as SQL functions when named.
+
+    Parameters
+    ----------
+    frame : Polars/pandas/Arrow frame with a feature column (fixed-size array,
+        list of numbers) and a label column.
+    algo : ``"logistic"``, ``"linear_svm"``, ``"knn"``, ``"mlp"``, ``"torch"`` or
+        any scikit-learn classifier instance.
+    folds : k for k-fold cross-validation (stratified). ``None``: 5 when every
+        class has at least 5 rows, otherwise the metrics are on the training data.
+    name : saves the head in the workspace (a new version each time) and registers
+        ``name(features)`` and ``name_proba(features)`` in SQL.
+    feature_model, layer : where the features came from (checked at scoring).
+
+    Rows with a null label or null features are skipped, with one warning.
+
+    Examples
+    --------
+    >>> import mlnb
+    >>> head = mlnb.train_classifier(df, features="features", label="label", name="pets")  # doctest: +SKIP
+    >>> mlnb.sql("SELECT pets(embed(path)) FROM new_photos")  # doctest: +SKIP
+    """
+    df = to_polars(frame)
+    for col in (features, label):
+        if col not in df.columns:
+            import difflib
+
+            close = difflib.get_close_matches(col, df.columns, n=2)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise MlnbError(f"No column {col!r} in the training data.{hint} Columns: {', '.join(df.columns)}")
+    if df.height == 0:
+        raise MlnbError("The training data has no rows.")
+    X, ok = feature_matrix(df.get_column(features))
+    y_all = df.get_column(label)
+    ok &= ~y_all.is_null().to_numpy()
+    skipped = int((~ok).sum())
+    if skipped:
+        warnings.warn(f"{skipped} of {df.height} training rows have null features or a null label and were skipped.", stacklevel=2)
+    X, y = X[ok], y_all.cast(str).to_numpy()[ok]
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise MlnbError(f"A classifier needs at least two classes; the training data has only {', '.join(map(repr, classes)) or 'none'}.")
+    if folds is None and counts.min() >= 5 and len(y) <= 50_000:
+        folds = 5
+    if folds is not None:
+        folds = int(folds)
+        if folds < 2:
+            raise MlnbError("folds must be at least 2.")
+        small = [(c, n) for c, n in zip(classes, counts) if n < folds]
+        if small:
+            listed = ", ".join(f"{c!r} ({n})" for c, n in small[:5])
+            raise MlnbError(f"{folds}-fold cross-validation needs at least {folds} rows per class; too few for {listed}. Use fewer folds or label more rows.")
+    algo_name = algo if isinstance(algo, str) else type(algo).__name__
+    estimator = make_estimator(algo, options)
+
+    evaluation: Evaluation | None = None
+    if folds:
+        evaluation = cross_validate(estimator, X, y, folds, progress=progress)
+        evaluated_on = f"{folds}-fold CV"
+    t0 = time.perf_counter()
+    estimator.fit(X, y)
+    train_seconds = time.perf_counter() - t0
+    if evaluation is None:
+        evaluation = evaluate_predictions(y, estimator.predict_proba(X), np.asarray(estimator.classes_))
+        evaluated_on = "training data"
+    rows = np.flatnonzero(ok)
+    evaluation.errors = evaluation.errors.with_columns(evaluation.errors["row"].map_elements(lambda r: int(rows[r]), return_dtype=int))
+    m = evaluation.metrics.row(0, named=True)
+    meta = {
+        "algorithm": algo_name,
+        "options": {k: v for k, v in (options or {}).items()},
+        "classes": [str(c) for c in estimator.classes_],
+        "feature_model": feature_model,
+        "layer": layer or ("pool" if feature_model else None),
+        "dim": int(X.shape[1]),
+        "features_column": features,
+        "metrics": {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "log_loss": m["log_loss"], "evaluated_on": evaluated_on},
+        "n_rows": int(len(y)),
+        "data_hash": data_hash(X, y),
+        "train_seconds": round(train_seconds, 4),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "mlnb_version": __version__,
+    }
+    head = Head(estimator, meta, evaluation)
+    if name is not None:
+        save_head(head, name)
+    return head
+
+
+def cross_validate(estimator: Any, X: np.ndarray, y: np.ndarray, folds: int, *, progress: Any = None) -> Evaluation:
+    import polars as pl
+    from sklearn.base import clone
+    from sklearn.model_selection import StratifiedKFold
+
+    classes = np.unique(y)
+    proba = np.zeros((len(y), len(classes)))
+    fold_rows = []
+    for i, (tr, te) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=0).split(X, y)):
+        est = clone(estimator).fit(X[tr], y[tr])
+        p = est.predict_proba(X[te])
+        cols = np.searchsorted(classes, np.asarray(est.classes_).astype(str))
+        proba[np.ix_(te, cols)] = p
+        ev = evaluate_predictions(y[te], proba[te], classes)
+        fold_rows.append({"fold": i, **ev.metrics.row(0, named=True)})
+        if progress is not None:
+            progress(i + 1, folds, fold_rows[-1])
+    evaluation = evaluate_predictions(y, proba, classes)
+    evaluation.folds = pl.DataFrame(fold_rows)
+    evaluation.summary = summarise_folds(evaluation.folds)
+    return evaluation
+
+
+# -- persistence and SQL registration --------------------------------------
+_loaded: dict[tuple[str, str, int], Head] = {}
+_loaded_lock = threading.Lock()
+
+
+def save_head(head: Head, name: str) -> Head:
+    if not name.isidentifier():
+        raise MlnbError(f"Classifier names are SQL identifiers (letters, digits, _): {name!r} is not.")
+    version = store.save(name, head.estimator, head.meta)
+    head.meta = {**head.meta, "name": name, "version": version}
+    with _loaded_lock:
+        _loaded[(str(store.heads_root()), name, version)] = head
+    from .functions import register_head_functions
+
+    register_head_functions(name, version)
+    return head
+
+
+def load_classifier(ref: str) -> Head:
+    """A saved head: ``"name"`` (latest version) or ``"name@2"``."""
+    name, version = store.resolve(ref)
+    key = (str(store.heads_root()), name, version)
+    with _loaded_lock:
+        hit = _loaded.get(key)
+    if hit is not None:
+        return hit
+    estimator, meta = store.load(name, version)
+    head = Head(estimator, meta)
+    with _loaded_lock:
+        _loaded[key] = head
+    return head
+
+
+def classifiers() -> Any:
+    """Every saved head version in the workspace, as a Polars frame."""
+    import polars as pl
+
+    rows = []
+    for n in store.names():
+        for v in store.versions(n):
+            m = store.read_meta(n, v)
+            rows.append(
+                {
+                    "name": n,
+                    "version": v,
+                    "algorithm": m["algorithm"],
+                    "classes": len(m["classes"]),
+                    "feature_model": m.get("feature_model"),
+                    "dim": m["dim"],
+                    "accuracy": m["metrics"].get("accuracy"),
+                    "macro_f1": m["metrics"].get("macro_f1"),
+                    "evaluated_on": m["metrics"].get("evaluated_on"),
+                    "n_rows": m["n_rows"],
+                    "created": m["created"],
+                }
+            )
+    schema = {
+        "name": pl.String, "version": pl.Int64, "algorithm": pl.String, "classes": pl.Int64, "feature_model": pl.String,
+        "dim": pl.Int64, "accuracy": pl.Float64, "macro_f1": pl.Float64, "evaluated_on": pl.String, "n_rows": pl.Int64, "created": pl.String,
+    }
+    return pl.DataFrame(rows, schema=schema)
+
+
+def drop_classifier(name: str) -> int:
+    n = store.drop(name)
+    with _loaded_lock:
+        for k in [k for k in _loaded if k[1] == name]:
+            del _loaded[k]
+    from .functions import unregister_head_functions
+
+    unregister_head_functions(name)
+    return n
+
+

@@ -1,0 +1,167 @@
+"""A linear or MLP head in torch, trained with early stopping, on the GPU when there is one.
+
+A scikit-learn estimator: ``__init__`` stores hyperparameters, ``fit`` returns
+``self``, learned state ends in ``_``, ``predict_proba`` columns follow ``classes_``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+
+class TorchHead(ClassifierMixin, BaseEstimator):
+    """Softmax regression (``hidden=0``) or a one-hidden-layer MLP on feature vectors.
+
+    Parameters
+    ----------
+    hidden : int
+        Hidden units (0: linear head).
+    epochs : int
+        Most passes over the data; training stops earlier when the held-out
+        loss has not improved for ``patience`` epochs.
+    lr, weight_decay, batch_size, dropout, patience, validation_fraction, random_state
+        The usual.
+    device : str or None
+        ``None`` follows ``mlnb.config.device``.
+    """
+
+    def __init__(
+        self,
+        hidden: int = 0,
+        epochs: int = 200,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 256,
+        dropout: float = 0.1,
+        patience: int = 10,
+        validation_fraction: float = 0.1,
+        random_state: int | None = 0,
+        device: str | None = None,
+    ) -> None:
+        self.hidden = hidden
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.dropout = dropout
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.device = device
+
+    def _build(self, n_in: int, n_out: int) -> Any:
+        from torch import nn
+
+        if self.hidden:
+            return nn.Sequential(nn.Linear(n_in, self.hidden), nn.ReLU(), nn.Dropout(self.dropout), nn.Linear(self.hidden, n_out))
+        return nn.Sequential(nn.Linear(n_in, n_out))
+
+    def fit(self, X: Any, y: Any, progress: Any = None) -> TorchHead:
+        import torch
+
+        from ..device import resolve_device
+
+        X = np.asarray(X, dtype=np.float32)
+        y = np.asarray(y)
+        self.classes_, yi = np.unique(y, return_inverse=True)
+        self.n_features_in_ = X.shape[1]
+        dev = resolve_device(self.device)
+        gen = torch.Generator().manual_seed(0 if self.random_state is None else int(self.random_state))
+        torch.manual_seed(0 if self.random_state is None else int(self.random_state))
+        rng = np.random.default_rng(self.random_state)
+        order = rng.permutation(len(X))
+        n_val = int(round(len(X) * self.validation_fraction)) if len(X) >= 20 else 0
+        val, tr = order[:n_val], order[n_val:]
+        # Standardise with training statistics; folded into the first layer after training.
+        self.mean_ = X[tr].mean(axis=0)
+        self.scale_ = X[tr].std(axis=0) + 1e-6
+        Xt = torch.from_numpy((X - self.mean_) / self.scale_).to(dev)
+        yt = torch.from_numpy(yi.astype(np.int64)).to(dev)
+        model = self._build(X.shape[1], len(self.classes_)).to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        best, best_state, bad = float("inf"), None, 0
+        self.loss_curve_: list[float] = []
+        self.validation_curve_: list[float] = []
+        tr_t = torch.from_numpy(tr).to(dev)
+        for _epoch in range(self.epochs):
+            model.train()
+            perm = tr_t[torch.randperm(len(tr_t), generator=gen).to(dev)]
+            total = 0.0
+            for i in range(0, len(perm), self.batch_size):
+                idx = perm[i : i + self.batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(Xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+                total += float(loss) * len(idx)
+            self.loss_curve_.append(total / max(1, len(tr)))
+            if n_val:
+                model.eval()
+                with torch.no_grad():
+                    vl = float(loss_fn(model(Xt[val]), yt[val]))
+                self.validation_curve_.append(vl)
+                if vl < best - 1e-4:
+                    best, bad = vl, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    bad += 1
+                    if bad >= self.patience:
+                        break
+            if progress is not None:
+                progress(_epoch, self.loss_curve_[-1], self.validation_curve_[-1] if n_val else None)
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        self.n_epochs_ = len(self.loss_curve_)
+        self.state_ = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        self._model = None
+        return self
+
+    def _net(self) -> Any:
+        check_is_fitted(self, "state_")
+        if getattr(self, "_model", None) is None:
+            model = self._build(self.n_features_in_, len(self.classes_))
+            model.load_state_dict(self.state_)
+            model.eval()
+            self._model = model
+        return self._model
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        import torch
+
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[-1]} features, but TorchHead is expecting {self.n_features_in_} features as input.")
+        with torch.no_grad():
+            logits = self._net()(torch.from_numpy((X - self.mean_) / self.scale_))
+            return torch.softmax(logits, dim=1).numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    # -- persistence without pickle: tensors + JSON --------------------------
+    def to_tensors(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        import torch
+
+        tensors = {f"net.{k}": v.contiguous() for k, v in self.state_.items()}
+        tensors["mean"] = torch.from_numpy(np.ascontiguousarray(self.mean_))
+        tensors["scale"] = torch.from_numpy(np.ascontiguousarray(self.scale_))
+        meta = {"params": self.get_params(), "classes": [str(c) for c in self.classes_], "n_features_in": int(self.n_features_in_), "n_epochs": self.n_epochs_}
+        return tensors, meta
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, Any], meta: dict[str, Any]) -> TorchHead:
+        head = cls(**meta["params"])
+        head.classes_ = np.array(meta["classes"], dtype=object)
+        head.n_features_in_ = int(meta["n_features_in"])
+        head.n_epochs_ = int(meta.get("n_epochs", 0))
+        head.mean_ = tensors["mean"].numpy()
+        head.scale_ = tensors["scale"].numpy()
+        head.state_ = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+        head._model = None
+        return head
