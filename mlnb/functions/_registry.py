@@ -133,7 +133,9 @@ class Function:
                 ]
             else:
                 udf_types.append(p.type)
-                call_args.append(f"CAST({p.name} AS {p.type})" if p.is_option else p.name)
+                # Options, and list columns (so DOUBLE[] or FLOAT[n] arrays fit a FLOAT[] parameter), are cast.
+                cast = p.is_option or p.type.endswith("[]")
+                call_args.append(f"CAST({p.name} AS {p.type})" if cast else p.name)
         try:
             con.remove_function(self._udf_name)
         except Exception:  # noqa: BLE001 - not there yet

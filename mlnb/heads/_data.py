@@ -40,7 +40,7 @@ def feature_matrix(series: Any, *, expect_dim: int | None = None, what: str = "f
         if ok.any():
             X[ok] = series.filter(pl.Series(ok)).cast(pl.Array(pl.Float32, dim)).to_numpy()
     elif isinstance(dtype, pl.List):
-        lens = series.list.len().to_numpy()
+        lens = series.list.len().fill_null(0).to_numpy().astype(np.int64)
         dims = set(lens[ok].tolist())
         if len(dims) > 1:
             raise MlnbError(f"The {what} column mixes vector lengths {sorted(dims)[:5]}: all rows need the same dimension.")

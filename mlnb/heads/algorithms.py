@@ -51,7 +51,10 @@ def _mlp(hidden: int = 256, alpha: float = 1e-4, max_iter: int = 300) -> Any:
 
     return make_pipeline(
         StandardScaler(),
-        MLPClassifier(hidden_layer_sizes=(int(hidden),), alpha=float(alpha), max_iter=int(max_iter), early_stopping=True, random_state=0),
+        MLPClassifier(
+            hidden_layer_sizes=(int(hidden),), alpha=float(alpha), max_iter=int(max_iter),
+            early_stopping=True, n_iter_no_change=25, random_state=0,
+        ),
     )
 
 

@@ -33,7 +33,7 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         self,
         hidden: int = 0,
         epochs: int = 200,
-        lr: float = 1e-3,
+        lr: float = 3e-3,
         weight_decay: float = 1e-4,
         batch_size: int = 256,
         dropout: float = 0.1,
@@ -88,12 +88,14 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         self.loss_curve_: list[float] = []
         self.validation_curve_: list[float] = []
         tr_t = torch.from_numpy(tr).to(dev)
+        # Small data sets still get several steps per epoch.
+        bs = int(min(self.batch_size, max(32, len(tr) // 8)))
         for _epoch in range(self.epochs):
             model.train()
             perm = tr_t[torch.randperm(len(tr_t), generator=gen).to(dev)]
             total = 0.0
-            for i in range(0, len(perm), self.batch_size):
-                idx = perm[i : i + self.batch_size]
+            for i in range(0, len(perm), bs):
+                idx = perm[i : i + bs]
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model(Xt[idx]), yt[idx])
                 loss.backward()
