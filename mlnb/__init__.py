@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._report import ImageLoadWarning
 from ._version import __version__
 from .config import config
 from .exceptions import (
@@ -51,6 +52,7 @@ _LAZY = {
 __all__ = sorted(
     [
         "ImageLoadError",
+        "ImageLoadWarning",
         "MissingDependencyError",
         "MlnbError",
         "ModelNotFoundError",

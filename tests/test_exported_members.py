@@ -13,8 +13,8 @@ def test_all_is_sorted_and_resolves():
 
 
 def test_sql_and_functions_are_functions_not_modules():
-    import mlnb.sql as m1  # noqa: F401 - importing the subpackage must not shadow the function
     import mlnb.functions.read_images  # noqa: F401
+    import mlnb.sql as m1  # noqa: F401 - importing the subpackage must not shadow the function
 
     assert callable(mlnb.sql) and callable(mlnb.functions)
 

@@ -100,7 +100,7 @@ class TorchHead(ClassifierMixin, BaseEstimator):
                 loss = loss_fn(model(Xt[idx]), yt[idx])
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
             self.loss_curve_.append(total / max(1, len(tr)))
             if n_val:
                 model.eval()

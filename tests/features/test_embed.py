@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import socket
 import struct
 import tarfile
 import threading
@@ -87,7 +86,7 @@ def test_bad_inputs_give_null_and_one_summary_warning(cat, tmp_path, monkeypatch
     (tmp_path / "bomb.png").write_bytes(_bomb_png())
 
     def unreachable(url, timeout):
-        raise socket.timeout("timed out")
+        raise TimeoutError("timed out")
 
     monkeypatch.setattr(images_mod, "fetch_url", unreachable)
     t = pl.DataFrame(
@@ -125,7 +124,7 @@ def test_modes_are_converted(tmp_path):
         "cmyk.jpg": rgb.convert("CMYK"),
         "palette.png": rgb.convert("P"),
         "alpha.png": rgb.convert("RGBA"),
-        "sixteen.png": Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257)),
+        "sixteen.png": Image.fromarray(np.asarray(rgb.convert("L"), dtype=np.uint16) * 257),
     }
     for name, img in variants.items():
         img.save(tmp_path / name)

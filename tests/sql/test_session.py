@@ -27,7 +27,7 @@ def test_polars_frames_join_and_aggregate(frames):
 
 
 def test_frames_from_the_callers_variables():
-    local_frame = pl.DataFrame({"x": [1, 2]})
+    local_frame = pl.DataFrame({"x": [1, 2]})  # noqa: F841 - found by name from SQL
     assert mlnb.sql("SELECT count(*) AS n FROM local_frame").item() == 2
 
 
