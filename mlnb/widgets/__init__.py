@@ -1,0 +1,1 @@
+"""Widgets (labeler, explorer, trainer): see the issues; not built yet."""
