@@ -93,15 +93,15 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         for _epoch in range(self.epochs):
             model.train()
             perm = tr_t[torch.randperm(len(tr_t), generator=gen).to(dev)]
-            total = 0.0
+            total = torch.zeros((), device=dev)  # summed on the device: one sync per epoch, not per step
             for i in range(0, len(perm), bs):
                 idx = perm[i : i + bs]
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(model(Xt[idx]), yt[idx])
                 loss.backward()
                 opt.step()
-                total += float(loss.detach()) * len(idx)
-            self.loss_curve_.append(total / max(1, len(tr)))
+                total += loss.detach() * len(idx)
+            self.loss_curve_.append(float(total) / max(1, len(tr)))
             if n_val:
                 model.eval()
                 with torch.no_grad():
