@@ -392,6 +392,11 @@ class Registry:
     def on_add(self, callback: Callable[[Function], None]) -> None:
         self._listeners.append(callback)
 
+    def off_add(self, callback: Callable[[Function], None]) -> None:
+        with self._lock:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
     def match(self, pattern: str = "*") -> list[Function]:
         return [f for f in self if fnmatch.fnmatch(f.name, pattern)]
 

@@ -185,6 +185,7 @@ class Session:
         return [(c, str(t)) for c, t in zip(rel.columns, rel.types)]
 
     def close(self) -> None:
+        registry.off_add(self._install)
         self.con.close()
 
 

@@ -70,8 +70,15 @@ def test_undefined_parameter_is_a_clear_error():
     assert "^" in str(e.value)
 
 
-def test_several_statements_last_result_wins():
+@pytest.fixture
+def session():
     s = Session()
+    yield s
+    s.close()
+
+
+def test_several_statements_last_result_wins(session):
+    s = session
     out = s.run("CREATE TABLE t AS SELECT 1 AS a; INSERT INTO t VALUES (2); SELECT sum(a) AS s FROM t;")
     assert out.item() == 3
 
@@ -125,8 +132,8 @@ def test_error_renders_without_traceback_in_ipython():
     assert err._render_traceback_() == ["QueryError: " + str(err)]
 
 
-def test_rebinding_a_name_and_mutating_pandas_are_seen():
-    s = Session()
+def test_rebinding_a_name_and_mutating_pandas_are_seen(session):
+    s = session
     ns = {"t": pl.DataFrame({"a": [1]})}
     assert s.run("SELECT sum(a) AS s FROM t", ns).item() == 1
     ns["t"] = pl.DataFrame({"a": [5, 5]})
