@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 
 class TorchHead(ClassifierMixin, BaseEstimator):
@@ -65,10 +66,9 @@ class TorchHead(ClassifierMixin, BaseEstimator):
 
         from ..device import resolve_device
 
-        X = np.asarray(X, dtype=np.float32)
-        y = np.asarray(y)
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
         self.classes_, yi = np.unique(y, return_inverse=True)
-        self.n_features_in_ = X.shape[1]
         dev = resolve_device(self.device)
         gen = torch.Generator().manual_seed(0 if self.random_state is None else int(self.random_state))
         torch.manual_seed(0 if self.random_state is None else int(self.random_state))
@@ -120,37 +120,27 @@ class TorchHead(ClassifierMixin, BaseEstimator):
             model.load_state_dict(best_state)
         model.eval()
         self.n_epochs_ = len(self.loss_curve_)
-        self.state_ = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        self._model = None
+        self.model_ = model.cpu()
         return self
-
-    def _net(self) -> Any:
-        check_is_fitted(self, "state_")
-        if getattr(self, "_model", None) is None:
-            model = self._build(self.n_features_in_, len(self.classes_))
-            model.load_state_dict(self.state_)
-            model.eval()
-            self._model = model
-        return self._model
 
     def predict_proba(self, X: Any) -> np.ndarray:
         import torch
 
-        X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[-1]} features, but TorchHead is expecting {self.n_features_in_} features as input.")
+        check_is_fitted(self, "model_")
+        X = validate_data(self, X, dtype=np.float32, reset=False)
         with torch.no_grad():
-            logits = self._net()(torch.from_numpy((X - self.mean_) / self.scale_))
+            logits = self.model_(torch.from_numpy((X - self.mean_) / self.scale_))
             return torch.softmax(logits, dim=1).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # checks fitted-ness first
+        return self.classes_[np.argmax(proba, axis=1)]
 
     # -- persistence without pickle: tensors + JSON --------------------------
     def to_tensors(self) -> tuple[dict[str, Any], dict[str, Any]]:
         import torch
 
-        tensors = {f"net.{k}": v.contiguous() for k, v in self.state_.items()}
+        tensors = {f"net.{k}": v.detach().contiguous() for k, v in self.model_.state_dict().items()}
         tensors["mean"] = torch.from_numpy(np.ascontiguousarray(self.mean_))
         tensors["scale"] = torch.from_numpy(np.ascontiguousarray(self.scale_))
         meta = {"params": self.get_params(), "classes": [str(c) for c in self.classes_], "n_features_in": int(self.n_features_in_), "n_epochs": self.n_epochs_}
@@ -164,6 +154,7 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         head.n_epochs_ = int(meta.get("n_epochs", 0))
         head.mean_ = tensors["mean"].numpy()
         head.scale_ = tensors["scale"].numpy()
-        head.state_ = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
-        head._model = None
+        model = head._build(head.n_features_in_, len(head.classes_))
+        model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
+        head.model_ = model.eval()
         return head
