@@ -49,16 +49,12 @@ _LAZY = {
     "classifiers": "mlnb.heads",
 }
 
+from . import exceptions as _exceptions  # noqa: E402
+
 __all__ = sorted(
     [
-        "ImageLoadError",
+        *_exceptions.__all__,
         "ImageLoadWarning",
-        "MissingDependencyError",
-        "MlnbError",
-        "ModelNotFoundError",
-        "NotFittedError",
-        "QueryError",
-        "WorkspaceError",
         "__version__",
         "config",
         "function",

@@ -115,27 +115,30 @@ def _matching(toks: list[Token], i: int, open_: str, close_: str) -> int:
 def _parse_items(toks: list[Token], stmt: str) -> list[tuple[str, str, int]]:
     """``*``, ``* EXCLUDING (...)``, ``col`` and ``prefix*`` items of a row expression."""
     items: list[tuple[str, str, int]] = []
-    j = 0
-    while j < len(toks):
-        t = toks[j]
-        if t.text == ",":
-            j += 1
+    for group in _split_commas(toks):
+        if group[0].text != "*":
+            items += _parse_patterns(group, stmt)
             continue
-        if t.text == "*":
-            items.append(("star", "*", t.start))
-            if j + 1 < len(toks) and toks[j + 1].upper == "EXCLUDING":
-                if j + 2 >= len(toks) or toks[j + 2].text != "(":
-                    raise QueryError("EXCLUDING needs a list in parentheses: EXCLUDING(a, b).", statement=stmt, position=toks[j + 1].start)
-                close = _matching(toks, j + 2, "(", ")")
-                items += _as_exclusions(_parse_patterns(toks[j + 3 : close], stmt))
-                j = close + 1
-            else:
-                j += 1
+        items.append(("star", "*", group[0].start))
+        if len(group) == 1:
             continue
-        pats = _parse_patterns(toks[j : j + 2] if j + 1 < len(toks) and toks[j + 1].text == "*" else toks[j : j + 1], stmt)
-        items += pats
-        j += 2 if j + 1 < len(toks) and toks[j + 1].text == "*" else 1
+        if group[1].upper != "EXCLUDING" or len(group) < 4 or group[2].text != "(" or group[-1].text != ")":
+            raise QueryError("After * only EXCLUDING(a, b, ...) may follow.", statement=stmt, position=group[1].start)
+        items += _as_exclusions(_parse_patterns(group[3:-1], stmt))
     return items
+
+
+def _split_commas(toks: list[Token]) -> list[list[Token]]:
+    groups: list[list[Token]] = [[]]
+    depth = 0
+    for t in toks:
+        depth += t.text in ("(", "[", "{")
+        depth -= t.text in (")", "]", "}")
+        if t.text == "," and depth == 0:
+            groups.append([])
+        else:
+            groups[-1].append(t)
+    return [g for g in groups if g]
 
 
 def _parse_patterns(toks: list[Token], stmt: str) -> list[tuple[str, str, int]]:
