@@ -43,6 +43,7 @@ _LAZY = {
     "list_models": "mlnb.features",
     "cache": "mlnb.features",
     "datasets": "mlnb.datasets",
+    "label": "mlnb.widgets",
     "embed_frame": "mlnb.features",
     "train_classifier": "mlnb.heads",
     "load_classifier": "mlnb.heads",
@@ -83,6 +84,7 @@ def __dir__() -> list[str]:
 def _ensure_builtins() -> None:
     """Register the built-in functions (cheap: nothing heavy is imported)."""
     importlib.import_module("mlnb.functions.read_images")
+    importlib.import_module("mlnb.labels")
     for mod in ("mlnb.features", "mlnb.heads"):
         try:
             importlib.import_module(mod)

@@ -37,6 +37,15 @@ def statement(pattern: str) -> Callable[[Handler], Handler]:
     return deco
 
 
+_PROVIDERS: dict[str, Callable[[], Any]] = {}
+
+
+def table_provider(name: str, fn: Callable[[], Any]) -> None:
+    """Make ``name`` a SQL table computed by ``fn()`` when a statement uses it
+    (and no frame of the namespace has that name): ``labels``, ``runs``."""
+    _PROVIDERS[name] = fn
+
+
 def is_frame(obj: Any) -> bool:
     """Polars, pandas and Arrow tabular objects that DuckDB can scan without copying."""
     mod = type(obj).__module__.split(".")[0]
@@ -148,6 +157,8 @@ class Session:
         for tok in find_names(stmt):
             name = tok.name
             obj = namespace.get(name)
+            if obj is None and name in _PROVIDERS:
+                obj = _PROVIDERS[name]()  # fresh each statement: labels change between queries
             if obj is None or not is_frame(obj):
                 continue
             # pandas frames change in place, so they are registered afresh every time.

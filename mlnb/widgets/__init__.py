@@ -1,1 +1,8 @@
-"""Widgets (labeler, explorer, trainer): see the issues; not built yet."""
+"""Widgets: a Python controller per widget (state, logic, persistence) and a thin
+anywidget view. Only the labeler exists so far; the explorer and trainer are to come."""
+
+from __future__ import annotations
+
+from .labeler import Labeler, label
+
+__all__ = ["Labeler", "label"]

@@ -1,0 +1,508 @@
+"""The labeler's controller: all state and logic, no browser needed.
+
+The view (:class:`mlnb.widgets._labeler_view.LabelerView`) only shows pages
+of thumbnails and sends clicks and keys back; tests drive this class the
+same way. Every label is in the label store (on disk, fsync'ed) before the
+state here changes, so what the view shows as saved is saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from ..exceptions import MlnbError
+from ..labels import get_label_store
+
+KEYS_HELP = (
+    "1-9, 0: label the selection with class 1-10 · Enter: accept the suggestion · Space: skip · "
+    "u: unsure · arrows: move · shift+arrows: extend the selection · Ctrl+Z / Ctrl+Shift+Z: undo / redo · "
+    "f: focus mode · ?: these keys"
+)
+
+
+@dataclass(frozen=True)
+class ItemState:
+    kind: str | None = None  # None (unlabelled), "label", "unsure", "skip"
+    label: Any = None  # a class name, or a tuple of names in multi-label mode
+
+
+_EMPTY = ItemState()
+
+
+class Labeler:
+    """Label the images of a frame, a page or one item at a time.
+
+    Parameters
+    ----------
+    frame : a Polars, pandas or Arrow frame.
+    image : the column with image paths, URLs or bytes.
+    classes : the class names; more can be added while labelling.
+    multi_label : an item may carry several classes; a class key toggles it.
+    item : the column that identifies an item (default: ``image``).
+    dataset : the name labels are stored under (default: derived from the items,
+        so reopening on the same data resumes).
+    """
+
+    def __init__(
+        self,
+        frame: Any,
+        *,
+        image: str = "path",
+        classes: list[str] | tuple[str, ...] = (),
+        multi_label: bool = False,
+        item: str | None = None,
+        dataset: str | None = None,
+        page_size: int = 48,
+        thumb_size: int = 96,
+        features: str | None = None,
+        retrain_every: int = 10,
+        strategy: str = "entropy",
+        random_share: float = 0.2,
+    ) -> None:
+        from ..heads._data import to_polars
+
+        df = to_polars(frame)
+        self.frame = df
+        for col in {image, item or image}:
+            if col not in df.columns:
+                raise MlnbError(f"No column {col!r} in the frame; columns: {', '.join(df.columns)}.")
+        if df.height == 0:
+            raise MlnbError("The frame is empty: there is nothing to label.")
+        self.image = image
+        self.item_col = item or image
+        self.items: list[str] = [str(v) for v in df.get_column(self.item_col).to_list()]
+        self.classes: list[str] = [str(c) for c in classes]
+        self.multi_label = multi_label
+        self.dataset = dataset or _dataset_id(self.item_col, self.items)
+        self.page_size = page_size
+        self.thumb_size = thumb_size
+        self.features = features
+        self.retrain_every = retrain_every
+        self.strategy = strategy
+        self.random_share = random_share
+        self.store = get_label_store()
+        self.state: dict[str, ItemState] = {}
+        self._resume()
+        self.order: list[int] = list(range(len(self.items)))
+        self.cursor = next((i for i, it in enumerate(self.items) if it not in self.state), 0)
+        self.selection: set[int] = {self.cursor}
+        self.anchor = self.cursor
+        self.page = self.cursor // self.page_size
+        self.focus = False
+        self.show_help = False
+        self.status = ""
+        self.suggestions: dict[str, tuple[str, float]] = {}
+        self.cv_score: float | None = None
+        self._undo: list[list[tuple[str, ItemState, ItemState]]] = []
+        self._redo: list[list[tuple[str, ItemState, ItemState]]] = []
+        self._since_train = 0
+        self._train_lock = threading.Lock()
+        self._listeners: list[Any] = []
+        self._view: Any = None
+
+    # -- persistence ----------------------------------------------------
+    def _resume(self) -> None:
+        current = self.store.current(self.dataset)
+        known = set(self.items)
+        for row in current.iter_rows(named=True):
+            if row["item"] not in known:
+                continue
+            label = tuple(row["labels"]) if row["labels"] is not None else row["label"]
+            self.state[row["item"]] = ItemState(row["kind"], label)
+            for c in (label if isinstance(label, tuple) else (label,)):
+                if c is not None and c not in self.classes:
+                    self.classes.append(c)
+
+    def _write(self, changes: list[tuple[str, ItemState]], *, record: bool = True) -> None:
+        """Persist first, then change state; ``changes`` are (item, new state)."""
+        groups: dict[ItemState, list[str]] = {}
+        for it, new in changes:
+            groups.setdefault(new, []).append(it)
+        for new, its in groups.items():
+            kind = new.kind or "clear"
+            label = list(new.label) if isinstance(new.label, tuple) else new.label
+            self.store.add(self.dataset, its, label, kind=kind)
+        undo = [(it, self.state.get(it, _EMPTY), new) for it, new in changes]
+        for it, new in changes:
+            if new.kind is None:
+                self.state.pop(it, None)
+            else:
+                self.state[it] = new
+        if record:
+            self._undo.append(undo)
+            self._redo.clear()
+        n = len(changes)
+        self.status = f"saved {n} label{'s' if n != 1 else ''}"
+        self._changed()
+
+    # -- selection --------------------------------------------------------
+    def click(self, pos: int, *, shift: bool = False, ctrl: bool = False) -> None:
+        """A click on the item at ``pos`` of the current order (shift: range, ctrl: toggle)."""
+        self._check_pos(pos)
+        if shift:
+            lo, hi = sorted((self.anchor, pos))
+            self.selection = set(range(lo, hi + 1))
+        elif ctrl:
+            self.selection ^= {pos}
+            self.anchor = pos
+        else:
+            self.selection = {pos}
+            self.anchor = pos
+        self.cursor = pos
+        self._changed()
+
+    def drag(self, start: int, end: int) -> None:
+        """A drag from one item to another selects the range."""
+        self._check_pos(start)
+        self._check_pos(end)
+        lo, hi = sorted((start, end))
+        self.selection = set(range(lo, hi + 1))
+        self.anchor, self.cursor = start, end
+        self._changed()
+
+    def move(self, delta: int, *, extend: bool = False) -> None:
+        pos = max(0, min(len(self.order) - 1, self.cursor + delta))
+        if extend:
+            lo, hi = sorted((self.anchor, pos))
+            self.selection = set(range(lo, hi + 1))
+        else:
+            self.selection = {pos}
+            self.anchor = pos
+        self.cursor = pos
+        self.page = pos // self.page_size
+        self._changed()
+
+    def _check_pos(self, pos: int) -> None:
+        if not 0 <= pos < len(self.order):
+            raise MlnbError(f"No item at position {pos}.")
+
+    def selected_items(self) -> list[str]:
+        return [self.items[self.order[p]] for p in sorted(self.selection)]
+
+    # -- labelling ----------------------------------------------------------
+    def label(self, cls: str | int, items: list[str] | None = None) -> None:
+        """Label the selection (or ``items``) with a class name or its 0-based index."""
+        name = self._class_name(cls)
+        targets = items if items is not None else self.selected_items()
+        if self.multi_label:
+            changes = []
+            for it in targets:
+                cur = self.state.get(it, _EMPTY)
+                have = set(cur.label) if cur.kind == "label" and isinstance(cur.label, tuple) else set()
+                have ^= {name}
+                changes.append((it, ItemState("label", tuple(sorted(have))) if have else _EMPTY))
+        else:
+            changes = [(it, ItemState("label", name)) for it in targets]
+        self._write(changes)
+        self._after_labels(len(changes))
+
+    def mark(self, kind: str) -> None:
+        """Mark the selection ``unsure`` or ``skip``."""
+        if kind not in ("unsure", "skip"):
+            raise MlnbError("mark() takes 'unsure' or 'skip'.")
+        self._write([(it, ItemState(kind, None)) for it in self.selected_items()])
+        if not self.multi_label and len(self.selection) == 1:
+            self.next_unlabelled()
+
+    def accept_suggestion(self) -> None:
+        changes = [(it, ItemState("label", self.suggestions[it][0])) for it in self.selected_items() if it in self.suggestions]
+        if not changes:
+            self.status = "no suggestion for the selection yet"
+            self._changed()
+            return
+        self._write(changes)
+        self._after_labels(len(changes))
+
+    def _after_labels(self, n: int) -> None:
+        self._since_train += n
+        if not self.multi_label and len(self.selection) == 1:
+            self.next_unlabelled()
+        if self.features and self._since_train >= self.retrain_every:
+            self._since_train = 0
+            threading.Thread(target=self.retrain, daemon=True).start()
+
+    def next_unlabelled(self) -> None:
+        n = len(self.order)
+        for step in range(1, n + 1):
+            pos = (self.cursor + step) % n
+            if self.items[self.order[pos]] not in self.state:
+                self.selection, self.anchor, self.cursor = {pos}, pos, pos
+                self.page = pos // self.page_size
+                break
+        self._changed()
+
+    def _class_name(self, cls: str | int) -> str:
+        if isinstance(cls, int):
+            if not 0 <= cls < len(self.classes):
+                raise MlnbError(f"There is no class {cls + 1}: the classes are {', '.join(self.classes) or 'none yet'}.")
+            return self.classes[cls]
+        if cls not in self.classes:
+            raise MlnbError(f"{cls!r} is not one of the classes ({', '.join(self.classes)}); add it with add_class().")
+        return cls
+
+    def add_class(self, name: str) -> None:
+        name = str(name).strip()
+        if not name:
+            raise MlnbError("A class needs a name.")
+        if name not in self.classes:
+            self.classes.append(name)
+        self._changed()
+
+    def undo(self) -> None:
+        if not self._undo:
+            self.status = "nothing to undo"
+            self._changed()
+            return
+        step = self._undo.pop()
+        self._write([(it, old) for it, old, _new in reversed(step)], record=False)
+        self._redo.append(step)
+        self.status = f"undone ({len(step)})"
+        self._changed()
+
+    def redo(self) -> None:
+        if not self._redo:
+            self.status = "nothing to redo"
+            self._changed()
+            return
+        step = self._redo.pop()
+        self._write([(it, new) for it, _old, new in step], record=False)
+        self._undo.append(step)
+        self.status = f"redone ({len(step)})"
+        self._changed()
+
+    # -- keys ------------------------------------------------------------------
+    def key(self, key: str, *, ctrl: bool = False, shift: bool = False) -> None:
+        """A key press as the browser reports it (``event.key``)."""
+        k = key.lower() if len(key) == 1 else key
+        if ctrl and k == "z":
+            self.redo() if shift else self.undo()
+        elif ctrl and k == "y":
+            self.redo()
+        elif key.isdigit() and len(key) == 1:
+            idx = 9 if key == "0" else int(key) - 1
+            self.label(idx)
+        elif key == "Enter":
+            self.accept_suggestion()
+        elif key in (" ", "Spacebar"):
+            self.mark("skip")
+        elif k == "u":
+            self.mark("unsure")
+        elif key in ("ArrowRight", "ArrowDown", "ArrowLeft", "ArrowUp"):
+            cols = 1 if self.focus else 8
+            delta = {"ArrowRight": 1, "ArrowLeft": -1, "ArrowDown": cols, "ArrowUp": -cols}[key]
+            self.move(delta, extend=shift)
+        elif k == "f":
+            self.focus = not self.focus
+            self._changed()
+        elif key == "?":
+            self.show_help = not self.show_help
+            self._changed()
+
+    # -- what is shown ---------------------------------------------------------------
+    def counts(self) -> Any:
+        """Labelled items per class, with the unsure/skipped/unlabelled totals."""
+        import polars as pl
+
+        per: dict[str, int] = dict.fromkeys(self.classes, 0)
+        other = {"(unsure)": 0, "(skipped)": 0}
+        for st in self.state.values():
+            if st.kind == "label":
+                for c in st.label if isinstance(st.label, tuple) else (st.label,):
+                    per[c] = per.get(c, 0) + 1
+            elif st.kind == "unsure":
+                other["(unsure)"] += 1
+            elif st.kind == "skip":
+                other["(skipped)"] += 1
+        done = sum(1 for it in self.items if it in self.state)
+        rows = [{"class": c, "count": n} for c, n in per.items()] + [{"class": c, "count": n} for c, n in other.items()]
+        rows.append({"class": "(unlabelled)", "count": len(self.items) - done})
+        return pl.DataFrame(rows, schema={"class": pl.String, "count": pl.Int64})
+
+    @property
+    def labels(self) -> Any:
+        """The current labels of this data set as a Polars frame (``labels`` in SQL has every data set)."""
+        return self.store.current(self.dataset)
+
+    def page_items(self, page: int | None = None) -> list[dict[str, Any]]:
+        """The items of a page, in order: position, item, state, suggestion (no pixels)."""
+        page = self.page if page is None else page
+        start = page * self.page_size
+        out = []
+        for pos in range(start, min(start + self.page_size, len(self.order))):
+            it = self.items[self.order[pos]]
+            st = self.state.get(it, _EMPTY)
+            sug = self.suggestions.get(it)
+            out.append(
+                {
+                    "pos": pos,
+                    "item": it,
+                    "kind": st.kind,
+                    "label": list(st.label) if isinstance(st.label, tuple) else st.label,
+                    "suggestion": sug[0] if sug else None,
+                    "confidence": sug[1] if sug else None,
+                    "selected": pos in self.selection,
+                }
+            )
+        return out
+
+    def thumbnails(self, page: int | None = None) -> list[bytes]:
+        """JPEG thumbnails of a page (made once, cached); a missing image gives b''."""
+        from ..exceptions import ImageLoadError
+        from ..images import thumbnail
+
+        images = self.frame.get_column(self.image).to_list()
+        out = []
+        missing = 0
+        for row in self.page_items(page):
+            try:
+                out.append(thumbnail(images[self.order[row["pos"]]], self.thumb_size))
+            except ImageLoadError:
+                out.append(b"")
+                missing += 1
+        if missing:
+            self.status = f"{missing} image(s) on this page could not be read"
+        return out
+
+    # -- what to label next -------------------------------------------------------------
+    def order_by(self, items: list[Any]) -> None:
+        """Show these items first, in this order (e.g. the result of a ``%%mlsql`` query)."""
+        index = {it: i for i, it in enumerate(self.items)}
+        first = [index[str(v)] for v in items if str(v) in index]
+        seen = set(first)
+        self.order = first + [i for i in range(len(self.items)) if i not in seen]
+        self.cursor, self.anchor, self.selection, self.page = 0, 0, {0}, 0
+        self._changed()
+
+    def order_by_query(self, query: str, **params: Any) -> None:
+        """Order by the first column of a SQL query (tables: the namespace's frames, ``labels`` ...)."""
+        from ..sql import get_session
+
+        import polars as pl  # noqa: F401
+
+        ns = {"items": self.frame, **params}
+        result = get_session().run(query, ns)
+        if result.width == 0:
+            raise MlnbError("The query returned no columns.")
+        self.order_by(result.get_column(result.columns[0]).to_list())
+
+    # -- active learning --------------------------------------------------------------
+    def retrain(self) -> None:
+        """Train a head on the labelled items' features, score the rest, re-order by uncertainty."""
+        import numpy as np
+
+        from ..heads import train_classifier
+        from ..heads._data import feature_matrix
+
+        if not self.features or self.multi_label:
+            return
+        with self._train_lock:
+            import polars as pl
+
+            lab = {it: st.label for it, st in self.state.items() if st.kind == "label"}
+            df = self.frame.with_columns(pl.Series("_item", self.items))
+            train = df.filter(pl.col("_item").is_in(list(lab))).with_columns(pl.col("_item").replace_strict(lab, return_dtype=pl.String).alias("_label"))
+            if train.get_column("_label").n_unique() < 2:
+                return
+            counts = train.get_column("_label").value_counts().get_column("count")
+            folds = 3 if counts.min() >= 3 else None
+            try:
+                head = train_classifier(train, features=self.features, label="_label", algo="logistic", folds=folds)
+            except MlnbError as exc:
+                self.status = f"retraining failed: {exc}"
+                self._changed()
+                return
+            self.cv_score = head.meta["metrics"]["accuracy"] if folds else None
+            X, ok = feature_matrix(df.get_column(self.features))
+            proba = np.full((len(self.items), len(head.classes_)), np.nan)
+            proba[ok] = head.estimator.predict_proba(X[ok])
+            cls = head.classes_
+            self.suggestions = {it: (str(cls[int(np.argmax(p))]), float(np.max(p))) for it, p, k in zip(self.items, proba, ok) if k}
+            unl = [i for i, it in enumerate(self.items) if it not in self.state and ok[i]]
+            scores = {i: uncertainty(proba[i], self.strategy) for i in unl}
+            ranked = sorted(unl, key=lambda i: -scores[i])
+            rng = random.Random(len(self.state))
+            n_random = int(round(len(ranked) * self.random_share))
+            mixed = _mix(ranked, rng.sample(unl, n_random) if n_random else [], self.random_share)
+            rest = [i for i in range(len(self.items)) if i not in set(mixed)]
+            self.order = mixed + rest
+            self.cursor, self.anchor, self.selection, self.page = 0, 0, {0}, 0
+            self.status = "head retrained" + (f": {folds}-fold accuracy {self.cv_score:.3f}" if self.cv_score is not None else "")
+            self._changed()
+
+    # -- view ------------------------------------------------------------------------------
+    def on_change(self, callback: Any) -> None:
+        self._listeners.append(callback)
+
+    def _changed(self) -> None:
+        for cb in list(self._listeners):
+            cb()
+
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    @property
+    def widget(self) -> Any:
+        """The browser view (created on first use)."""
+        if self._view is None:
+            from ._labeler_view import LabelerView
+
+            self._view = LabelerView(self)
+        return self._view
+
+
+def uncertainty(p: Any, strategy: str = "entropy") -> float:
+    """How unsure a probability row is: ``entropy``, ``margin`` or ``least_confidence``."""
+    import numpy as np
+
+    p = np.asarray(p, dtype=float)
+    if strategy == "entropy":
+        q = p[p > 0]
+        return float(-(q * np.log(q)).sum())
+    s = np.sort(p)[::-1]
+    if strategy == "margin":
+        return float(1.0 - (s[0] - (s[1] if len(s) > 1 else 0.0)))
+    if strategy == "least_confidence":
+        return float(1.0 - s[0])
+    raise MlnbError(f"Unknown strategy {strategy!r}: entropy, margin or least_confidence.")
+
+
+def _mix(ranked: list[int], randoms: list[int], share: float) -> list[int]:
+    """Interleave the most uncertain items with a random share."""
+    if not randoms:
+        return ranked
+    out: list[int] = []
+    seen: set[int] = set()
+    every = max(1, int(round(1 / share)))
+    r = iter(randoms)
+    for i, idx in enumerate(ranked):
+        if i % every == every - 1:
+            for extra in r:
+                if extra not in seen:
+                    out.append(extra)
+                    seen.add(extra)
+                    break
+        if idx not in seen:
+            out.append(idx)
+            seen.add(idx)
+    return out
+
+
+def _dataset_id(col: str, items: list[str]) -> str:
+    h = hashlib.sha1("\n".join(sorted(items)).encode()).hexdigest()[:10]
+    return f"{col}-{h}"
+
+
+def label(frame: Any, *, image: str = "path", classes: list[str] | tuple[str, ...] = (), **kwargs: Any) -> Labeler:
+    """Open a labeler on ``frame``'s images: ``mlnb.label(df, image="path", classes=["cat", "dog"])``.
+
+    Labels are saved the moment they are given; reopening on the same data resumes.
+    ``features=`` (an embedding column) turns on active learning.
+    """
+    return Labeler(frame, image=image, classes=classes, **kwargs)

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+import mlnb
+from mlnb.widgets import Labeler
+
+
+@pytest.fixture
+def frame(tmp_path):
+    paths = []
+    for i in range(12):
+        p = tmp_path / f"img{i:02d}.png"
+        Image.new("RGB", (16, 16), (i * 20, 0, 0)).save(p)
+        paths.append(str(p))
+    rng = np.random.default_rng(0)
+    truth = ["a" if i % 2 == 0 else "b" for i in range(12)]
+    feats = np.array([[5.0 if t == "a" else -5.0, 0.0] for t in truth]) + rng.normal(size=(12, 2))
+    return pl.DataFrame({"path": paths, "truth": truth, "f": feats.astype(np.float32)}, schema_overrides={"f": pl.Array(pl.Float32, 2)})
+
+
+def send(lab, **msg):
+    lab.widget._on_msg(lab.widget, msg, [])
+
+
+def test_click_shift_drag_and_one_key_labels_the_selection(frame):
+    lab = mlnb.label(frame, image="path", classes=["a", "b"])
+    send(lab, type="click", pos=2)
+    send(lab, type="click", pos=4, shift=True)
+    assert lab.selection == {2, 3, 4}
+    send(lab, type="key", key="2")
+    assert [lab.state[it].label for it in lab.items[2:5]] == ["b", "b", "b"]
+    send(lab, type="drag", start=6, end=8)
+    send(lab, type="label", cls="a")
+    cur = lab.labels
+    assert cur.height == 6 and set(cur.filter(pl.col("label") == "a")["item"]) == set(lab.items[6:9])
+    send(lab, type="click", pos=10, ctrl=True)
+    assert 10 in lab.selection
+
+
+def test_undo_redo_keys_write_history(frame):
+    lab = Labeler(frame, image="path", classes=["a", "b"])
+    send(lab, type="key", key="1")
+    first = lab.items[0]
+    assert lab.state[first].label == "a"
+    send(lab, type="key", key="z", ctrl=True)
+    assert first not in lab.state
+    send(lab, type="key", key="Z", ctrl=True, shift=True)
+    assert lab.state[first].label == "a"
+    hist = mlnb.sql("SELECT kind FROM label_history ORDER BY seq")["kind"].to_list()
+    assert hist == ["label", "clear", "label"]
+
+
+def test_skip_unsure_enter_arrows_help_and_focus(frame):
+    lab = Labeler(frame, image="path", classes=["a", "b"])
+    send(lab, type="key", key=" ")
+    assert lab.state[lab.items[0]].kind == "skip" and lab.cursor == 1  # moved to the next unlabelled
+    send(lab, type="key", key="u")
+    assert lab.state[lab.items[1]].kind == "unsure"
+    send(lab, type="key", key="Enter")
+    assert "no suggestion" in lab.status
+    send(lab, type="key", key="ArrowRight")
+    send(lab, type="key", key="ArrowRight", shift=True)
+    assert len(lab.selection) == 2
+    send(lab, type="key", key="?")
+    assert lab.widget.show_help and "Ctrl+Z" in lab.widget.help_text
+    send(lab, type="key", key="f")
+    assert lab.widget.focus
+    counts = dict(lab.counts().iter_rows())
+    assert counts["(skipped)"] == 1 and counts["(unsure)"] == 1 and counts["(unlabelled)"] == 10
+
+
+def test_multi_label_and_new_class(frame):
+    lab = Labeler(frame, image="path", classes=["a"], multi_label=True)
+    send(lab, type="add_class", name="outdoor")
+    send(lab, type="key", key="1")
+    send(lab, type="key", key="2")
+    assert lab.state[lab.items[0]].label == ("a", "outdoor")
+    send(lab, type="key", key="1")  # toggles off
+    assert lab.state[lab.items[0]].label == ("outdoor",)
+    assert mlnb.sql("SELECT labels FROM labels").item().to_list() == ["outdoor"]
+
+
+def test_reopening_resumes(frame):
+    lab = Labeler(frame, image="path", classes=["a", "b"])
+    send(lab, type="key", key="1")
+    send(lab, type="key", key="2")
+    again = Labeler(frame, image="path", classes=["a", "b"])
+    assert again.state == lab.state and again.cursor == 2
+
+
+def test_thumbnails_are_binary_and_paged(frame):
+    lab = Labeler(frame, image="path", classes=["a"], page_size=5)
+    w = lab.widget
+    assert len(w.thumbs) == 5 and all(t[:3] == b"\xff\xd8\xff" for t in w.thumbs)
+    assert w.n_pages == 3
+    send(lab, type="page", page=2)
+    assert len(w.thumbs) == 2 and w.items[0]["pos"] == 10
+
+
+def test_bad_input_is_said_in_the_widget(frame, tmp_path):
+    with pytest.raises(mlnb.MlnbError, match="empty"):
+        Labeler(frame.clear(), image="path")
+    with pytest.raises(mlnb.MlnbError, match="No column 'image'"):
+        Labeler(frame, image="image")
+    lab = Labeler(frame, image="path", classes=["a"])
+    send(lab, type="label", cls="zebra")
+    assert "not one of the classes" in lab.widget.error and lab.labels.height == 0
+    send(lab, type="key", key="7")
+    assert "no class 7" in lab.widget.error
+    broken = frame.with_columns(pl.lit(str(tmp_path / "missing.png")).alias("path"))
+    lab2 = Labeler(broken, image="path", classes=["a"])
+    assert lab2.widget.thumbs[0] == b"" and "could not be read" in lab2.widget.status
+
+
+def test_order_by_query(frame, ip):
+    lab = Labeler(frame, image="path", classes=["a", "b"])
+    lab.order_by_query("SELECT path FROM items WHERE truth = 'b' ORDER BY path DESC")
+    assert lab.items[lab.order[0]] == frame["path"][11]
+
+
+def test_active_learning_orders_by_uncertainty_and_suggests(frame):
+    lab = Labeler(frame, image="path", classes=["a", "b"], features="f", retrain_every=1000)
+    for pos, truth in enumerate(frame["truth"][:6]):
+        lab.click(pos)
+        lab.label(truth)
+    lab.retrain()
+    unl = [lab.items[i] for i in range(6, 12)]
+    assert all(lab.suggestions[it][0] == t for it, t in zip(unl, frame["truth"][6:]))
+    assert lab.cv_score is not None and lab.cv_score > 0.9
+    assert lab.items[lab.order[0]] in unl  # unlabelled items first
+    lab.click(0)
+    lab.accept_suggestion()
+    assert lab.state[lab.items[lab.order[0]]].label == lab.suggestions[lab.items[lab.order[0]]][0]
