@@ -379,9 +379,9 @@ class Labeler:
 
     def order_by_query(self, query: str, **params: Any) -> None:
         """Order by the first column of a SQL query (tables: the namespace's frames, ``labels`` ...)."""
-        from ..sql import get_session
-
         import polars as pl  # noqa: F401
+
+        from ..sql import get_session
 
         ns = {"items": self.frame, **params}
         result = get_session().run(query, ns)

@@ -1,0 +1,118 @@
+"""A real browser: JupyterLab headless, Debian's Chromium driven by Playwright.
+
+Opens a notebook, runs it, waits for the labeler's own elements, presses a
+class key inside the widget and checks the label is on disk; screenshots go to
+test-output/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+OUT = Path(__file__).resolve().parents[2] / "test-output"
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab_server(tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian's chromium is not installed (bash dev test installs it)")
+    pytest.importorskip("playwright")
+    root = tmp_path_factory.mktemp("lab")
+    port = _free_port()
+    env = {**os.environ, "MLNB_WORKSPACE": str(root / ".mlnb")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--IdentityProvider.token=", "--ServerApp.password=", "--allow-root",
+         f"--ServerApp.root_dir={root}", "--ServerApp.ip=127.0.0.1", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/api/status", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("JupyterLab did not start")
+    yield url, root
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _notebook(root: Path) -> str:
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "import mlnb\n"
+                "d = mlnb.datasets.digits('digits').head(24)\n"
+                "lab = mlnb.label(d, image='path', classes=[str(i) for i in range(10)])\n"
+                "lab"
+            )
+        ]
+    )
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    (root / "label.ipynb").write_text(nbformat.writes(nb))
+    return "label.ipynb"
+
+
+def test_labeler_renders_and_a_key_press_is_saved(lab_server):
+    from playwright.sync_api import sync_playwright
+
+    url, root = lab_server
+    name = _notebook(root)
+    OUT.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        try:
+            page.goto(f"{url}/lab/tree/{name}", wait_until="domcontentloaded")
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+            page.locator(".jp-Cell .jp-InputArea-editor").first.click()
+            page.keyboard.press("Shift+Enter")
+            widget = page.wait_for_selector(".mlnb-labeler", timeout=120_000)
+            assert widget.get_attribute("data-lm-suppress-shortcuts") == "true"
+            page.wait_for_selector(".mlnb-labeler .cell img[src^='blob:']", timeout=30_000)
+            assert page.locator(".mlnb-labeler .cell").count() == 24
+            page.screenshot(path=str(OUT / "labeler-rendered.png"))
+            page.locator(".mlnb-labeler .cell").nth(3).click()
+            page.keyboard.press("7")  # class "6"
+            page.wait_for_selector(".mlnb-labeler .cell .tag", timeout=30_000)
+            page.screenshot(path=str(OUT / "labeler-labelled.png"))
+            log = root / ".mlnb" / "labels" / "labels.jsonl"
+            deadline = time.time() + 20
+            while time.time() < deadline and not log.exists():
+                time.sleep(0.2)
+            events = [json.loads(line) for line in log.read_text().splitlines()]
+            assert events[-1]["label"] == "6" and events[-1]["item"].endswith("digit00003.png")
+            # the key did not reach the notebook: still one cell, no new cell inserted by a shortcut
+            assert page.locator(".jp-Notebook .jp-Cell").count() <= 2
+        finally:
+            page.screenshot(path=str(OUT / "labeler-final.png"))
+            browser.close()
