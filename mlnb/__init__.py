@@ -44,6 +44,7 @@ _LAZY = {
     "cache": "mlnb.features",
     "datasets": "mlnb.datasets",
     "label": "mlnb.widgets",
+    "explore": "mlnb.widgets",
     "embed_frame": "mlnb.features",
     "train_classifier": "mlnb.heads",
     "load_classifier": "mlnb.heads",

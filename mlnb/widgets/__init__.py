@@ -3,6 +3,7 @@ anywidget view. Only the labeler exists so far; the explorer and trainer are to 
 
 from __future__ import annotations
 
+from .explorer import Explorer, explore
 from .labeler import Labeler, label
 
-__all__ = ["Labeler", "label"]
+__all__ = ["Explorer", "Labeler", "explore", "label"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -81,6 +80,22 @@ def _notebook(root: Path) -> str:
     return "label.ipynb"
 
 
+def _run_first_cell(page, url: str, name: str) -> None:
+    """Open a notebook in a fresh layout and run its first cell, retrying until the kernel takes it."""
+    page.goto(f"{url}/lab/tree/{name}?reset", wait_until="domcontentloaded")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    prompt = page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").first
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        page.locator(".jp-Cell .jp-InputArea-editor").first.click()
+        page.keyboard.press("Shift+Enter")
+        for _ in range(20):
+            if prompt.inner_text().strip() not in ("[ ]:", ""):
+                return
+            time.sleep(0.5)
+    raise AssertionError("the notebook's kernel never ran the cell")
+
+
 def test_labeler_renders_and_a_key_press_is_saved(lab_server):
     from playwright.sync_api import sync_playwright
 
@@ -91,11 +106,7 @@ def test_labeler_renders_and_a_key_press_is_saved(lab_server):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 1300, "height": 900})
         try:
-            page.goto(f"{url}/lab/tree/{name}", wait_until="domcontentloaded")
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
-            page.locator(".jp-Cell .jp-InputArea-editor").first.click()
-            page.keyboard.press("Shift+Enter")
+            _run_first_cell(page, url, name)
             widget = page.wait_for_selector(".mlnb-labeler", timeout=120_000)
             assert widget.get_attribute("data-lm-suppress-shortcuts") == "true"
             page.wait_for_selector(".mlnb-labeler .cell img[src^='blob:']", timeout=30_000)
@@ -112,7 +123,56 @@ def test_labeler_renders_and_a_key_press_is_saved(lab_server):
             events = [json.loads(line) for line in log.read_text().splitlines()]
             assert events[-1]["label"] == "6" and events[-1]["item"].endswith("digit00003.png")
             # the key did not reach the notebook: still one cell, no new cell inserted by a shortcut
-            assert page.locator(".jp-Notebook .jp-Cell").count() <= 2
+            assert page.locator(".jp-NotebookPanel:visible .jp-Cell").count() <= 2
         finally:
             page.screenshot(path=str(OUT / "labeler-final.png"))
+            browser.close()
+
+
+def test_explorer_scatter_and_hover_thumbnail(lab_server):
+    from playwright.sync_api import sync_playwright
+
+    url, root = lab_server
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "import mlnb, polars as pl\n"
+                "d = mlnb.datasets.digits('digits').head(150)\n"
+                "ex = mlnb.explore(d, features='pixels', color='label', image='path')\n"
+                "ex"
+            )
+        ]
+    )
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    (root / "explore.ipynb").write_text(nbformat.writes(nb))
+    OUT.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        try:
+            _run_first_cell(page, url, "explore.ipynb")
+            canvas = page.wait_for_selector(".mlnb-explorer canvas", timeout=120_000)
+            # the points are drawn: some pixel of the canvas is coloured
+            drawn = page.evaluate(
+                "() => { const c = document.querySelector('.mlnb-explorer canvas'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+                " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }"
+            )
+            assert drawn > 150
+            box = canvas.bounding_box()
+            found = False
+            for gx in range(10, 630, 12):
+                for gy in range(10, 470, 24):
+                    page.mouse.move(box["x"] + gx, box["y"] + gy)
+                    if page.locator(".mlnb-explorer .hover img").count():
+                        found = True
+                        break
+                if found:
+                    break
+            page.wait_for_selector(".mlnb-explorer .hover img", timeout=10_000)
+            assert found
+        finally:
+            page.screenshot(path=str(OUT / "explorer-hover.png"))
+            (OUT / "explorer-console.txt").write_text("\n".join(console))
             browser.close()
