@@ -45,6 +45,7 @@ _LAZY = {
     "datasets": "mlnb.datasets",
     "label": "mlnb.widgets",
     "explore": "mlnb.widgets",
+    "train": "mlnb.widgets",
     "embed_frame": "mlnb.features",
     "train_classifier": "mlnb.heads",
     "load_classifier": "mlnb.heads",
@@ -86,6 +87,7 @@ def _ensure_builtins() -> None:
     """Register the built-in functions (cheap: nothing heavy is imported)."""
     importlib.import_module("mlnb.functions.read_images")
     importlib.import_module("mlnb.labels")
+    importlib.import_module("mlnb.widgets.trainer")  # the SQL table ``runs``
     for mod in ("mlnb.features", "mlnb.heads"):
         try:
             importlib.import_module(mod)

@@ -11,7 +11,6 @@ and ``label_history`` every event.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterable
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import MlnbError
-from .workspace import get_workspace
+from .workspace import durable_append, get_workspace, read_jsonl
 
 #: What an event says about an item.
 KINDS = ("label", "unsure", "skip", "clear")
@@ -54,21 +53,14 @@ class LabelStore:
         lines = []
         for item in items:
             lines.append({"ts": now, "dataset": dataset, "item": item, "label": single, "labels": multi, "kind": kind, "source": source})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        import fcntl
+        def payload(size: int) -> tuple[str, int]:
+            seq = self._seq[1] if self._seq and self._seq[0] == size else self._next_seq()
+            text = "".join(json.dumps({"seq": seq + i, **ev}, ensure_ascii=False) + "\n" for i, ev in enumerate(lines))
+            self._seq = (size + len(text.encode("utf-8")), seq + len(lines))
+            return text, seq
 
-        with self._lock, open(self.path, "a", encoding="utf-8") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                size = os.fstat(fh.fileno()).st_size
-                seq = self._seq[1] if self._seq and self._seq[0] == size else self._next_seq()
-                payload = "".join(json.dumps({"seq": seq + i, **ev}, ensure_ascii=False) + "\n" for i, ev in enumerate(lines))
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-                self._seq = (os.fstat(fh.fileno()).st_size, seq + len(lines))
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with self._lock:
+            durable_append(self.path, payload)
         return len(lines)
 
     def _next_seq(self) -> int:
@@ -83,18 +75,7 @@ class LabelStore:
         """Every event, oldest first, as a Polars frame."""
         import polars as pl
 
-        rows = []
-        try:
-            with open(self.path, encoding="utf-8") as fh:
-                for line in fh:
-                    if not line.endswith("\n"):
-                        break  # a line cut by a crash mid-write was never acknowledged
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        continue
-        except FileNotFoundError:
-            pass
+        rows = read_jsonl(self.path)
         schema = {"seq": pl.Int64, "ts": pl.Float64, "dataset": pl.String, "item": pl.String, "label": pl.String, "labels": pl.List(pl.String), "kind": pl.String, "source": pl.String}
         df = pl.DataFrame(rows, schema=schema) if rows else pl.DataFrame(schema=schema)
         if dataset is not None:

@@ -94,6 +94,42 @@ def atomic_write_bytes(target: Path, data: bytes) -> None:
     _fsync_dir(target.parent)
 
 
+def durable_append(path: Path, make_payload: Any) -> Any:
+    """Append to a log under an exclusive lock, flushed and fsync'ed before returning.
+
+    ``make_payload(size)`` gets the file's size (under the lock) and returns
+    ``(text, result)``; ``result`` is returned. Used by every append-only log.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            text, result = make_payload(os.fstat(fh.fileno()).st_size)
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+            return result
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a JSON-lines log (a line cut by a crash was never acknowledged)."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.endswith("\n"):
+                    break
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return rows
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)

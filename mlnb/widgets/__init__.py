@@ -5,5 +5,6 @@ from __future__ import annotations
 
 from .explorer import Explorer, explore
 from .labeler import Labeler, label
+from .trainer import Trainer, train
 
-__all__ = ["Explorer", "Labeler", "explore", "label"]
+__all__ = ["Explorer", "Labeler", "Trainer", "explore", "label", "train"]

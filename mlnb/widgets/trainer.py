@@ -1,0 +1,224 @@
+"""The head trainer's controller: cross-validate heads on one or several feature
+columns, keep every run (persisted, and the SQL table ``runs``), and look
+inside a run — per-class precision/recall, the confusion matrix and the images
+behind each cell, the worst errors — then register the chosen one as a SQL
+function through the classifier mechanism."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+from ..exceptions import MlnbError
+from ..workspace import durable_append, get_workspace, read_jsonl
+
+
+class Stopped(Exception):
+    """Raised between folds when the user pressed Stop."""
+
+
+def _runs_path() -> Any:
+    return get_workspace().path("runs", "runs.jsonl")
+
+
+def runs_frame() -> Any:
+    """Every run recorded in the workspace (the SQL table ``runs``)."""
+    import polars as pl
+
+    rows = read_jsonl(_runs_path())
+    schema = {
+        "run": pl.String, "created": pl.String, "features": pl.String, "algorithm": pl.String, "options": pl.String,
+        "folds": pl.Int64, "n": pl.Int64, "accuracy": pl.Float64, "accuracy_std": pl.Float64, "macro_f1": pl.Float64,
+        "log_loss": pl.Float64, "train_seconds": pl.Float64, "status": pl.String,
+    }
+    return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema) if rows else pl.DataFrame(schema=schema)
+
+
+def _register_sql_table() -> None:
+    from ..sql import table_provider
+
+    table_provider("runs", runs_frame)
+
+
+_register_sql_table()
+
+
+class Trainer:
+    """Compare heads: ``mlnb.train(df, features=["lite0", "resnet"], label="label", image="path")``."""
+
+    def __init__(
+        self,
+        frame: Any,
+        *,
+        features: str | list[str] = "features",
+        label: str = "label",
+        image: str | None = None,
+        algorithms: tuple[str, ...] = ("logistic", "linear_svm", "knn", "mlp", "torch"),
+        folds: int = 5,
+    ) -> None:
+        from ..heads._data import to_polars
+
+        df = to_polars(frame)
+        if df.height == 0:
+            raise MlnbError("The frame is empty: there is nothing to train on.")
+        self.features = [features] if isinstance(features, str) else list(features)
+        for col in [*self.features, label, *( [image] if image else [])]:
+            if col not in df.columns:
+                raise MlnbError(f"No column {col!r} in the frame; columns: {', '.join(df.columns)}.")
+        self.frame = df
+        self.label = label
+        self.image = image
+        self.algorithms = tuple(algorithms)
+        self.folds = folds
+        self.evaluations: dict[str, Any] = {}
+        self.meta: dict[str, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self.running = False
+        self.status = ""
+        self._view: Any = None
+
+    # -- running ---------------------------------------------------------
+    def stop(self) -> None:
+        """Stop after the fold in progress; finished runs stay recorded."""
+        self._stop.set()
+
+    def run(self, features: str | None = None, algo: str = "logistic", options: dict[str, Any] | None = None, *, progress: Any = None) -> str:
+        """Cross-validate one head; returns its run id. ``progress(fold, folds, metrics)`` after each fold."""
+        import numpy as np
+
+        from ..heads._data import feature_matrix
+        from ..heads.algorithms import make_estimator
+        from ..heads.head import cross_validate
+
+        col = features or self.features[0]
+        if col not in self.features:
+            raise MlnbError(f"{col!r} is not one of this trainer's feature columns: {', '.join(self.features)}.")
+        X, ok = feature_matrix(self.frame.get_column(col))
+        y = self.frame.get_column(self.label)
+        ok &= ~y.is_null().to_numpy()
+        yv = y.cast(str).to_numpy()[ok]
+        classes, counts = np.unique(yv, return_counts=True)
+        if len(classes) < 2:
+            raise MlnbError("Training needs at least two classes with labels and features.")
+        folds = int(min(self.folds, counts.min()))
+        if folds < 2:
+            raise MlnbError(f"Class {classes[counts.argmin()]!r} has one labelled row: cross-validation needs two per class.")
+        self._stop.clear()
+        self.running = True
+
+        def on_fold(i: int, k: int, metrics: dict[str, Any]) -> None:
+            if progress is not None:
+                progress(i, k, metrics)
+            if self._stop.is_set():
+                raise Stopped
+
+        run_id = uuid.uuid4().hex[:8]
+        t0 = time.perf_counter()
+        try:
+            ev = cross_validate(make_estimator(algo, options), X[ok], yv, folds, progress=on_fold)
+            status = "done"
+        except Stopped:
+            self.running = False
+            self.status = "stopped"
+            return ""
+        finally:
+            self.running = False
+        rows = np.flatnonzero(ok)
+        ev.errors = ev.errors.with_columns(ev.errors["row"].map_elements(lambda r: int(rows[r]), return_dtype=int))
+        ev.predictions = ev.predictions.with_columns(__row=rows)
+        acc = ev.summary.filter(ev.summary["metric"] == "accuracy").row(0, named=True)
+        m = ev.metrics.row(0, named=True)
+        record = {
+            "run": run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "features": col, "algorithm": algo,
+            "options": json.dumps(options or {}), "folds": folds, "n": int(ok.sum()), "accuracy": m["accuracy"],
+            "accuracy_std": acc["std"], "macro_f1": m["macro_f1"], "log_loss": m["log_loss"],
+            "train_seconds": round(time.perf_counter() - t0, 3), "status": status,
+        }
+        durable_append(_runs_path(), lambda _size: (json.dumps(record) + "\n", None))
+        self.evaluations[run_id] = ev
+        self.meta[run_id] = record
+        self.status = f"{algo} on {col}: accuracy {m['accuracy']:.3f} ({folds}-fold)"
+        return run_id
+
+    def run_all(self, *, features: list[str] | None = None, algorithms: list[str] | None = None, progress: Any = None) -> list[str]:
+        """Every (features, algorithm) pair; stops early when :meth:`stop` is called."""
+        ids = []
+        for col in features or self.features:
+            for algo in algorithms or self.algorithms:
+                if self._stop.is_set():
+                    return ids
+                rid = self.run(col, algo, progress=progress)
+                if not rid:
+                    return ids
+                ids.append(rid)
+        return ids
+
+    # -- looking inside a run ------------------------------------------------
+    @property
+    def runs(self) -> Any:
+        return runs_frame()
+
+    def _ev(self, run_id: str) -> Any:
+        try:
+            return self.evaluations[run_id]
+        except KeyError:
+            raise MlnbError(f"No run {run_id!r} in this trainer (runs from earlier sessions keep only their metrics).") from None
+
+    def per_class(self, run_id: str) -> Any:
+        return self._ev(run_id).per_class
+
+    def confusion(self, run_id: str) -> Any:
+        return self._ev(run_id).confusion
+
+    def cell(self, run_id: str, true: str, predicted: str) -> Any:
+        """The rows behind one cell of the confusion matrix (out-of-fold predictions)."""
+        import polars as pl
+
+        p = self._ev(run_id).predictions.filter((pl.col("true") == true) & (pl.col("predicted") == predicted))
+        rows = p.get_column("__row").to_list()
+        return self.frame[rows].with_columns(p.get_column("confidence").alias("confidence"))
+
+    def worst_errors(self, run_id: str, n: int = 24) -> Any:
+        """Misclassified rows, most confident first, with true and predicted labels."""
+        import polars as pl
+
+        err = self._ev(run_id).errors.head(n)
+        rows = err.get_column("row").to_list()
+        return self.frame[rows].select(pl.exclude(self.features)).with_columns(
+            err.get_column("true").alias("true"), err.get_column("predicted").alias("predicted"), err.get_column("confidence").alias("confidence")
+        )
+
+    def register(self, run_id: str, name: str) -> Any:
+        """Train the run's head on every row and save it as SQL functions ``name(...)``, ``name_proba(...)``."""
+        from ..heads import train_classifier
+
+        rec = self.meta.get(run_id) or next((r for r in read_jsonl(_runs_path()) if r["run"] == run_id), None)
+        if rec is None:
+            raise MlnbError(f"No run {run_id!r}.")
+        head = train_classifier(
+            self.frame, features=rec["features"], label=self.label, algo=rec["algorithm"], options=json.loads(rec["options"]),
+            name=name, folds=rec["folds"],
+        )
+        self.status = f"registered {head.ref}: SELECT {name}({rec['features']}) ..."
+        return head
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    @property
+    def widget(self) -> Any:
+        if self._view is None:
+            from ._trainer_view import trainer_view
+
+            self._view = trainer_view(self)
+        return self._view
+
+
+def train(frame: Any, *, features: str | list[str] = "features", label: str = "label", image: str | None = None, **kwargs: Any) -> Trainer:
+    """Open the head trainer on a frame (see :class:`Trainer`)."""
+    return Trainer(frame, features=features, label=label, image=image, **kwargs)

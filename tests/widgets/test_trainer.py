@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+import mlnb
+from mlnb.widgets import Trainer
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = mlnb.datasets.digits(tmp_path_factory.mktemp("digits"))
+    d = d.filter(pl.col("label").is_in(["1", "7", "8"])).group_by("label", maintain_order=True).head(30)
+    rng = np.random.default_rng(0)
+    noisy = d["pixels"].to_numpy() + rng.normal(scale=6, size=(d.height, 64))
+    return d.with_columns(pl.Series("noisy", noisy.astype(np.float32), dtype=pl.Array(pl.Float32, 64)))
+
+
+def test_runs_compare_heads_and_persist_as_sql_table(data):
+    tr = Trainer(data, features=["pixels", "noisy"], label="label", image="path", folds=3)
+    points = []
+    ids = tr.run_all(algorithms=["logistic", "knn"], progress=lambda i, k, m: points.append(m["accuracy"]))
+    assert len(ids) == 4 and len(points) == 12  # one learning-curve point per fold, appended
+    runs = mlnb.sql("SELECT features, algorithm, accuracy, macro_f1, log_loss, train_seconds FROM runs ORDER BY accuracy DESC")
+    assert runs.height == 4 and runs["features"][0] == "pixels"
+    assert set(runs["algorithm"]) == {"logistic", "knn"}
+
+
+def test_confusion_cell_errors_and_register(data):
+    tr = Trainer(data, features="noisy", label="label", image="path", folds=3)
+    rid = tr.run("noisy", "logistic")
+    cm = tr.confusion(rid)
+    assert cm.columns == ["true", "1", "7", "8"]
+    n = int(cm.filter(pl.col("true") == "1")["7"].item())
+    behind = tr.cell(rid, "1", "7")
+    assert behind.height == n and (behind["label"] == "1").all()
+    worst = tr.worst_errors(rid)
+    assert (worst["true"] != worst["predicted"]).all() and "path" in worst.columns
+    assert set(tr.per_class(rid)["class"]) == {"1", "7", "8"}
+    head = tr.register(rid, "noisy_head")
+    assert head.ref == "noisy_head@1"
+    out = mlnb.sql("SELECT avg((noisy_head(noisy) = label)::INT) AS acc FROM data", data=data)
+    assert out.item() > 0.7
+
+
+def test_stop_between_folds(data):
+    tr = Trainer(data, features="pixels", label="label", folds=3)
+
+    def press_stop(i, k, m):
+        tr.stop()
+
+    assert tr.run("pixels", "logistic", progress=press_stop) == ""
+    assert tr.status == "stopped" and mlnb.sql("SELECT count(*) FROM runs").item() == 0
+
+
+def test_bad_input(data):
+    with pytest.raises(mlnb.MlnbError, match="empty"):
+        Trainer(data.clear(), features="pixels")
+    with pytest.raises(mlnb.MlnbError, match="No column 'feat'"):
+        Trainer(data, features="feat")
+    one = data.filter(pl.col("label") == "1")
+    with pytest.raises(mlnb.MlnbError, match="two classes"):
+        Trainer(one, features="pixels").run()
+
+
+def test_view_runs_and_clicks_a_cell(data):
+    tr = Trainer(data, features="pixels", label="label", image="path", folds=3)
+    box = tr.widget
+    ui = box._mlnb
+    ui["algos"].value = ("logistic",)
+    ui["work"]()  # what the Run button's thread does
+    assert "logistic" in ui["runs"].value and ui["run_pick"].value
+    assert len(ui["curve"].data[0].x) == 3
+    rows = ui["matrix"].children
+    assert len(rows) == 4  # header + 3 classes
+    rows[1].children[2].click()  # true "1", predicted "7"
+    assert "true 1, predicted 7" in ui["cell_view"].value
+    ui["name"].value = "from_widget"
+    ui["register"](None)
+    assert "from_widget" in mlnb.classifiers()["name"].to_list()
