@@ -153,7 +153,9 @@ function render({ model, el }) {
     draw();
   };
   model.on("change:xy", () => { project(); draw(); });
-  ["codes", "categories", "hover_info", "hover_thumb", "grid", "status", "error", "color"].forEach((n) => model.on(`change:${n}`, draw));
+  // Recolouring redraws the points; hovers and selections only touch the side panel.
+  ["codes", "categories", "color"].forEach((n) => model.on(`change:${n}`, draw));
+  ["hover_info", "hover_thumb", "grid", "status", "error"].forEach((n) => model.on(`change:${n}`, drawSide));
   project();
   draw();
 }

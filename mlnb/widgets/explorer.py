@@ -63,7 +63,8 @@ def umap_coordinates(
 class Explorer:
     """Look at a frame's embeddings: ``mlnb.explore(df, features="features", color="label", image="path")``.
 
-    ``selection`` is the selected rows as a frame of the input's columns;
+    ``coords=`` gives a layout of your own instead of UMAP. ``selection`` is the
+    selected rows as a frame of the input's columns;
     ``label_selection("cat")`` writes them to the same label store as the labeler.
     """
 
@@ -77,6 +78,7 @@ class Explorer:
         item: str | None = None,
         dataset: str | None = None,
         n_components: int = 2,
+        coords: Any = None,
         **umap_options: Any,
     ) -> None:
         from ..heads._data import feature_matrix, to_polars
@@ -97,7 +99,13 @@ class Explorer:
         self.image = image
         self.item_col = item or image
         self.dataset = dataset
-        self.coords = umap_coordinates(X[ok], n_components=n_components, **umap_options)
+        if coords is not None:  # the user's own 2-D layout (t-SNE, PCA ...): no UMAP
+            coords = np.asarray(coords, dtype=np.float32)
+            if coords.shape != (df.height, coords.shape[1]) or coords.shape[1] < 2:
+                raise MlnbError(f"coords must have one row per input row and 2 or 3 columns; got {coords.shape}.")
+            self.coords = coords[ok]
+        else:
+            self.coords = umap_coordinates(X[ok], n_components=n_components, **umap_options)
         self.color = color
         self.selected: np.ndarray = np.zeros(0, dtype=np.int64)
         self.status = f"{self.skipped} rows without features are not shown" if self.skipped else ""
