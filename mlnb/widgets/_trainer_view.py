@@ -42,6 +42,7 @@ def _gallery(trainer: Any, df: Any, caption: Any) -> str:
 def trainer_view(trainer: Any) -> Any:
     feats = w.SelectMultiple(options=trainer.features, value=tuple(trainer.features[:1]), description="features")
     algos = w.SelectMultiple(options=trainer.algorithms, value=("logistic",), description="heads")
+    options = w.Text(placeholder="options, e.g. C=0.5, k=7", description="options")
     run_btn = w.Button(description="Run CV", button_style="primary")
     stop_btn = w.Button(description="Stop", button_style="warning", disabled=True)
     progress = w.IntProgress(min=0, max=1, value=0, description="folds")
@@ -98,7 +99,8 @@ def trainer_view(trainer: Any) -> Any:
             _append_point(curve, done["n"], m["accuracy"])
 
         try:
-            ids = trainer.run_all(features=chosen_f, algorithms=chosen_a, progress=on_fold)
+            opts = _parse_options(options.value)
+            ids = trainer.run_all(features=chosen_f, algorithms=chosen_a, options=opts, progress=on_fold)
             error_box.value = ""
         except MlnbError as exc:
             ids = []
@@ -129,16 +131,34 @@ def trainer_view(trainer: Any) -> Any:
     run_pick.observe(lambda ch: show_run(ch["new"]), names="value")
     box = w.VBox(
         [
-            w.HBox([feats, algos, w.VBox([run_btn, stop_btn, progress])]),
+            w.HBox([feats, algos, w.VBox([options, run_btn, stop_btn, progress])]),
             status, error_box, curve, w.HTML("<b>runs</b>"), runs,
             w.HBox([run_pick, name, register_btn]), per_class, matrix, cell_view, errors,
         ]
     )
     box.add_class("mlnb-trainer")
-    box._mlnb = {"run": on_run, "work": work, "show_run": show_run, "show_cell": show_cell, "feats": feats, "algos": algos,
+    box._mlnb = {"run": on_run, "work": work, "show_run": show_run, "show_cell": show_cell, "feats": feats, "algos": algos, "options": options,
                  "run_pick": run_pick, "name": name, "register": on_register, "matrix": matrix, "cell_view": cell_view,
                  "runs": runs, "errors": errors, "curve": curve, "error_box": error_box}
     return box
+
+
+def _parse_options(text: str) -> dict[str, Any]:
+    """``C=0.5, k=7`` -> {"C": 0.5, "k": 7}; each head takes the options it knows."""
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise MlnbError(f"Options are name=value pairs separated by commas; {part!r} is not.")
+        v: Any = value.strip()
+        for cast in (int, float):
+            try:
+                v = cast(v)
+                break
+            except ValueError:
+                continue
+        out[key.strip()] = v
+    return out
 
 
 def _curve_widget() -> Any:

@@ -47,6 +47,7 @@ def umap_coordinates(
     reducer = umap.UMAP(
         n_components=n_components, n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, metric=metric, random_state=random_state,
         init="random" if n < 10 else "spectral",
+        verbose=n >= 5000,  # long runs print umap's own epoch progress in the cell
     )
     import warnings
 
@@ -63,7 +64,9 @@ def umap_coordinates(
 class Explorer:
     """Look at a frame's embeddings: ``mlnb.explore(df, features="features", color="label", image="path")``.
 
-    ``coords=`` gives a layout of your own instead of UMAP. ``selection`` is the
+    ``coords=`` gives a layout of your own instead of UMAP. ``head=`` (a head or
+    its name) adds ``predicted`` and ``confidence`` columns, and ``is_error``
+    when ``label=`` names the true labels, to colour by. ``selection`` is the
     selected rows as a frame of the input's columns;
     ``label_selection("cat")`` writes them to the same label store as the labeler.
     """
@@ -79,6 +82,8 @@ class Explorer:
         dataset: str | None = None,
         n_components: int = 2,
         coords: Any = None,
+        head: Any = None,
+        label: str | None = None,
         **umap_options: Any,
     ) -> None:
         from ..heads._data import feature_matrix, to_polars
@@ -86,13 +91,17 @@ class Explorer:
         df = to_polars(frame)
         if df.height == 0:
             raise MlnbError("The frame is empty: there is nothing to explore.")
-        for col in (features, color, image, item):
+        for col in (features, image, item, label):
             if col is not None and col not in df.columns:
                 raise MlnbError(f"No column {col!r} in the frame; columns: {', '.join(df.columns)}.")
         X, ok = feature_matrix(df.get_column(features))
         if not ok.any():
             raise MlnbError(f"No row has features in {features!r}.")
         self.skipped = int((~ok).sum())
+        if head is not None:
+            df = _with_predictions(df, X, ok, head, label)
+        if color is not None and color not in df.columns:
+            raise MlnbError(f"No column {color!r} to colour by; columns: {', '.join(df.columns)}.")
         self.frame = df.filter(ok)
         self.rows = np.flatnonzero(ok)  # positions in the input frame
         self.features = features
@@ -189,6 +198,23 @@ class Explorer:
 
             self._view = ExplorerView(self)
         return self._view
+
+
+def _with_predictions(df: Any, X: np.ndarray, ok: np.ndarray, head: Any, label: str | None) -> Any:
+    """Add ``predicted``, ``confidence`` (and ``is_error`` when ``label`` is given) from a head, to colour by."""
+    import polars as pl
+
+    from ..heads import load_classifier
+
+    h = load_classifier(head) if isinstance(head, str) else head
+    proba = h.predict_proba(X)
+    cls = h.classes_
+    pred = [str(cls[int(np.nanargmax(p))]) if k and np.isfinite(p).all() else None for p, k in zip(proba, ok)]
+    conf = [float(np.nanmax(p)) if k and np.isfinite(p).all() else None for p, k in zip(proba, ok)]
+    out = df.with_columns(pl.Series("predicted", pred, dtype=pl.String), pl.Series("confidence", conf, dtype=pl.Float64))
+    if label is not None:
+        out = out.with_columns((pl.col("predicted") != pl.col(label).cast(pl.String)).cast(pl.Int8).alias("is_error"))
+    return out
 
 
 def _inside(points: np.ndarray, poly: np.ndarray) -> np.ndarray:

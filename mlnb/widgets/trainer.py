@@ -143,14 +143,17 @@ class Trainer:
         self.status = f"{algo} on {col}: accuracy {m['accuracy']:.3f} ({folds}-fold)"
         return run_id
 
-    def run_all(self, *, features: list[str] | None = None, algorithms: list[str] | None = None, progress: Any = None) -> list[str]:
-        """Every (features, algorithm) pair; stops early when :meth:`stop` is called."""
+    def run_all(
+        self, *, features: list[str] | None = None, algorithms: list[str] | None = None, options: dict[str, Any] | None = None, progress: Any = None
+    ) -> list[str]:
+        """Every (features, algorithm) pair; stops early when :meth:`stop` is called.
+        ``options`` go to each algorithm that takes them (names ignore case)."""
         ids = []
         for col in features or self.features:
             for algo in algorithms or self.algorithms:
                 if self._stop.is_set():
                     return ids
-                rid = self.run(col, algo, progress=progress)
+                rid = self.run(col, algo, _options_for(algo, options), progress=progress)
                 if not rid:
                     return ids
                 ids.append(rid)
@@ -217,6 +220,18 @@ class Trainer:
 
             self._view = trainer_view(self)
         return self._view
+
+
+def _options_for(algo: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    import inspect
+
+    from ..heads.algorithms import ALGORITHMS, TorchHead_params
+
+    if not options:
+        return {}
+    names = TorchHead_params() if algo == "torch" else list(inspect.signature(ALGORITHMS[algo]).parameters)
+    lower = {n.lower() for n in names}
+    return {k: v for k, v in options.items() if k.lower() in lower}
 
 
 def train(frame: Any, *, features: str | list[str] = "features", label: str = "label", image: str | None = None, **kwargs: Any) -> Trainer:

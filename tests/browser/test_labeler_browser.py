@@ -176,3 +176,33 @@ def test_explorer_scatter_and_hover_thumbnail(lab_server):
             page.screenshot(path=str(OUT / "explorer-hover.png"))
             (OUT / "explorer-console.txt").write_text("\n".join(console))
             browser.close()
+
+
+def test_trainer_renders_and_runs(lab_server):
+    from playwright.sync_api import sync_playwright
+
+    url, root = lab_server
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "import mlnb, polars as pl\n"
+                "d = mlnb.datasets.digits('digits').filter(pl.col('label').is_in(['1', '7'])).head(60)\n"
+                "tr = mlnb.train(d, features='pixels', label='label', image='path', folds=3)\n"
+                "tr"
+            )
+        ]
+    )
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    (root / "train.ipynb").write_text(nbformat.writes(nb))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1300, "height": 1400})
+        try:
+            _run_first_cell(page, url, "train.ipynb")
+            page.wait_for_selector(".mlnb-trainer", timeout=120_000)
+            page.get_by_role("button", name="Run CV").click()
+            page.wait_for_selector(".mlnb-trainer table.mlnb-runs td", timeout=120_000)
+            page.wait_for_function("() => document.querySelector('.mlnb-trainer').textContent.includes('accuracy')", timeout=60_000)
+        finally:
+            page.screenshot(path=str(OUT / "trainer.png"), full_page=True)
+            browser.close()

@@ -70,3 +70,13 @@ def test_bad_input(digits, tmp_path):
     assert ex.widget.hover_thumb == b"" and "file not found" in ex.widget.hover_info["fields"]["image error"]
     send(ex, type="label", label="x")
     assert "Nothing is selected" in ex.widget.error
+
+
+def test_colour_by_prediction_confidence_and_error(digits):
+    head = mlnb.train_classifier(digits, features="pixels", label="label", folds=None)
+    ex = Explorer(digits, features="pixels", image="path", head=head, label="label", color="is_error")
+    assert {"predicted", "confidence", "is_error"} <= set(ex.frame.columns)
+    cats, values = ex.color_values("confidence")
+    assert cats == [] and values.min() > 0
+    cats, codes = ex.color_values("predicted")
+    assert cats == ["0", "1", "7"]

@@ -135,3 +135,38 @@ def test_active_learning_orders_by_uncertainty_and_suggests(frame):
     lab.click(0)
     lab.accept_suggestion()
     assert lab.state[lab.items[lab.order[0]]].label == lab.suggestions[lab.items[lab.order[0]]][0]
+
+
+def test_labels_acknowledged_by_the_labeler_survive_sigkill(frame, tmp_path, _workspace):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "frame.parquet"
+    frame.drop("f").write_parquet(path)
+    code = (
+        "import mlnb, polars as pl\n"
+        f"mlnb.config.workspace = {str(_workspace)!r}\n"
+        f"lab = mlnb.label(pl.read_parquet({str(path)!r}), image='path', classes=['a', 'b'])\n"
+        "w = lab.widget\n"
+        "for pos in range(12):\n"
+        "    w._on_msg(w, {'type': 'click', 'pos': pos}, [])\n"
+        "    w._on_msg(w, {'type': 'key', 'key': '1' if pos % 2 == 0 else '2'}, [])\n"
+        "    assert w.status.startswith('saved')\n"  # what the view shows as saved
+        "    print(pos, flush=True)\n"
+        "import time; time.sleep(60)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    acked = []
+    deadline = time.time() + 90
+    while len(acked) < 12 and time.time() < deadline:
+        line = p.stdout.readline()
+        if line:
+            acked.append(int(line))
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert len(acked) == 12
+    again = Labeler(pl.read_parquet(path), image="path", classes=["a", "b"])
+    assert [again.state[again.items[i]].label for i in acked] == ["a" if i % 2 == 0 else "b" for i in acked]

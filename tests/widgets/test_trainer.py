@@ -79,3 +79,14 @@ def test_view_runs_and_clicks_a_cell(data):
     ui["name"].value = "from_widget"
     ui["register"](None)
     assert "from_widget" in mlnb.classifiers()["name"].to_list()
+
+
+def test_options_apply_to_the_heads_that_take_them(data):
+    tr = Trainer(data, features="pixels", label="label", folds=3)
+    ids = tr.run_all(algorithms=["logistic", "knn"], options={"C": 0.01, "k": 1})
+    assert [tr.meta[i]["options"] for i in ids] == ['{"C": 0.01}', '{"k": 1}']
+    from mlnb.widgets._trainer_view import _parse_options
+
+    assert _parse_options("C=0.5, k=7, algo=x") == {"C": 0.5, "k": 7, "algo": "x"}
+    with pytest.raises(mlnb.MlnbError, match="name=value"):
+        _parse_options("C")
