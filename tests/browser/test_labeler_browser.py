@@ -206,3 +206,33 @@ def test_trainer_renders_and_runs(lab_server):
         finally:
             page.screenshot(path=str(OUT / "trainer.png"), full_page=True)
             browser.close()
+
+
+def test_labeler_in_notebook_7(lab_server):
+    """The same widget in Jupyter Notebook 7 (served by the same server at /notebooks/)."""
+    pytest.importorskip("notebook")
+    from playwright.sync_api import sync_playwright
+
+    url, root = lab_server
+    name = _notebook(root)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        try:
+            page.goto(f"{url}/notebooks/{name}", wait_until="domcontentloaded")
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            prompt = page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").first
+            deadline = time.time() + 90
+            while time.time() < deadline and prompt.inner_text().strip() in ("[ ]:", ""):
+                page.locator(".jp-Cell .jp-InputArea-editor").first.click()
+                page.keyboard.press("Shift+Enter")
+                time.sleep(1)
+            page.wait_for_selector(".mlnb-labeler .cell img[src^='blob:']", timeout=120_000)
+            page.locator(".mlnb-labeler .cell").nth(5).click()
+            page.keyboard.press("2")  # class "1"
+            page.wait_for_function("() => document.querySelector('.mlnb-labeler .status').textContent.startsWith('saved')", timeout=30_000)
+            events = [json.loads(line) for line in (root / ".mlnb" / "labels" / "labels.jsonl").read_text().splitlines()]
+            assert events[-1]["label"] == "1" and events[-1]["item"].endswith("digit00005.png")
+        finally:
+            page.screenshot(path=str(OUT / "labeler-notebook7.png"))
+            browser.close()
