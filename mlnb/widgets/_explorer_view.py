@@ -18,7 +18,8 @@ class ExplorerView(anywidget.AnyWidget):
     _esm = Path(__file__).with_name("explorer.js")
     _css = Path(__file__).with_name("explorer.css")
 
-    xy = traitlets.Bytes(b"").tag(sync=True)  # float32 x, y interleaved
+    xy = traitlets.Bytes(b"").tag(sync=True)  # float32 coordinates, `dims` per point, interleaved
+    dims = traitlets.Int(2).tag(sync=True)
     codes = traitlets.Bytes(b"").tag(sync=True)  # float32 category code or value per point
     categories = traitlets.List().tag(sync=True)
     color_columns = traitlets.List().tag(sync=True)
@@ -34,7 +35,8 @@ class ExplorerView(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self.controller = controller
         c = controller
-        self.xy = np.ascontiguousarray(c.coords[:, :2], dtype=np.float32).tobytes()
+        self.dims = 3 if c.coords.shape[1] >= 3 else 2
+        self.xy = np.ascontiguousarray(c.coords[:, : self.dims], dtype=np.float32).tobytes()
         self.color_columns = [n for n in c.frame.columns if n != c.features]
         self._set_color(c.color or "")
         self.status = c.status

@@ -30,6 +30,7 @@ class LabelerView(anywidget.AnyWidget):
     page = traitlets.Int(0).tag(sync=True)
     n_pages = traitlets.Int(1).tag(sync=True)
     thumb_size = traitlets.Int(96).tag(sync=True)
+    page_size = traitlets.Int(48).tag(sync=True)
     cv_score = traitlets.Float(None, allow_none=True).tag(sync=True)
 
     def __init__(self, controller: Any, **kwargs: Any) -> None:
@@ -45,6 +46,7 @@ class LabelerView(anywidget.AnyWidget):
         c = self.controller
         n = len(c.order)
         self.n_pages = max(1, -(-n // c.page_size))
+        self.page_size = c.page_size
         if c.page != self._shown_page:
             # Thumbnails travel only when the page changes: made once in the kernel, sent as binary.
             self.thumbs = c.thumbnails(c.page)
@@ -75,6 +77,17 @@ class LabelerView(anywidget.AnyWidget):
                 c.mark(str(content["kind"]))
             elif kind == "page":
                 c.page = max(0, min(self.n_pages - 1, int(content["page"])))
+                self.refresh()
+            elif kind == "zoom":
+                # Thumbnails are made at 2x the shown size at most, so zooming needs no new pixels until then.
+                self.thumb_size = int(max(32, min(384, self.thumb_size * float(content.get("factor", 1.0)))))
+            elif kind == "page_size":
+                size = int(content["size"])
+                if size < 1:
+                    raise MlnbError("A page holds at least one item.")
+                c.page_size = size
+                c.page = c.cursor // size
+                self._shown_page = None
                 self.refresh()
             elif kind == "add_class":
                 c.add_class(str(content["name"]))

@@ -14,11 +14,22 @@ function render({ model, el }) {
   el.appendChild(root);
   const ctx = canvas.getContext("2d");
   let px = new Float32Array(0), py = new Float32Array(0), grid = new Map(), selected = new Set();
-  let lasso = null, hoverTimer = null, lastHover = -1;
+  let lasso = null, box = null, hoverTimer = null, lastHover = -1, angle = 0.6, rotating = null;
+  // Drag mode from a control, not modifier keys: the notebook itself takes Shift/Ctrl-clicks.
+  let mode = "lasso";
 
   function project() {
-    const xy = new Float32Array(model.get("xy").buffer.slice(0));
-    const n = xy.length / 2;
+    const dims = model.get("dims");
+    const raw = new Float32Array(model.get("xy").buffer.slice(0));
+    const n = raw.length / dims;
+    // 3-D layouts are shown rotated about the vertical axis (Alt+drag turns them).
+    const xy = new Float32Array(2 * n);
+    const c = Math.cos(angle), s = Math.sin(angle);
+    for (let i = 0; i < n; i++) {
+      const x = raw[dims * i], y = raw[dims * i + 1], z = dims === 3 ? raw[dims * i + 2] : 0;
+      xy[2 * i] = dims === 3 ? c * x + s * z : x;
+      xy[2 * i + 1] = y;
+    }
     let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
     for (let i = 0; i < n; i++) { const x = xy[2 * i], y = xy[2 * i + 1]; if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y; }
     px = new Float32Array(n); py = new Float32Array(n); grid = new Map();
@@ -54,6 +65,10 @@ function render({ model, el }) {
       ctx.strokeStyle = "#000";
       for (const i of selected) ctx.strokeRect(px[i] - 2.5, py[i] - 2.5, 5, 5);
     }
+    if (box) {
+      ctx.strokeStyle = "#333";
+      ctx.strokeRect(Math.min(box[0], box[2]), Math.min(box[1], box[3]), Math.abs(box[2] - box[0]), Math.abs(box[3] - box[1]));
+    }
     if (lasso && lasso.length > 1) {
       ctx.strokeStyle = "#333"; ctx.beginPath(); ctx.moveTo(lasso[0][0], lasso[0][1]);
       for (const [x, y] of lasso) ctx.lineTo(x, y);
@@ -64,6 +79,12 @@ function render({ model, el }) {
 
   function drawSide() {
     side.innerHTML = "";
+    const modes = document.createElement("select");
+    modes.className = "mode";
+    const choices = model.get("dims") === 3 ? ["lasso", "box", "rotate"] : ["lasso", "box"];
+    choices.forEach((m) => modes.appendChild(new Option(`drag: ${m}`, m, false, m === mode)));
+    modes.onchange = () => { mode = modes.value; };
+    side.appendChild(modes);
     const sel = document.createElement("select");
     sel.appendChild(new Option("(no colour)", ""));
     for (const c of model.get("color_columns")) sel.appendChild(new Option(c, c, false, c === model.get("color")));
@@ -124,9 +145,18 @@ function render({ model, el }) {
   }
 
   function pos(e) { const r = canvas.getBoundingClientRect(); return [e.clientX - r.left, e.clientY - r.top]; }
-  canvas.onmousedown = (e) => { lasso = [pos(e)]; };
+  canvas.onmousedown = (e) => {
+    e.preventDefault();
+    e.stopPropagation();
+    const p = pos(e);
+    if (mode === "rotate") rotating = p[0];
+    else if (mode === "box") box = [p[0], p[1], p[0], p[1]];
+    else lasso = [p];
+  };
   canvas.onmousemove = (e) => {
     const [x, y] = pos(e);
+    if (rotating !== null) { angle += (x - rotating) / 120; rotating = x; project(); draw(); return; }
+    if (box) { box[2] = x; box[3] = y; draw(); return; }
     if (lasso) { lasso.push([x, y]); draw(); return; }
     const i = nearest(x, y);
     if (i >= 0 && i !== lastHover) {
@@ -136,6 +166,18 @@ function render({ model, el }) {
     }
   };
   canvas.onmouseup = () => {
+    if (rotating !== null) { rotating = null; return; }
+    if (box) {
+      const [x0, y0, x1, y1] = box; box = null;
+      const inside = [];
+      for (let i = 0; i < px.length; i++) {
+        if (px[i] >= Math.min(x0, x1) && px[i] <= Math.max(x0, x1) && py[i] >= Math.min(y0, y1) && py[i] <= Math.max(y0, y1)) inside.push(i);
+      }
+      selected = new Set(inside);
+      model.send({ type: "select", indices: inside });
+      draw();
+      return;
+    }
     if (!lasso) return;
     const poly = lasso; lasso = null;
     if (poly.length < 3) { draw(); return; }

@@ -38,7 +38,18 @@ function render({ model, el }) {
       e.stopPropagation();
       if (e.key === "Enter" && input.value.trim()) send({ type: "add_class", name: input.value.trim() });
     };
-    bar.append(unsure, skip, input);
+    const smaller = document.createElement("button");
+    smaller.textContent = "−";
+    smaller.title = "smaller thumbnails";
+    smaller.onclick = () => send({ type: "zoom", factor: 0.8 });
+    const larger = document.createElement("button");
+    larger.textContent = "+";
+    larger.title = "larger thumbnails";
+    larger.onclick = () => send({ type: "zoom", factor: 1.25 });
+    const per = document.createElement("select");
+    [24, 48, 96, 192].forEach((n) => per.appendChild(new Option(`${n} / page`, n, false, n === model.get("page_size"))));
+    per.onchange = () => send({ type: "page_size", size: Number(per.value) });
+    bar.append(unsure, skip, input, smaller, larger, per);
     root.appendChild(bar);
 
     const counts = document.createElement("div");

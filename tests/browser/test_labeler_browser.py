@@ -172,6 +172,14 @@ def test_explorer_scatter_and_hover_thumbnail(lab_server):
                     break
             page.wait_for_selector(".mlnb-explorer .hover img", timeout=10_000)
             assert found
+            # box mode: a box over the whole canvas selects every point and fills the linked grid
+            page.select_option(".mlnb-explorer select.mode", "box")
+            page.mouse.move(box["x"] + 2, box["y"] + 2)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] - 2, steps=5)
+            page.mouse.up()
+            page.wait_for_function("() => document.querySelector('.mlnb-explorer .status').textContent.startsWith('150 selected')", timeout=20_000)
+            assert page.locator(".mlnb-explorer .grid img").count() == 24
         finally:
             page.screenshot(path=str(OUT / "explorer-hover.png"))
             (OUT / "explorer-console.txt").write_text("\n".join(console))

@@ -80,3 +80,8 @@ def test_colour_by_prediction_confidence_and_error(digits):
     assert cats == [] and values.min() > 0
     cats, codes = ex.color_values("predicted")
     assert cats == ["0", "1", "7"]
+
+
+def test_three_d_layout(digits):
+    ex = Explorer(digits, features="pixels", image="path", n_components=3)
+    assert ex.coords.shape == (90, 3) and ex.widget.dims == 3 and len(ex.widget.xy) == 90 * 12

@@ -170,3 +170,14 @@ def test_labels_acknowledged_by_the_labeler_survive_sigkill(frame, tmp_path, _wo
     assert len(acked) == 12
     again = Labeler(pl.read_parquet(path), image="path", classes=["a", "b"])
     assert [again.state[again.items[i]].label for i in acked] == ["a" if i % 2 == 0 else "b" for i in acked]
+
+
+def test_thumbnail_size_and_page_size_are_adjustable(frame):
+    lab = Labeler(frame, image="path", classes=["a"], page_size=4)
+    w = lab.widget
+    send(lab, type="zoom", factor=1.25)
+    assert w.thumb_size == 120
+    send(lab, type="page_size", size=6)
+    assert w.page_size == 6 and len(w.thumbs) == 6 and w.n_pages == 2
+    send(lab, type="page_size", size=0)
+    assert "at least one" in w.error
