@@ -17,6 +17,7 @@ import numpy as np
 from ..exceptions import MlnbError
 from ..labels import get_label_store
 from ..workspace import get_workspace
+from ._base import Controller
 
 
 def umap_coordinates(
@@ -61,7 +62,7 @@ def umap_coordinates(
     return coords
 
 
-class Explorer:
+class Explorer(Controller):
     """Look at a frame's embeddings: ``mlnb.explore(df, features="features", color="label", image="path")``.
 
     ``coords=`` gives a layout of your own instead of UMAP. ``head=`` (a head or
@@ -118,7 +119,6 @@ class Explorer:
         self.color = color
         self.selected: np.ndarray = np.zeros(0, dtype=np.int64)
         self.status = f"{self.skipped} rows without features are not shown" if self.skipped else ""
-        self._view: Any = None
 
     # -- colours ------------------------------------------------------------
     def color_values(self, column: str | None = None) -> tuple[list[str], np.ndarray]:
@@ -186,18 +186,10 @@ class Explorer:
         self.status = f"labelled {n} points as {label!r}"
         return n
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
+    def _make_view(self) -> Any:
+        from ._explorer_view import ExplorerView
 
-        display(self.widget)
-
-    @property
-    def widget(self) -> Any:
-        if self._view is None:
-            from ._explorer_view import ExplorerView
-
-            self._view = ExplorerView(self)
-        return self._view
+        return ExplorerView(self)
 
 
 def _with_predictions(df: Any, X: np.ndarray, ok: np.ndarray, head: Any, label: str | None) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..exceptions import MlnbError
 from ..labels import get_label_store
+from ._base import Controller
 
 KEYS_HELP = (
     "1-9, 0: label the selection with class 1-10 · Enter: accept the suggestion · Space: skip · "
@@ -33,7 +34,7 @@ class ItemState:
 _EMPTY = ItemState()
 
 
-class Labeler:
+class Labeler(Controller):
     """Label the images of a frame, a page or one item at a time.
 
     Parameters
@@ -102,7 +103,6 @@ class Labeler:
         self._since_train = 0
         self._train_lock = threading.Lock()
         self._listeners: list[Any] = []
-        self._view: Any = None
 
     # -- persistence ----------------------------------------------------
     def _resume(self) -> None:
@@ -441,20 +441,10 @@ class Labeler:
         for cb in list(self._listeners):
             cb()
 
+    def _make_view(self) -> Any:
+        from ._labeler_view import LabelerView
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
-
-    @property
-    def widget(self) -> Any:
-        """The browser view (created on first use)."""
-        if self._view is None:
-            from ._labeler_view import LabelerView
-
-            self._view = LabelerView(self)
-        return self._view
+        return LabelerView(self)
 
 
 def uncertainty(p: Any, strategy: str = "entropy") -> float:

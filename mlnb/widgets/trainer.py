@@ -14,6 +14,7 @@ from typing import Any
 
 from ..exceptions import MlnbError
 from ..workspace import durable_append, get_workspace, read_jsonl
+from ._base import Controller
 
 
 class Stopped(Exception):
@@ -46,7 +47,7 @@ def _register_sql_table() -> None:
 _register_sql_table()
 
 
-class Trainer:
+class Trainer(Controller):
     """Compare heads: ``mlnb.train(df, features=["lite0", "resnet"], label="label", image="path")``."""
 
     def __init__(
@@ -78,7 +79,6 @@ class Trainer:
         self._stop = threading.Event()
         self.running = False
         self.status = ""
-        self._view: Any = None
 
     # -- running ---------------------------------------------------------
     def stop(self) -> None:
@@ -208,18 +208,10 @@ class Trainer:
         self.status = f"registered {head.ref}: SELECT {name}({rec['features']}) ..."
         return head
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
+    def _make_view(self) -> Any:
+        from ._trainer_view import trainer_view
 
-        display(self.widget)
-
-    @property
-    def widget(self) -> Any:
-        if self._view is None:
-            from ._trainer_view import trainer_view
-
-            self._view = trainer_view(self)
-        return self._view
+        return trainer_view(self)
 
 
 def _options_for(algo: str, options: dict[str, Any] | None) -> dict[str, Any]:

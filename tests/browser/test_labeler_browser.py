@@ -7,6 +7,7 @@ test-output/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -64,20 +65,34 @@ def lab_server(tmp_path_factory):
         proc.kill()
 
 
-def _notebook(root: Path) -> str:
-    nb = nbformat.v4.new_notebook(
-        cells=[
-            nbformat.v4.new_code_cell(
-                "import mlnb\n"
-                "d = mlnb.datasets.digits('digits').head(24)\n"
-                "lab = mlnb.label(d, image='path', classes=[str(i) for i in range(10)])\n"
-                "lab"
-            )
-        ]
-    )
+def _write_notebook(root: Path, name: str, source: str) -> str:
+    """A one-cell notebook with kernelspec metadata (so no kernel dialog)."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    (root / "label.ipynb").write_text(nbformat.writes(nb))
-    return "label.ipynb"
+    (root / name).write_text(nbformat.writes(nb))
+    return name
+
+
+def _notebook(root: Path) -> str:
+    return _write_notebook(
+        root,
+        "label.ipynb",
+        "import mlnb\nd = mlnb.datasets.digits('digits').head(24)\n"
+        "lab = mlnb.label(d, image='path', classes=[str(i) for i in range(10)])\nlab",
+    )
+
+
+@contextlib.contextmanager
+def _page(height: int = 900):
+    from playwright.sync_api import sync_playwright
+
+    OUT.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            yield browser.new_page(viewport={"width": 1300, "height": height})
+        finally:
+            browser.close()
 
 
 def _run_first_cell(page, url: str, name: str) -> None:
@@ -97,14 +112,9 @@ def _run_first_cell(page, url: str, name: str) -> None:
 
 
 def test_labeler_renders_and_a_key_press_is_saved(lab_server):
-    from playwright.sync_api import sync_playwright
-
     url, root = lab_server
     name = _notebook(root)
-    OUT.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
+    with _page(900) as page:
         try:
             _run_first_cell(page, url, name)
             widget = page.wait_for_selector(".mlnb-labeler", timeout=120_000)
@@ -126,29 +136,17 @@ def test_labeler_renders_and_a_key_press_is_saved(lab_server):
             assert page.locator(".jp-NotebookPanel:visible .jp-Cell").count() <= 2
         finally:
             page.screenshot(path=str(OUT / "labeler-final.png"))
-            browser.close()
 
 
 def test_explorer_scatter_and_hover_thumbnail(lab_server):
-    from playwright.sync_api import sync_playwright
-
     url, root = lab_server
-    nb = nbformat.v4.new_notebook(
-        cells=[
-            nbformat.v4.new_code_cell(
-                "import mlnb, polars as pl\n"
-                "d = mlnb.datasets.digits('digits').head(150)\n"
-                "ex = mlnb.explore(d, features='pixels', color='label', image='path')\n"
-                "ex"
-            )
-        ]
+    _write_notebook(
+        root,
+        "explore.ipynb",
+        "import mlnb, polars as pl\nd = mlnb.datasets.digits('digits').head(150)\n"
+        "ex = mlnb.explore(d, features='pixels', color='label', image='path')\nex",
     )
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    (root / "explore.ipynb").write_text(nbformat.writes(nb))
-    OUT.mkdir(exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
+    with _page(900) as page:
         console: list[str] = []
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
         try:
@@ -183,28 +181,17 @@ def test_explorer_scatter_and_hover_thumbnail(lab_server):
         finally:
             page.screenshot(path=str(OUT / "explorer-hover.png"))
             (OUT / "explorer-console.txt").write_text("\n".join(console))
-            browser.close()
 
 
 def test_trainer_renders_and_runs(lab_server):
-    from playwright.sync_api import sync_playwright
-
     url, root = lab_server
-    nb = nbformat.v4.new_notebook(
-        cells=[
-            nbformat.v4.new_code_cell(
-                "import mlnb, polars as pl\n"
-                "d = mlnb.datasets.digits('digits').filter(pl.col('label').is_in(['1', '7'])).head(60)\n"
-                "tr = mlnb.train(d, features='pixels', label='label', image='path', folds=3)\n"
-                "tr"
-            )
-        ]
+    _write_notebook(
+        root,
+        "train.ipynb",
+        "import mlnb, polars as pl\nd = mlnb.datasets.digits('digits').filter(pl.col('label').is_in(['1', '7'])).head(60)\n"
+        "tr = mlnb.train(d, features='pixels', label='label', image='path', folds=3)\ntr",
     )
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    (root / "train.ipynb").write_text(nbformat.writes(nb))
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1300, "height": 1400})
+    with _page(1400) as page:
         try:
             _run_first_cell(page, url, "train.ipynb")
             page.wait_for_selector(".mlnb-trainer", timeout=120_000)
@@ -213,19 +200,14 @@ def test_trainer_renders_and_runs(lab_server):
             page.wait_for_function("() => document.querySelector('.mlnb-trainer').textContent.includes('accuracy')", timeout=60_000)
         finally:
             page.screenshot(path=str(OUT / "trainer.png"), full_page=True)
-            browser.close()
 
 
 def test_labeler_in_notebook_7(lab_server):
     """The same widget in Jupyter Notebook 7 (served by the same server at /notebooks/)."""
     pytest.importorskip("notebook")
-    from playwright.sync_api import sync_playwright
-
     url, root = lab_server
     name = _notebook(root)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
+    with _page(900) as page:
         try:
             page.goto(f"{url}/notebooks/{name}", wait_until="domcontentloaded")
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
@@ -243,4 +225,3 @@ def test_labeler_in_notebook_7(lab_server):
             assert events[-1]["label"] == "1" and events[-1]["item"].endswith("digit00005.png")
         finally:
             page.screenshot(path=str(OUT / "labeler-notebook7.png"))
-            browser.close()
