@@ -139,3 +139,27 @@ def faces(dest: str | os.PathLike[str] | None = None, *, scale: int = 4) -> Any:
         {"path": paths, "label": labels, "pixels": imgs.reshape(len(imgs), -1).astype(np.float32)},
         schema={"path": pl.String, "label": pl.String, "pixels": pl.Array(pl.Float32, 625)},
     )
+
+
+def oxford_pets(dest: str | os.PathLike[str] | None = None, *, split: str = "trainval") -> Any:
+    """Oxford-IIIT Pets (37 breeds, ~3,700 photos per split) through torchvision, downloaded once when online.
+
+    Returns a frame of path and label (the breed). Offline, a clear error says so; the
+    offline examples use :func:`digits`, :func:`faces` and :func:`photographs` instead.
+    """
+    import polars as pl
+
+    from .exceptions import MlnbError
+
+    d = _dest(dest, "oxford_pets")
+    try:
+        from torchvision.datasets import OxfordIIITPet
+
+        ds = OxfordIIITPet(str(d), split=split, download=True)
+    except Exception as exc:  # noqa: BLE001 - urllib, socket and HTTP errors all mean "no data"
+        raise MlnbError(
+            f"Could not download Oxford-IIIT Pets ({type(exc).__name__}: {exc}). It needs the internet once; "
+            "offline, use mlnb.datasets.digits(), faces() or photographs()."
+        ) from None
+    names = [c for c in ds.classes]
+    return pl.DataFrame({"path": [str(p) for p in ds._images], "label": [names[i] for i in ds._labels]})
