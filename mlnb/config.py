@@ -80,6 +80,9 @@ class Config:
     def engine(self, value: str) -> None:
         if value not in _ENGINES:
             raise MlnbError(f"Unknown engine {value!r}: use one of {', '.join(_ENGINES)}.")
+        if value == "ray":
+            # Refused rather than silently ignored until the Ray engine exists.
+            raise MlnbError("The Ray engine is not available in this version yet; mlnb.config.engine stays 'local'.")
         self._engine = value
 
     def __repr__(self) -> str:

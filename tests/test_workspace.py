@@ -45,3 +45,13 @@ def test_lock_is_reentrant_across_calls(tmp_path):
         pass
     with ws.lock("labels"):
         pass
+
+
+def test_config_validates_settings():
+    with pytest.raises(mlnb.MlnbError, match="Unknown device"):
+        mlnb.config.device = "tpu"
+    with pytest.raises(mlnb.MlnbError, match="Unknown precision"):
+        mlnb.config.precision = "int4"
+    with pytest.raises(mlnb.MlnbError, match="not available"):
+        mlnb.config.engine = "ray"
+    assert mlnb.config.engine == "local"
