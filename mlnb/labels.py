@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import MlnbError
-from .workspace import durable_append, get_workspace, read_jsonl
+from .workspace import durable_append, per_workspace, read_jsonl
 
 #: What an event says about an item.
 KINDS = ("label", "unsure", "skip", "clear")
@@ -91,16 +91,8 @@ class LabelStore:
         return latest.filter(pl.col("kind") != "clear").sort("seq")
 
 
-_stores: dict[Path, LabelStore] = {}
-_stores_lock = threading.Lock()
-
-
 def get_label_store() -> LabelStore:
-    path = get_workspace().path("labels", "labels.jsonl")
-    with _stores_lock:
-        if path not in _stores:
-            _stores[path] = LabelStore(path)
-        return _stores[path]
+    return per_workspace("labels/labels.jsonl", LabelStore)
 
 
 def _register_sql_tables() -> None:

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,20 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+_instances: dict[tuple[str, Path], Any] = {}
+_instances_lock = threading.Lock()
+
+
+def per_workspace(relpath: str, factory: Any) -> Any:
+    """One ``factory(path)`` object per file of the current workspace (caches, logs)."""
+    path = get_workspace().path(*relpath.split("/"))
+    key = (getattr(factory, "__qualname__", repr(factory)), path)
+    with _instances_lock:
+        if key not in _instances:
+            _instances[key] = factory(path)
+        return _instances[key]
 
 
 _current: Workspace | None = None

@@ -49,12 +49,10 @@ def embed_frame(
 
     from .._report import collecting
     from ..exceptions import MlnbError
-    from ..sql import is_frame
+    from ..sql import to_polars
     from .engine import embed_images
 
-    if not is_frame(frame):
-        raise MlnbError(f"%embed needs a Polars, pandas or Arrow frame, got {type(frame).__name__}.")
-    df = frame if isinstance(frame, pl.DataFrame) else (frame.collect() if isinstance(frame, pl.LazyFrame) else pl.from_dataframe(frame) if hasattr(frame, "__dataframe__") else pl.from_arrow(frame))
+    df = to_polars(frame)
     if column not in df.columns:
         import difflib
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..workspace import get_workspace
+from ..workspace import per_workspace
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -119,16 +119,8 @@ class EmbeddingCache:
                 self._con = None
 
 
-_caches: dict[Path, EmbeddingCache] = {}
-_caches_lock = threading.Lock()
-
-
 def get_cache() -> EmbeddingCache:
-    path = get_workspace().path("cache", "embeddings.sqlite")
-    with _caches_lock:
-        if path not in _caches:
-            _caches[path] = EmbeddingCache(path)
-        return _caches[path]
+    return per_workspace("cache/embeddings.sqlite", EmbeddingCache)
 
 
 class CacheHandle:

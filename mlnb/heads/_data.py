@@ -8,20 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import MlnbError
-
-
-def to_polars(frame: Any) -> Any:
-    import polars as pl
-
-    from ..sql import is_frame
-
-    if isinstance(frame, pl.DataFrame):
-        return frame
-    if isinstance(frame, pl.LazyFrame):
-        return frame.collect()
-    if not is_frame(frame):
-        raise MlnbError(f"Expected a Polars, pandas or Arrow frame, got {type(frame).__name__}.")
-    return pl.from_pandas(frame) if type(frame).__module__.startswith("pandas") else pl.from_arrow(frame)
+from ..sql import to_polars  # noqa: F401 - re-exported for the heads and widgets
 
 
 def feature_matrix(series: Any, *, expect_dim: int | None = None, what: str = "features") -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from . import _classifier_statements, _statements  # noqa: F401 - register mlnb's statements
-from ._session import Session, get_session, is_frame, sql, statement, table_provider
+from ._session import Session, get_session, is_frame, sql, statement, table_provider, to_polars
 
-__all__ = ["Session", "get_session", "is_frame", "sql", "statement", "table_provider"]
+__all__ = ["Session", "get_session", "is_frame", "sql", "statement", "table_provider", "to_polars"]

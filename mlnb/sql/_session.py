@@ -59,6 +59,19 @@ def is_frame(obj: Any) -> bool:
     return False
 
 
+def to_polars(frame: Any) -> Any:
+    """A Polars DataFrame for any frame :func:`is_frame` accepts (LazyFrames are collected)."""
+    import polars as pl
+
+    if isinstance(frame, pl.DataFrame):
+        return frame
+    if isinstance(frame, pl.LazyFrame):
+        return frame.collect()
+    if not is_frame(frame):
+        raise MlnbError(f"Expected a Polars, pandas or Arrow frame, got {type(frame).__name__}.")
+    return pl.from_pandas(frame) if type(frame).__module__.startswith("pandas") else pl.from_arrow(frame)
+
+
 class Session:
     """A DuckDB connection with mlnb's functions installed.
 

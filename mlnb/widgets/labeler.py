@@ -379,8 +379,6 @@ class Labeler(Controller):
 
     def order_by_query(self, query: str, **params: Any) -> None:
         """Order by the first column of a SQL query (tables: the namespace's frames, ``labels`` ...)."""
-        import polars as pl  # noqa: F401
-
         from ..sql import get_session
 
         ns = {"items": self.frame, **params}
