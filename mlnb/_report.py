@@ -45,6 +45,24 @@ def collecting(what: str = "images") -> Iterator[None]:
             warnings.warn(_summary(failures, what), ImageLoadWarning, stacklevel=3)
 
 
+@contextlib.contextmanager
+def capturing() -> Iterator[list[tuple[str, str]]]:
+    """Take the failures recorded inside the block instead of warning about them
+    (a Ray worker sends them back to the driver, which reports them)."""
+    global _depth
+    taken: list[tuple[str, str]] = []
+    with _lock:
+        _depth += 1
+        start = len(_failures)
+    try:
+        yield taken
+    finally:
+        with _lock:
+            taken.extend(_failures[start:])
+            del _failures[start:]
+            _depth -= 1
+
+
 def _summary(failures: list[tuple[str, str]], what: str) -> str:
     unique = list(dict.fromkeys(failures))
     lines = [f"{len(unique)} {what} could not be used and gave NULL:"]

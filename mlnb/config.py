@@ -7,7 +7,10 @@ somewhere else without code changes.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from .exceptions import MlnbError
@@ -33,7 +36,14 @@ class Config:
     display_limit : int
         Rows shown by ``%%mlsql`` (the frame itself keeps all rows).
     engine : str
-        ``"local"`` or ``"ray"``.
+        ``"local"`` (this process) or ``"ray"`` (Ray Data: a cluster, or a local Ray started on first use).
+    ray_address : str or None
+        The Ray cluster to use (``"auto"``, ``"10.0.0.5:6379"``, ``"ray://head:10001"``); ``None`` starts
+        a local Ray (env ``MLNB_RAY_ADDRESS``).
+    ray_workers : int or None
+        Actors for a Ray job; ``None``: one per GPU of the cluster, or one per 4 CPUs where there is none.
+    ray_output : str or None
+        Folder or URI for Ray jobs' Parquet shards (default ``<workspace>/ray``).
     """
 
     def __init__(self) -> None:
@@ -43,6 +53,10 @@ class Config:
         self.batch_size: int | None = None
         self.display_limit = 20
         self._engine = "local"
+        self._ray_address: str | None = os.environ.get("MLNB_RAY_ADDRESS") or None
+        self._ray_workers: int | None = None
+        #: Where Ray jobs write their Parquet shards (default: ``<workspace>/ray``); a folder or URI (``s3://...``).
+        self.ray_output: str | None = None
 
     @property
     def workspace(self) -> Path:
@@ -78,19 +92,67 @@ class Config:
 
     @engine.setter
     def engine(self, value: str) -> None:
-        if value not in _ENGINES:
-            raise MlnbError(f"Unknown engine {value!r}: use one of {', '.join(_ENGINES)}.")
-        if value == "ray":
-            # Refused rather than silently ignored until the Ray engine exists.
-            raise MlnbError("The Ray engine is not available in this version yet; mlnb.config.engine stays 'local'.")
+        check_engine(value)
         self._engine = value
+
+    @property
+    def ray_address(self) -> str | None:
+        return self._ray_address
+
+    @ray_address.setter
+    def ray_address(self, value: str | None) -> None:
+        self._ray_address = value or None
+
+    @property
+    def ray_workers(self) -> int | None:
+        return self._ray_workers
+
+    @ray_workers.setter
+    def ray_workers(self, value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise MlnbError(f"ray_workers must be a positive whole number or None, got {value!r}.")
+        self._ray_workers = value
 
     def __repr__(self) -> str:
         return (
             f"Config(workspace={str(self.workspace)!r}, device={self.device!r}, "
             f"precision={self.precision!r}, batch_size={self.batch_size!r}, "
-            f"display_limit={self.display_limit!r}, engine={self.engine!r})"
+            f"display_limit={self.display_limit!r}, engine={self.engine!r}, ray_address={self.ray_address!r}, "
+            f"ray_workers={self.ray_workers!r})"
         )
 
 
+def check_engine(value: str) -> None:
+    if value not in _ENGINES:
+        raise MlnbError(f"Unknown engine {value!r}: use one of {', '.join(_ENGINES)}.")
+
+
 config = Config()
+
+
+# -- the engine a call runs on ------------------------------------------------------
+# A module global, not a thread-local: DuckDB calls mlnb's functions from its own threads.
+_engine_lock = threading.Lock()
+_engine_override: str | None = None
+
+
+def current_engine() -> str:
+    """``"local"`` or ``"ray"``: an override in force (``engine=`` on a call), else ``config.engine``."""
+    return _engine_override or config.engine
+
+
+@contextlib.contextmanager
+def using_engine(name: str | None) -> Iterator[None]:
+    """Run the block on engine ``name`` (``None``: the configured one)."""
+    global _engine_override
+    if name is None:
+        yield
+        return
+    check_engine(name)
+    with _engine_lock:
+        before, _engine_override = _engine_override, name
+    try:
+        yield
+    finally:
+        with _engine_lock:
+            _engine_override = before

@@ -52,6 +52,8 @@ def test_config_validates_settings():
         mlnb.config.device = "tpu"
     with pytest.raises(mlnb.MlnbError, match="Unknown precision"):
         mlnb.config.precision = "int4"
-    with pytest.raises(mlnb.MlnbError, match="not available"):
-        mlnb.config.engine = "ray"
+    with pytest.raises(mlnb.MlnbError, match="Unknown engine 'spark'"):
+        mlnb.config.engine = "spark"
     assert mlnb.config.engine == "local"
+    with pytest.raises(mlnb.MlnbError, match="positive whole number"):
+        mlnb.config.ray_workers = 0

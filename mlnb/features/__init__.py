@@ -7,6 +7,7 @@ model is first used.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .cache import cache
@@ -38,19 +39,29 @@ def embed_frame(
     model: str = "efficientnet_lite0",
     layer: str = "pool",
     name: str = "features",
+    heads: Sequence[str] = (),
+    engine: str | None = None,
+    output: str | None = None,
     progress: bool | None = None,
 ) -> Any:
     """``frame`` with a new ``name`` column of features for the images in ``column``.
 
+    ``heads`` names saved classifier heads to score as well: each adds a
+    ``<head>`` (label) and ``<head>_proba`` (class → probability) column.
     Shows a progress bar (images/s, ETA) on long runs. Interrupting keeps the
     finished batches in the cache, so the next call continues where it stopped.
-    """
-    import polars as pl
 
+    On the Ray engine (``engine="ray"``, or ``mlnb.config.engine``) the work
+    runs as a Ray Data job that writes Parquet shards under ``output``
+    (default ``<workspace>/ray/...``); the result is a Polars LazyFrame over
+    them, which ``%%mlsql`` queries like any frame. Running the same call
+    again after an interruption computes only the missing shards.
+    """
     from .._report import collecting
+    from ..config import check_engine, current_engine
     from ..exceptions import MlnbError
     from ..sql import to_polars
-    from .engine import embed_images
+    from .engine import embed_images, features_series
 
     df = to_polars(frame)
     if column not in df.columns:
@@ -58,8 +69,50 @@ def embed_frame(
 
         close = difflib.get_close_matches(column, df.columns, n=3)
         raise MlnbError(f"No column {column!r} in the frame.{' Did you mean ' + ', '.join(map(repr, close)) + '?' if close else ''} Columns: {', '.join(df.columns)}")
+    if engine is not None:
+        check_engine(engine)
+    scorers = _head_scorers(heads, model, layer)
+    if (engine or current_engine()) == "ray":
+        from .ray_engine import run_job
+
+        with collecting():
+            job = run_job(df, column, model=model, layer=layer, name=name, scorers=scorers, output=output, progress=progress)
+        if progress is not False:
+            print(job)
+        return job.scan()
     with collecting():
         feats, ok = embed_images(df.get_column(column).to_list(), model=model, layer=layer, progress=progress)
-    series = pl.Series(name, feats, dtype=pl.Array(pl.Float32, feats.shape[1]))
-    series = pl.select(pl.when(pl.Series(ok)).then(series).otherwise(None)).to_series().alias(name)
-    return df.with_columns(series)
+    out = df.with_columns(features_series(name, feats, ok))
+    import polars as pl
+
+    for col, scorer in scorers.items():
+        out = out.with_columns(pl.Series(col, scorer(out.get_column(name))))
+    return out
+
+
+def _head_scorers(heads: Sequence[str], model: str, layer: str) -> dict[str, Any]:
+    """``{column: scorer}`` for saved heads (a label and a probability column each)."""
+    import functools
+
+    from ..exceptions import MlnbError
+
+    if isinstance(heads, str):
+        heads = [heads]
+    scorers: dict[str, Any] = {}
+    if not heads:
+        return scorers
+    from ..heads import load_classifier
+    from ..heads.functions import score
+
+    for ref in heads:
+        head = load_classifier(ref)
+        trained = (head.meta.get("feature_model"), head.meta.get("layer") or "pool")
+        if trained[0] and trained != (model, layer):
+            raise MlnbError(
+                f"Classifier {head.ref} was trained on {trained[0]} features (layer {trained[1]}), "
+                f"not {model} (layer {layer}): pass model={trained[0]!r}, layer={trained[1]!r}."
+            )
+        base = ref.split("@")[0]
+        scorers[base] = functools.partial(score, head, proba=False)
+        scorers[f"{base}_proba"] = functools.partial(score, head, proba=True)
+    return scorers

@@ -5,10 +5,11 @@ in front of it all."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._report import report_failure
+from ..config import current_engine
 from ..device import autocast_dtype, default_batch_size, precision_name, resolve_device
 from ..exceptions import ImageLoadError, MlnbError
 from ..images import load_image, source_key
@@ -230,6 +232,42 @@ def _stack(items: list[Any]) -> Any:
     return torch.stack(items)
 
 
+# -- which engine does the work ------------------------------------------------
+# Module globals, not thread-locals: DuckDB calls the UDFs from its own threads.
+_ENGINE_LOCK = threading.Lock()
+_gather: dict[tuple[str, str], dict[str, Any]] | None = None
+_overlay: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+
+
+@contextlib.contextmanager
+def gathering() -> Iterator[dict[tuple[str, str], dict[str, Any]]]:
+    """Inside the block, :func:`embed_images` computes nothing: it records the
+    images it would compute, ``{(model, layer): {key: source}}``, and returns
+    NULL for them (the Ray engine's first pass over a SQL statement)."""
+    global _gather
+    wanted: dict[tuple[str, str], dict[str, Any]] = {}
+    with _ENGINE_LOCK:
+        before, _gather = _gather, wanted
+    try:
+        yield wanted
+    finally:
+        with _ENGINE_LOCK:
+            _gather = before
+
+
+@contextlib.contextmanager
+def features_given(model: str, layer: str, features: dict[str, np.ndarray]) -> Iterator[None]:
+    """Inside the block, :func:`embed_images` takes the features of these cache
+    keys as computed (results a Ray job brought back for this statement)."""
+    with _ENGINE_LOCK:
+        _overlay[(model, layer)] = features
+    try:
+        yield
+    finally:
+        with _ENGINE_LOCK:
+            _overlay.pop((model, layer), None)
+
+
 # -- the main entry point ------------------------------------------------------
 def embed_images(
     images: Sequence[Any],
@@ -259,6 +297,9 @@ def embed_images(
     keys: list[str | None] = [None if im is None else source_key(im) for im in images]
     known = [k for k in dict.fromkeys(keys) if k is not None]
     hits = cache.get_many(ns, known) if cache is not None else {}
+    given = _overlay.get((model, layer))
+    if given:
+        hits = {**{k: given[k] for k in known if k in given}, **hits}
     # Work: one entry per distinct image not in the cache (duplicates computed once).
     todo: dict[Any, list[int]] = {}
     for i, (im, k) in enumerate(zip(images, keys)):
@@ -270,6 +311,26 @@ def embed_images(
             continue
         todo.setdefault(k if k is not None else ("obj", i), []).append(i)
     if not todo:
+        return feats, ok
+    gather = _gather
+    if gather is not None:
+        with _ENGINE_LOCK:
+            wanted = gather.setdefault((model, layer), {})
+            for key, idx in todo.items():
+                if isinstance(key, str):
+                    wanted.setdefault(key, images[idx[0]])
+        return feats, ok
+    if current_engine() == "ray":
+        from .ray_engine import embed_sources
+
+        work_keys = list(todo)
+        sub_feats, sub_ok = embed_sources(
+            [images[todo[k][0]] for k in work_keys], model=model, layer=layer, progress=progress, keys=work_keys
+        )
+        for k, vec, good in zip(work_keys, sub_feats, sub_ok):
+            if good:
+                feats[todo[k]] = vec
+                ok[todo[k]] = True
         return feats, ok
 
     spec = loaded.spec
@@ -329,6 +390,14 @@ def embed_images(
         if bar is not None:
             bar.close()
     return feats, ok
+
+
+def features_series(name: str, feats: np.ndarray, ok: np.ndarray) -> Any:
+    """A Polars ``Array(Float32, d)`` column, NULL where ``ok`` is False."""
+    import polars as pl
+
+    series = pl.Series(name, feats, dtype=pl.Array(pl.Float32, feats.shape[1]))
+    return pl.select(pl.when(pl.Series(ok)).then(series).otherwise(None)).to_series().alias(name)
 
 
 def _progress(total: int, model: str, progress: bool | None) -> Any:

@@ -22,7 +22,7 @@ def _embed_type(options: dict[str, Any]) -> str | None:
     return f"FLOAT[{get_loaded(spec.name).dim(layer)}]"
 
 
-@function(returns="FLOAT[]", types={"image": IMAGE}, specialise=_embed_type)
+@function(returns="FLOAT[]", types={"image": IMAGE}, specialise=_embed_type, offload=True)
 def embed(image: Any, *, model: str = "efficientnet_lite0", layer: str = "pool") -> Any:
     """Feature vector of an image from a pretrained CNN (default: its penultimate pooled layer).
 
@@ -31,7 +31,8 @@ def embed(image: Any, *, model: str = "efficientnet_lite0", layer: str = "pool")
     image or NumPy array. Unreadable images give NULL and one summary warning.
     Results are cached in the workspace. In SQL the result is ``FLOAT[d]``
     when ``model`` and ``layer`` are literals, so ``array_cosine_similarity``
-    works directly.
+    works directly. From Python, ``engine="ray"`` runs it on a Ray cluster
+    (``mlnb.config.engine = "ray"`` / ``SET mlnb_engine = 'ray'`` for all calls).
 
     Examples
     --------
@@ -63,6 +64,7 @@ def imagenet_categories() -> tuple[str, ...]:
 @function(
     returns="STRUCT(label VARCHAR, probability FLOAT)[]",
     types={"image": IMAGE},
+    offload=True,
 )
 def imagenet_labels(image: Any, *, k: int = 5, model: str = "efficientnet_lite0") -> Any:
     """Top-``k`` ImageNet classes of an image, with human-readable names and probabilities.

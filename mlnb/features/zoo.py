@@ -56,6 +56,21 @@ class ModelSpec:
         text = repr((self.input_size, self.resize_size, self.mean, self.std, self.interpolation, self.transform is not None))
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
+    @property
+    def is_user_model(self) -> bool:
+        """Registered in this process with :func:`register_model` (a Ray worker needs it shipped)."""
+        return self.source == "user model"
+
+    # A spec travels to Ray workers (user models): the lock stays behind.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
 
 _REGISTRY: dict[str, ModelSpec] = {}
 _REG_LOCK = threading.Lock()

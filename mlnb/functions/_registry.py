@@ -63,6 +63,9 @@ class Function:
     side_effects: bool = False
     #: Called with the SQL text of a call's arguments before the statement runs; raises to refuse it.
     check: Callable[[str], None] | None = None
+    #: Its work can run on the Ray engine: the Python twin takes ``engine="ray"``, and on the
+    #: Ray engine a SQL statement calling it gathers its images first, then runs them as one job.
+    offload: bool = False
     _udf_name: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
@@ -95,6 +98,7 @@ class Function:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.kind == "table":
             return self.impl(*args, **kwargs)
+        engine = kwargs.pop("engine", None) if self.offload else None
         cols = self.columns
         if len(args) != len(cols):
             names = ", ".join(p.name for p in cols)
@@ -102,7 +106,10 @@ class Function:
         options = self.bind_options(kwargs)
         scalar = all(_is_scalar(a, p) for a, p in zip(args, cols))
         columns = [_as_column(a, p, scalar) for a, p in zip(args, cols)]
-        result = self.impl(*columns, **options)
+        from ..config import using_engine
+
+        with using_engine(engine):
+            result = self.impl(*columns, **options)
         return _python_result(result, scalar)
 
     def bind_options(self, given: dict[str, Any]) -> dict[str, Any]:
@@ -411,6 +418,7 @@ def function(
     types: dict[str, str] | None = None,
     specialise: Callable[[dict[str, Any]], str | None] | None = None,
     side_effects: bool = False,
+    offload: bool = False,
     replace: bool = False,
 ) -> Callable[[Callable[..., Any]], Function]:
     """Register a vectorised function under a SQL name.
@@ -457,6 +465,7 @@ def function(
             doc=inspect.getdoc(impl) or "",
             specialise=specialise,
             side_effects=side_effects,
+            offload=offload,
         )
         return registry.add(fn, replace=replace)
 

@@ -51,22 +51,27 @@ def _checker(ref: str):
     return check
 
 
-def _make(ref: str, proba: bool) -> Function:
+def score(head: Any, features: Any, *, proba: bool = False) -> Any:
+    """A head applied to a column of feature vectors: labels (or class → probability
+    maps), NULL for NULL features. Shared by the SQL scorers and Ray workers."""
     import pyarrow as pa
 
+    X, ok = _matrix(features, head)
+    classes = [str(c) for c in head.meta["classes"]]
+    out: list[Any] = [None] * len(ok)
+    if ok.any():
+        p = head.estimator.predict_proba(X[ok])
+        for i, row in zip(np.flatnonzero(ok), p):
+            out[i] = list(zip(classes, row.astype(float))) if proba else classes[int(np.argmax(row))]
+    typ = pa.map_(pa.string(), pa.float32()) if proba else pa.string()
+    return pa.array(out, type=typ)
+
+
+def _make(ref: str, proba: bool) -> Function:
     def impl(features: Any) -> Any:
         from .head import load_classifier
 
-        head = load_classifier(ref)
-        X, ok = _matrix(features, head)
-        classes = [str(c) for c in head.meta["classes"]]
-        out: list[Any] = [None] * len(ok)
-        if ok.any():
-            p = head.estimator.predict_proba(X[ok])
-            for i, row in zip(np.flatnonzero(ok), p):
-                out[i] = list(zip(classes, row.astype(float))) if proba else classes[int(np.argmax(row))]
-        typ = pa.map_(pa.string(), pa.float32()) if proba else pa.string()
-        return pa.array(out, type=typ)
+        return score(load_classifier(ref), features, proba=proba)
 
     base, _, ver = ref.partition("@")
     name = f"{base}_proba" if proba else base

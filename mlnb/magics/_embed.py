@@ -1,4 +1,4 @@
-"""``%embed FRAME.COLUMN [--model M] [--layer L] [--name COL] [-o NAME]``."""
+"""``%embed FRAME.COLUMN [--model M] [--layer L] [--name COL] [--head H] [--engine local|ray] [-o NAME]``."""
 
 from __future__ import annotations
 
@@ -18,10 +18,15 @@ class EmbedMagic(Magics):
     @argument("--layer", default="pool", help="'pool' (penultimate) or a named layer")
     @argument("--name", default="features", help="name of the new column")
     @argument("-o", "--out", default=None, help="also store the result in this variable")
-    @argument("--engine", default=None, help="'local' (default) or 'ray'")
+    @argument("--engine", default=None, help="'local' or 'ray' (default: mlnb.config.engine)")
+    @argument("--head", action="append", default=[], help="also score this saved classifier head (repeatable)")
+    @argument("--output", default=None, help="Ray engine: folder or URI for the Parquet shards")
     @line_magic
     def embed(self, line: str) -> Any:
-        """Add a features column to a frame: ``%embed photos.path --model resnet18 -o feats``."""
+        """Add a features column to a frame: ``%embed photos.path --model resnet18 -o feats``.
+
+        ``--engine ray`` runs it on Ray (Parquet shards in the workspace; the result is a LazyFrame over them).
+        """
         from ..features import embed_frame
 
         args = parse_argstring(self.embed, line)
@@ -30,9 +35,10 @@ class EmbedMagic(Magics):
             raise MlnbError("%embed needs FRAME.COLUMN, e.g. %embed photos.path")
         if frame_name not in self.shell.user_ns:
             raise MlnbError(f"No variable named {frame_name!r} in the notebook.")
-        if args.engine not in (None, "local"):
-            raise MlnbError(f"Engine {args.engine!r} is not available in this version; use --engine local.")
-        result = embed_frame(self.shell.user_ns[frame_name], column, model=args.model, layer=args.layer, name=args.name)
+        result = embed_frame(
+            self.shell.user_ns[frame_name], column, model=args.model, layer=args.layer, name=args.name,
+            heads=args.head, engine=args.engine, output=args.output,
+        )
         if args.out:
             self.shell.user_ns[args.out] = result
         return result

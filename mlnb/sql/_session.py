@@ -9,13 +9,15 @@ syntax rewritten, and runs in DuckDB. Errors become :class:`QueryError`.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import re
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .._report import collecting
+from ..config import current_engine, using_engine
 from ..exceptions import MlnbError, QueryError
 from ..functions import registry
 from ..functions._registry import udf_errors
@@ -143,12 +145,14 @@ class Session:
             executed = rewrite_row_expressions(stmt, self._describe)
             executed = specialise_calls(executed, lambda n: registry._functions.get(n))
             udf_errors.take()
-            rel = self.con.sql(executed, params=params or None)
-            if rel is None:
-                return pl.DataFrame()
-            if lazy:
-                return rel.pl(lazy=True)
-            return rel.pl()
+            with self._offloaded(executed, params or None) as on_ray:
+                rel = self.con.sql(executed, params=params or None)
+                if rel is None:
+                    return pl.DataFrame()
+                if lazy and not on_ray:
+                    return rel.pl(lazy=True)
+                # On Ray, the features this statement needs are held for it only while it runs.
+                return rel.pl().lazy() if lazy else rel.pl()
         except MlnbError:
             raise
         except KeyboardInterrupt:
@@ -161,6 +165,41 @@ class Session:
             if not type(exc).__module__.startswith(("duckdb", "_duckdb")):
                 raise
             raise _errors.from_engine(exc, statement=stmt, executed=executed, frames=frames) from None
+
+    @contextlib.contextmanager
+    def _offloaded(self, executed: str, params: dict[str, Any] | None) -> Iterator[bool]:
+        """On the Ray engine, run a statement that calls ``embed`` (or another function
+        marked ``offload``) in two passes: the first, rolled back, only gathers the
+        images the statement needs (no model runs); those go to Ray as one job;
+        the second pass is the real one and finds every feature computed."""
+        offloaded = {f.name for f in registry if f.offload}
+        if current_engine() != "ray" or not any((t.name if t.kind == "qident" else t.name.lower()) in offloaded for t in find_names(executed)):
+            yield False
+            return
+        from ..features.engine import features_given, gathering
+        from ..features.ray_engine import embed_sources
+
+        try:
+            self.con.execute("BEGIN TRANSACTION")
+        except Exception:  # noqa: BLE001 - inside the user's own transaction: no dry run is safe
+            yield False  # each chunk then goes to Ray as it comes
+            return
+        try:
+            with gathering() as wanted:
+                rel = self.con.sql(executed, params=params)
+                if rel is not None:
+                    for _batch in rel.fetch_record_batch():
+                        pass
+        finally:
+            self.con.execute("ROLLBACK")
+        with contextlib.ExitStack() as stack:
+            for (model, layer), todo in wanted.items():
+                keys = list(todo)
+                feats, ok = embed_sources([todo[k] for k in keys], model=model, layer=layer, keys=keys)
+                stack.enter_context(features_given(model, layer, {k: feats[i] for i, k in enumerate(keys) if ok[i]}))
+            # What the first pass did not gather (images that failed on Ray) is retried here, and fails the same way.
+            stack.enter_context(using_engine("local"))
+            yield True
 
     def _register(self, stmt: str, namespace: Mapping[str, Any]) -> None:
         """Register the frames ``stmt`` names; drop views whose name now means something else."""

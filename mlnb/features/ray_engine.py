@@ -1,0 +1,496 @@
+"""The Ray engine: the local engine's work spread over a Ray cluster by Ray Data.
+
+A job takes a frame and its image column and writes the frame back, with a
+features column (and one column per head scorer), as Parquet shards:
+
+    <job folder>/job.json             what was asked (model, layer, input digest, shard size)
+    <job folder>/part-00000.parquet   rows [0, shard_size) of the input, in order
+    <job folder>/part-00001.parquet   ...
+
+Shards are the unit of work and of failure. Ray Data feeds them, one per call,
+to an actor pool (``map_batches`` with ``ActorPoolStrategy``): one actor per
+GPU, or CPU actors where there is none; each actor loads the model once and
+runs the *local* engine (:func:`~mlnb.features.engine.embed_images`) on its
+shard, so images are read, cached and reported exactly as on one machine.
+An actor writes its shard to a temporary name and renames it into place, so a
+shard on disk is always whole. A worker that dies is restarted by Ray and its
+shard redone; the rename makes a redone shard replace, never duplicate, rows.
+Running the same job again skips the shards already on disk.
+
+Nothing here imports Ray until a job runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._report import capturing, report_failure
+from ..exceptions import MissingDependencyError, MlnbError
+
+PART = "part-{:05d}.parquet"
+CONNECT_TIMEOUT_S = 3.0
+_JOB_FORMAT = 1
+
+
+# -- the cluster -----------------------------------------------------------------
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401 - Ray Data is what runs the job
+    except ImportError:
+        raise MissingDependencyError("ray", "ray", "The Ray engine") from None
+    return ray
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    rest = address.split("://", 1)[1] if "://" in address else address
+    default = 10001 if address.startswith("ray://") else 6379
+    host, _, port = rest.rstrip("/").rpartition(":")
+    if not host:
+        return rest, default
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise MlnbError(f"Cannot read the Ray address {address!r}: write host:port or ray://host:port.") from None
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise a clear error, within ``timeout`` seconds, if nothing listens at ``address``."""
+    host, port = _host_port(address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError | socket.timeout) else (exc.strerror or str(exc))
+        raise MlnbError(
+            f"No Ray cluster reachable at {address!r} ({why} after at most {timeout:g} s). Check the address "
+            "and that the cluster is up (`ray status` on its head node), or set mlnb.config.ray_address = None "
+            "to start a local Ray."
+        ) from None
+
+
+def connect(address: str | None = None) -> Any:
+    """Ray, initialised: the running one, the cluster at ``address`` (or
+    ``mlnb.config.ray_address``), or a local one started here."""
+    from ..config import config
+
+    ray = _import_ray()
+    if ray.is_initialized():
+        return ray
+    address = address if address is not None else config.ray_address
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address and address not in ("auto", "local"):
+        check_reachable(address)
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(include_dashboard=False, **quiet)
+    except Exception as exc:  # noqa: BLE001 - Ray raises several kinds here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray"
+        raise MlnbError(f"Could not start {where}: {first}") from None
+    return ray
+
+
+def _quiet(ray: Any) -> None:
+    """mlnb shows one progress bar in the notebook; Ray Data's own bars and logs stay out of it."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    if hasattr(ctx, "enable_operator_progress_bars"):
+        ctx.enable_operator_progress_bars = False
+
+
+# -- storage ---------------------------------------------------------------------
+def _filesystem(uri: str) -> tuple[Any, str]:
+    from pyarrow import fs
+
+    if "://" not in uri:
+        return fs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+    return fs.FileSystem.from_uri(uri)
+
+
+def _finished_shards(filesystem: Any, folder: str) -> set[int]:
+    from pyarrow import fs
+
+    done: set[int] = set()
+    for info in filesystem.get_file_info(fs.FileSelector(folder, allow_not_found=True)):
+        name = info.base_name
+        if info.type == fs.FileType.File and name.startswith("part-") and name.endswith(".parquet"):
+            try:
+                done.add(int(name[5:-8]))
+            except ValueError:
+                continue
+    return done
+
+
+def _write_bytes(filesystem: Any, path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with filesystem.open_output_stream(tmp) as f:
+        f.write(data)
+    filesystem.move(tmp, path)
+
+
+def _write_shard(filesystem: Any, path: str, table: Any) -> None:
+    """Whole or absent: written under a temporary name, then renamed into place."""
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    _write_bytes(filesystem, path, sink.getvalue())
+
+
+# -- the worker ------------------------------------------------------------------
+class ShardWorker:
+    """A Ray actor: one warm model, the local engine, one shard per call."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        layer: str,
+        column: str,
+        name: str,
+        folder: str,
+        settings: dict[str, Any],
+        spec: Any = None,
+        scorers: dict[str, Callable[[Any], Any]] | None = None,
+    ) -> None:
+        from ..config import config
+        from .engine import get_loaded
+        from .zoo import add_spec
+
+        for key in ("device", "precision", "batch_size"):
+            setattr(config, key, settings[key])
+        # The driver's workspace (and so its embedding cache) where this node sees it; else one per node.
+        ws = settings["workspace"]
+        config.workspace = ws if os.path.isdir(ws) else os.path.join(tempfile.gettempdir(), "mlnb-ray-workspace")
+        if spec is not None:
+            add_spec(spec, replace=True)
+        self.model, self.layer, self.column, self.name = model, layer, column, name
+        self.scorers = scorers or {}
+        self.loaded = get_loaded(model)  # once per actor: every shard it runs reuses it
+        self.filesystem, self.folder = _filesystem(folder)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, list[Any]] = {"shard": [], "rows": [], "failures": [], "seconds": [], "namespace": []}
+        for shard, data in zip(batch["shard"], batch["data"]):
+            t0 = time.perf_counter()
+            rows, failures = self.run_shard(int(shard), bytes(data))
+            out["shard"].append(int(shard))
+            out["rows"].append(rows)
+            out["failures"].append(json.dumps(failures))
+            out["seconds"].append(time.perf_counter() - t0)
+            out["namespace"].append(self.loaded.namespace(self.layer))
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def run_shard(self, shard: int, data: bytes) -> tuple[int, list[tuple[str, str]]]:
+        import polars as pl
+
+        from ..config import using_engine
+        from .engine import embed_images, features_series
+
+        df = pl.read_ipc(io.BytesIO(data))
+        with capturing() as failures, using_engine("local"):
+            feats, ok = embed_images(df.get_column(self.column).to_list(), model=self.model, layer=self.layer, progress=False)
+        feature_col = features_series(self.name, feats, ok)
+        df = df.with_columns(feature_col)
+        for col, scorer in self.scorers.items():
+            df = df.with_columns(pl.Series(col, scorer(feature_col)))
+        _write_shard(self.filesystem, f"{self.folder}/{PART.format(shard)}", df.to_arrow())
+        return df.height, failures
+
+
+# -- the driver ------------------------------------------------------------------
+@dataclass
+class RayJob:
+    """A finished Ray job: its Parquet shards and what this call did.
+
+    ``scan()`` gives the rows (input order) as a Polars LazyFrame; ``%%mlsql``
+    can also read them with ``read_parquet('<path>/part-*.parquet')``.
+    """
+
+    path: str
+    rows: int
+    shards: int
+    computed: int
+    reused: int
+    workers: int
+    seconds: float
+    failures: int
+    namespaces: tuple[str, ...] = ()
+
+    @property
+    def files(self) -> list[str]:
+        return [f"{self.path}/{PART.format(i)}" for i in range(self.shards)]
+
+    def scan(self) -> Any:
+        import polars as pl
+
+        if not self.shards:
+            raise MlnbError("This Ray job had no rows.")
+        return pl.scan_parquet(self.files)
+
+    def __repr__(self) -> str:
+        rate = f", {self.rows / self.seconds:.1f} rows/s" if self.computed and self.seconds else ""
+        return (
+            f"RayJob({self.path!r}: {self.rows} rows in {self.shards} shards; {self.computed} computed by "
+            f"{self.workers} worker(s), {self.reused} already done{rate})"
+        )
+
+
+def _digest(df: Any) -> str:
+    sink = io.BytesIO()
+    df.write_ipc(sink, compression="uncompressed")
+    return hashlib.sha1(sink.getvalue()).hexdigest()
+
+
+def _plan_workers(ray: Any, wanted: int | None, shards: int) -> tuple[int, dict[str, Any]]:
+    """How many actors, and what each asks of Ray: one per GPU, else CPU actors."""
+    res = ray.cluster_resources()
+    gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
+    workers = wanted or (gpus if gpus else max(1, cpus // 4))
+    if not gpus:
+        workers = min(workers, cpus)  # an actor pool that cannot be placed would wait forever
+    workers = max(1, min(workers, shards))
+    ask: dict[str, Any] = {"num_cpus": max(1, cpus // workers) if not gpus else max(1, min(4, cpus // max(gpus, 1)))}
+    if gpus:
+        ask["num_gpus"] = 1
+    return workers, ask
+
+
+def run_job(
+    frame: Any,
+    column: str,
+    *,
+    model: str = "efficientnet_lite0",
+    layer: str = "pool",
+    name: str = "features",
+    scorers: dict[str, Callable[[Any], Any]] | None = None,
+    output: str | None = None,
+    shard_size: int | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+    on_shard: Callable[[int, int], None] | None = None,
+) -> RayJob:
+    """Embed ``frame[column]`` on Ray; write the frame plus features as Parquet shards.
+
+    ``output`` is the job's folder or URI (default: a folder per job under
+    ``mlnb.config.ray_output`` or ``<workspace>/ray``). ``scorers`` maps a new
+    column name to a function of the features column (head scoring on the
+    workers). ``on_shard(done, total)`` is called as shards finish.
+    """
+    import polars as pl
+
+    from ..config import config
+    from ..sql import to_polars
+    from ..workspace import get_workspace
+    from .zoo import get_spec
+
+    df = to_polars(frame)
+    if column not in df.columns:
+        raise MlnbError(f"No column {column!r} in the frame. Columns: {', '.join(df.columns)}")
+    if df.schema[column] not in (pl.String, pl.Binary):
+        raise MlnbError(
+            f"The Ray engine reads images from paths, URLs, archive members or bytes; column {column!r} is "
+            f"{df.schema[column]}. Use the local engine for in-memory images."
+        )
+    if name in df.columns:
+        raise MlnbError(f"The frame already has a column {name!r}: pass another name.")
+    spec = get_spec(model)
+    scorers = dict(scorers or {})
+    ident = {
+        "format": _JOB_FORMAT,
+        "model": model,
+        "layer": layer,
+        "name": name,
+        "column": column,
+        "scorers": sorted(scorers),
+        "precision": config.precision,
+        "preprocessing": spec.preprocessing_id,
+        "input": _digest(df),
+        "rows": df.height,
+    }
+    job_id = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    if output is None:
+        base = config.ray_output or str(get_workspace().root / "ray")
+        output = f"{base.rstrip('/')}/{model}-{layer}-{job_id}"
+    filesystem, folder = _filesystem(output)
+    filesystem.create_dir(folder, recursive=True)
+    meta_path = f"{folder}/job.json"
+    try:
+        with filesystem.open_input_stream(meta_path) as f:
+            meta = json.loads(f.read().decode())
+    except (FileNotFoundError, OSError):
+        meta = None
+    if meta is not None and meta.get("id") != job_id:
+        raise MlnbError(f"{output} holds another job's results (other input or settings): give another output, or delete it.")
+
+    ray = connect()
+    _quiet(ray)
+    n = df.height
+    if meta is None:
+        shard_size = shard_size or max(16, min(2048, math.ceil(n / (8 * max(1, int(ray.cluster_resources().get("GPU", 0)) or 2)))))
+        meta = {"id": job_id, "shard_size": shard_size, **ident}
+        _write_bytes(filesystem, meta_path, json.dumps(meta, indent=1).encode())
+    shard_size = int(meta["shard_size"])  # a resumed job keeps its shards
+    shards = math.ceil(n / shard_size) if n else 0
+    done = {i for i in _finished_shards(filesystem, folder) if i < shards}
+    todo = [i for i in range(shards) if i not in done]
+
+    t0 = time.perf_counter()
+    nworkers, failures = 0, 0
+    namespaces: set[str] = set()
+    if todo:
+        from ..workspace import get_workspace as _ws
+
+        nworkers, ask = _plan_workers(ray, workers or config.ray_workers, len(todo))
+        items = []
+        for i in todo:
+            sink = io.BytesIO()
+            df.slice(i * shard_size, shard_size).write_ipc(sink)
+            items.append({"shard": i, "data": sink.getvalue()})
+        settings = {
+            "device": config.device,
+            "precision": config.precision,
+            "batch_size": config.batch_size,
+            "workspace": str(_ws().root),
+        }
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            ShardWorker,
+            batch_size=1,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=nworkers),
+            fn_constructor_kwargs={
+                "model": model,
+                "layer": layer,
+                "column": column,
+                "name": name,
+                "folder": output if "://" in output else folder,
+                "settings": settings,
+                "spec": spec if spec.is_user_model else None,
+                "scorers": scorers,
+            },
+            **ask,
+        )
+        bar = None
+        if progress is not False:
+            from tqdm.auto import tqdm
+
+            where = "GPU" if "num_gpus" in ask else "CPU"
+            bar = tqdm(total=n, initial=len(done) and min(n, len(done) * shard_size), unit="img",
+                       desc=f"Ray: {nworkers} {where} worker(s)", smoothing=0.1)
+        finished = len(done)
+        try:
+            for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
+                namespaces.update(str(x) for x in batch["namespace"])
+                for rows, fails in zip(batch["rows"], batch["failures"]):
+                    for src, reason in json.loads(str(fails)):
+                        report_failure(src, reason)
+                        failures += 1
+                    finished += 1
+                    if bar is not None:
+                        bar.update(int(rows))
+                    if on_shard is not None:
+                        on_shard(finished, shards)
+        except KeyboardInterrupt:
+            kept = len(_finished_shards(filesystem, folder))
+            print(f"Interrupted: {kept} of {shards} shards are saved in {output}; run the same call again to finish.")
+            raise
+        except MlnbError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a Ray failure, made short
+            text = str(exc).strip().splitlines()
+            raise MlnbError(f"The Ray job failed: {text[-1] if text else type(exc).__name__}. Finished shards are kept in {output}.") from None
+        finally:
+            if bar is not None:
+                bar.close()
+
+    have = _finished_shards(filesystem, folder)
+    missing = [i for i in range(shards) if i not in have]
+    if missing:
+        raise MlnbError(f"The Ray job finished without shards {missing[:5]}: run it again to redo them.")
+    return RayJob(
+        path=output.rstrip("/") if "://" in output else folder,
+        rows=n,
+        shards=shards,
+        computed=len(todo),
+        reused=len(done),
+        workers=nworkers,
+        seconds=time.perf_counter() - t0,
+        failures=failures,
+        namespaces=tuple(sorted(namespaces)),
+    )
+
+
+def embed_sources(
+    images: Sequence[Any],
+    *,
+    model: str,
+    layer: str,
+    progress: bool | None = None,
+    keys: Sequence[Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``embed_images`` on Ray: ``(features[N, D], ok[N])`` for paths, URLs or bytes.
+
+    Features come back from the job's shards; where the driver's cache uses
+    the same precision as the workers, they are also added to it.
+    """
+    import polars as pl
+
+    from .cache import get_cache
+    from .engine import get_loaded
+
+    loaded = get_loaded(model)
+    dim = loaded.dim(layer)
+    n = len(images)
+    feats = np.full((n, dim), np.nan, dtype=np.float32)
+    ok = np.zeros(n, dtype=bool)
+    kinds = {type(im) for im in images if im is not None}
+    if kinds - {str, bytes}:
+        bad = sorted(k.__name__ for k in kinds - {str, bytes})
+        raise MlnbError(
+            f"The Ray engine reads images from paths, URLs, archive members or bytes, not {', '.join(bad)}: "
+            "use engine='local' for in-memory images."
+        )
+    namespaces: set[str] = set()
+    for kind in (str, bytes):
+        rows = [i for i, im in enumerate(images) if isinstance(im, kind)]
+        if not rows:
+            continue
+        frame = pl.DataFrame({"image": [images[i] for i in rows]}, schema={"image": pl.String if kind is str else pl.Binary})
+        job = run_job(frame, "image", model=model, layer=layer, progress=progress)
+        col = job.scan().select("features").collect().get_column("features")
+        idx = np.asarray(rows)
+        feats[idx] = col.to_numpy().reshape(len(rows), dim)  # NULL rows come out as NaN
+        ok[idx] = col.is_not_null().to_numpy()
+        namespaces |= set(job.namespaces)
+    ns = loaded.namespace(layer)
+    # Only where the workers computed what this machine would (same model, layer and precision).
+    if keys is not None and namespaces == {ns}:
+        _remember(get_cache(), ns, keys, feats, ok)
+    return feats, ok
+
+
+def _remember(cache: Any, ns: str, keys: Sequence[Any], feats: np.ndarray, ok: np.ndarray) -> None:
+    """Add results to the driver's cache (a no-op for a local Ray, whose workers share it)."""
+    wanted = [(k, i) for i, k in enumerate(keys) if isinstance(k, str) and ok[i]]
+    if not wanted:
+        return
+    have = cache.get_many(ns, [k for k, _ in wanted])
+    cache.put_many(ns, [(k, feats[i]) for k, i in wanted if k not in have])
