@@ -83,6 +83,40 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         ) from None
 
 
+def check_is_ray(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise a clear error if what answers at ``address`` is not a Ray head node (GCS).
+
+    ``ray.init`` itself keeps retrying for tens of seconds; this asks the GCS
+    for its cluster id once, in a thread that is given ``timeout`` seconds.
+    """
+    try:
+        from ray._raylet import GcsClient  # Ray's own client: the one ray.init uses
+    except ImportError:  # a Ray without it: ray.init will say
+        return
+    import threading
+
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            GcsClient(address=address)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome.append(exc)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    if not outcome:
+        raise MlnbError(f"No answer from a Ray cluster at {address!r} within {timeout:g} s: is it the head node's GCS port (6379 by default)?")
+    if outcome[0] is not None:
+        first = str(outcome[0]).strip().splitlines()[0] if str(outcome[0]).strip() else type(outcome[0]).__name__
+        raise MlnbError(
+            f"Something answers at {address!r}, but not a Ray cluster ({first}). Use the head node's GCS address "
+            "(host:6379, as `ray start --head` prints it) or ray://host:10001 for Ray Client."
+        )
+
+
 def connect(address: str | None = None) -> Any:
     """Ray, initialised: the running one, the cluster at ``address`` (or
     ``mlnb.config.ray_address``), or a local one started here."""
@@ -95,6 +129,8 @@ def connect(address: str | None = None) -> Any:
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address and address not in ("auto", "local"):
         check_reachable(address)
+        if not address.startswith("ray://"):
+            check_is_ray(address)
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -109,11 +145,8 @@ def connect(address: str | None = None) -> Any:
 
 def _quiet(ray: Any) -> None:
     """mlnb shows one progress bar in the notebook; Ray Data's own bars and logs stay out of it."""
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    if hasattr(ctx, "enable_operator_progress_bars"):
-        ctx.enable_operator_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 # -- storage ---------------------------------------------------------------------
@@ -396,8 +429,9 @@ def run_job(
             bar = tqdm(total=n, initial=len(done) and min(n, len(done) * shard_size), unit="img",
                        desc=f"Ray: {nworkers} {where} worker(s)", smoothing=0.1)
         finished = len(done)
+        results = iter(ds.iter_batches(batch_size=1, batch_format="numpy"))
         try:
-            for batch in ds.iter_batches(batch_size=1, batch_format="numpy"):
+            for batch in results:
                 namespaces.update(str(x) for x in batch["namespace"])
                 for rows, fails in zip(batch["rows"], batch["failures"]):
                     for src, reason in json.loads(str(fails)):
@@ -418,6 +452,9 @@ def run_job(
             text = str(exc).strip().splitlines()
             raise MlnbError(f"The Ray job failed: {text[-1] if text else type(exc).__name__}. Finished shards are kept in {output}.") from None
         finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # stops the streaming executor: no new shards start after an interrupt
             if bar is not None:
                 bar.close()
 
