@@ -61,7 +61,6 @@ def embed_frame(
     from ..config import check_engine, current_engine
     from ..exceptions import MlnbError
     from ..sql import to_polars
-    from .engine import embed_images, features_series
 
     df = to_polars(frame)
     if column not in df.columns:
@@ -80,6 +79,8 @@ def embed_frame(
         if progress is not False:
             print(job)
         return job.scan()
+    from .engine import embed_images, features_series
+
     with collecting():
         feats, ok = embed_images(df.get_column(column).to_list(), model=model, layer=layer, progress=progress)
     out = df.with_columns(features_series(name, feats, ok))

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import tempfile
 import time
 import uuid
@@ -75,9 +76,10 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as exc:
-        why = "timed out" if isinstance(exc, TimeoutError | socket.timeout) else (exc.strerror or str(exc))
+        timed_out = isinstance(exc, TimeoutError | socket.timeout)
+        why = f"no answer in {timeout:g} s" if timed_out else (exc.strerror or str(exc)).lower()
         raise MlnbError(
-            f"No Ray cluster reachable at {address!r} ({why} after at most {timeout:g} s). Check the address "
+            f"No Ray cluster reachable at {address!r} ({why}). Check the address "
             "and that the cluster is up (`ray status` on its head node), or set mlnb.config.ray_address = None "
             "to start a local Ray."
         ) from None
@@ -122,15 +124,16 @@ def connect(address: str | None = None) -> Any:
     ``mlnb.config.ray_address``), or a local one started here."""
     from ..config import config
 
-    ray = _import_ray()
-    if ray.is_initialized():
-        return ray
+    running = sys.modules.get("ray")
+    if running is not None and running.is_initialized():
+        return running
     address = address if address is not None else config.ray_address
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address and address not in ("auto", "local"):
-        check_reachable(address)
-        if not address.startswith("ray://"):
-            check_is_ray(address)
+        check_reachable(address)  # before importing Ray (seconds): a wrong address fails at once
+    ray = _import_ray()
+    if address and address not in ("auto", "local") and not address.startswith("ray://"):
+        check_is_ray(address)
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -215,6 +218,12 @@ class ShardWorker:
         config.workspace = ws if os.path.isdir(ws) else os.path.join(tempfile.gettempdir(), "mlnb-ray-workspace")
         if spec is not None:
             add_spec(spec, replace=True)
+        import ray
+        import torch
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        if cpus:  # the actor's share of the node, not every core of it
+            torch.set_num_threads(max(1, int(cpus)))
         self.model, self.layer, self.column, self.name = model, layer, column, name
         self.scorers = scorers or {}
         self.loaded = get_loaded(model)  # once per actor: every shard it runs reuses it
@@ -345,6 +354,9 @@ def run_job(
         )
     if name in df.columns:
         raise MlnbError(f"The frame already has a column {name!r}: pass another name.")
+    running = sys.modules.get("ray")
+    if config.ray_address and config.ray_address not in ("auto", "local") and not (running and running.is_initialized()):
+        check_reachable(config.ray_address)  # first: a wrong address must not wait for torch to load
     spec = get_spec(model)
     scorers = dict(scorers or {})
     ident = {
