@@ -63,6 +63,8 @@ def code(text):
 
 def write(name, cells):
     nb = nbf.v4.new_notebook(cells=cells)
+    for i, cell in enumerate(cells):  # stable ids: rebuilding changes only what changed
+        cell.id = f"{name.split('_')[0]}-{i:02d}"
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     Path(__file__).with_name(name).write_text(nbf.writes(nb))
@@ -158,4 +160,34 @@ write("05_remote_and_archives.ipynb", [
          "    print(mlnb.imagenet_labels(url, k=3))\n"
          "else:\n"
          "    print('offline: skipping the URL example')"),
+])
+
+write("06_scale_out_with_ray.ipynb", [
+    md("# Scale out: the same work on Ray\n\n"
+       "When a collection outgrows one machine, `engine=\"ray\"` runs embedding and head scoring as a Ray Data job: "
+       "an actor pool keeps one model warm per GPU (CPU actors where there is none) and writes Parquet shards that "
+       "`%%mlsql` queries. Here mlnb starts a local Ray; on a cluster, set `mlnb.config.ray_address = \"head:6379\"` "
+       "first. Needs `pip install \"mlnb[ray]\"`. Design and measured scaling: `docs/ray.md`."),
+    code("%load_ext mlnb\nimport mlnb, polars as pl\n"
+         "mlnb.config.ray_workers = 2          # actors; default: one per GPU, or one per 4 CPUs\n"
+         "digits = mlnb.datasets.digits()"),
+    md("## Features on Ray\n\nThe result is a LazyFrame over the job's Parquet shards, in the input's order."),
+    code("%embed digits.path --engine ray -o feats"),
+    code("%%mlsql -o counts\nSELECT label, count(*) AS images, count(features) AS with_features FROM feats GROUP BY ALL ORDER BY ALL"),
+    md("Running the same job again finds its shards on disk and computes nothing (an interrupted job continues "
+       "the same way):"),
+    code("again = mlnb.embed_frame(digits, 'path', engine='ray')"),
+    md("## A head trained locally, scored on the workers"),
+    code("%%mlsql -o trained\nCREATE OR REPLACE CLASSIFIER digit USING logistic AS\n"
+         "SELECT features, label FROM feats WHERE hash(path) % 5 <> 0"),
+    code("scored = mlnb.embed_frame(digits, 'path', engine='ray', heads=['digit'])"),
+    code("%%mlsql -o held_out\nSELECT count(*) AS held_out, avg((digit = label)::INT) AS accuracy FROM scored WHERE hash(path) % 5 = 0"),
+    md("## SQL on the Ray engine\n\n"
+       "`SET mlnb_engine = 'ray'` sends every statement that calls `embed` or `imagenet_labels` to Ray as one job "
+       "(the images it needs are gathered first); bad images are NULL plus one warning, as on one machine."),
+    code("photos = mlnb.datasets.photographs()\n"
+         "with_bad = pl.concat([photos.select('path'), pl.DataFrame({'path': ['no/such/photo.jpg']})])"),
+    code("%%mlsql -o on_ray\nSET mlnb_engine = 'ray';\n"
+         "SELECT path, imagenet_labels(path, k := 1)[1].label AS top1 FROM with_bad ORDER BY path"),
+    code("%mlsql RESET mlnb_engine"),
 ])

@@ -74,3 +74,15 @@ def test_05_remote_and_archives(tmp_path):
     assert "espresso" in _cell(out, "%%mlsql") and "espresso" in _cell(out, "import os")
     url = _cell(out, "import socket")
     assert "offline: skipping" in url or "label" in url
+
+
+def test_06_scale_out_with_ray(tmp_path):
+    pytest.importorskip("ray")
+    out = _run("06_scale_out_with_ray.ipynb", tmp_path)
+    assert "1797 rows" in _cell(out, "%embed digits.path --engine ray")
+    assert "0 computed" in _cell(out, "again =")  # the second run found every shard on disk
+    held = _cell(out, "%%mlsql -o held_out")
+    accuracy = float(held.strip().splitlines()[-2].split("┆")[-1].strip(" │"))
+    assert accuracy > 0.85  # the same floor as the quickstart: the same features and head
+    sql = _cell(out, "%%mlsql -o on_ray")
+    assert "Egyptian cat" in sql and "no/such/photo.jpg" in sql

@@ -41,4 +41,8 @@ class EmbedMagic(Magics):
         )
         if args.out:
             self.shell.user_ns[args.out] = result
+        if type(result).__name__ == "LazyFrame":  # a Ray job's shards: show the first rows, not a query plan
+            from ..config import config
+
+            return result.head(config.display_limit).collect()
         return result

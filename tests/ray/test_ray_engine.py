@@ -204,7 +204,8 @@ def test_bad_inputs_are_refused_before_a_job_starts(tmp_path):
 def test_embed_magic_on_ray(ip, image_files, tmp_path, use_workspace):
     use_workspace(tmp_path / "ray-ws")
     ip.user_ns["photos"] = image_files.head(12)
-    ip.run_cell("%embed photos.path --engine ray -o feats")
+    shown = ip.run_cell("%embed photos.path --engine ray -o feats").result
+    assert isinstance(shown, pl.DataFrame) and shown.height == min(12, mlnb.config.display_limit)
     out = ip.user_ns["feats"].collect()
     assert out.height == 12 and out["features"].null_count() == 0
 
