@@ -71,7 +71,7 @@ def embed_frame(
     if engine is not None:
         check_engine(engine)
     scorers = _head_scorers(heads, model, layer)
-    if (engine or current_engine()) == "ray":
+    if (engine or current_engine()) == "ray" and df.height:
         from .ray_engine import run_job
 
         with collecting():

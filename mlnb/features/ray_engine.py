@@ -31,6 +31,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -128,9 +129,20 @@ def connect(address: str | None = None) -> Any:
     if running is not None and running.is_initialized():
         return running
     address = address if address is not None else config.ray_address
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address and address not in ("auto", "local"):
         check_reachable(address)  # before importing Ray (seconds): a wrong address fails at once
+    with _CONNECT_LOCK:  # DuckDB may call from several threads at once
+        return _connect(address)
+
+
+_CONNECT_LOCK = threading.Lock()
+
+
+def _connect(address: str | None) -> Any:
+    running = sys.modules.get("ray")
+    if running is not None and running.is_initialized():
+        return running
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     ray = _import_ray()
     if address and address not in ("auto", "local") and not address.startswith("ray://"):
         check_is_ray(address)
@@ -307,8 +319,7 @@ def _plan_workers(ray: Any, wanted: int | None, shards: int) -> tuple[int, dict[
     res = ray.cluster_resources()
     gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
     workers = wanted or (gpus if gpus else max(1, cpus // 4))
-    if not gpus:
-        workers = min(workers, cpus)  # an actor pool that cannot be placed would wait forever
+    workers = min(workers, gpus or cpus)  # an actor pool that cannot be placed would wait forever
     workers = max(1, min(workers, shards))
     ask: dict[str, Any] = {"num_cpus": max(1, cpus // workers) if not gpus else max(1, min(4, cpus // max(gpus, 1)))}
     if gpus:
@@ -390,7 +401,9 @@ def run_job(
     _quiet(ray)
     n = df.height
     if meta is None:
-        shard_size = shard_size or max(16, min(2048, math.ceil(n / (8 * max(1, int(ray.cluster_resources().get("GPU", 0)) or 2)))))
+        # About eight shards a worker: even load, and a progress bar that moves.
+        k = _plan_workers(ray, workers or config.ray_workers, 1 << 30)[0]
+        shard_size = shard_size or max(16, min(2048, math.ceil(n / (8 * k))))
         meta = {"id": job_id, "shard_size": shard_size, **ident}
         _write_bytes(filesystem, meta_path, json.dumps(meta, indent=1).encode())
     shard_size = int(meta["shard_size"])  # a resumed job keeps its shards
@@ -438,7 +451,8 @@ def run_job(
             from tqdm.auto import tqdm
 
             where = "GPU" if "num_gpus" in ask else "CPU"
-            bar = tqdm(total=n, initial=len(done) and min(n, len(done) * shard_size), unit="img",
+            already = sum(min(shard_size, n - i * shard_size) for i in done)
+            bar = tqdm(total=n, initial=already, unit="img",
                        desc=f"Ray: {nworkers} {where} worker(s)", smoothing=0.1)
         finished = len(done)
         results = iter(ds.iter_batches(batch_size=1, batch_format="numpy"))

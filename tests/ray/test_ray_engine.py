@@ -226,3 +226,16 @@ def test_missing_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(mlnb.MlnbError, match=r'pip install "mlnb\[ray\]"'):
         ray_engine._import_ray()
+
+
+def test_an_empty_frame_gives_an_empty_features_column():
+    out = mlnb.embed_frame(pl.DataFrame({"p": []}, schema={"p": pl.String}), "p", engine="ray")
+    assert out.height == 0 and out.schema["features"] == pl.Array(pl.Float32, 1280)
+
+
+def test_workers_never_outnumber_what_the_cluster_can_place(local_ray):
+    workers, ask = ray_engine._plan_workers(local_ray, 16, 100)
+    assert workers == 2 and ask == {"num_cpus": 1}  # 2 CPUs, no GPU: two one-CPU actors at most
+    workers, ask = ray_engine._plan_workers(local_ray, None, 100)
+    assert workers == 1 and ask == {"num_cpus": 2}  # default: one actor per 4 CPUs, at least one
+    assert ray_engine._plan_workers(local_ray, 2, 1)[0] == 1  # never more actors than shards
