@@ -62,10 +62,12 @@ def main() -> None:
         mlnb.config.workspace = root / f"ws-ray{k}"
         first: list[float] = []
         t = time.perf_counter()
-        job = ray_engine.run_job(
-            frame, "path", workers=k, shard_size=args.shard_size, progress=False,
-            on_shard=lambda done, total: first.append(time.perf_counter() - t) if not first else None,
-        )
+
+        def note_first(done: int, total: int, first: list[float] = first, t: float = t) -> None:
+            if not first:
+                first.append(time.perf_counter() - t)
+
+        job = ray_engine.run_job(frame, "path", workers=k, shard_size=args.shard_size, progress=False, on_shard=note_first)
         secs = time.perf_counter() - t
         ray.shutdown()
         assert job.rows == args.n and job.computed == job.shards

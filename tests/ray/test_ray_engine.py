@@ -171,7 +171,7 @@ def test_silent_or_foreign_endpoints_fail_within_seconds(monkeypatch):
 
     def hangs(*args, **kwargs):
         time.sleep(0.2)
-        raise socket.timeout("timed out")
+        raise TimeoutError("timed out")
 
     monkeypatch.setattr(socket, "create_connection", hangs)
     with pytest.raises(mlnb.MlnbError, match="No Ray cluster reachable at 'ray://head:10001' \\(no answer in 3 s"):
