@@ -188,6 +188,17 @@ def _finished_shards(filesystem: Any, folder: str) -> set[int]:
 
 
 def _write_bytes(filesystem: Any, path: str, data: bytes) -> None:
+    """Whole or absent: local files through the workspace's atomic write (temp, fsync, rename);
+    other stores by writing a temporary object and moving it (an object PUT is atomic anyway)."""
+    from pyarrow import fs
+
+    if isinstance(filesystem, fs.LocalFileSystem):
+        from pathlib import Path
+
+        from ..workspace import atomic_write_bytes
+
+        atomic_write_bytes(Path(path), data)
+        return
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     with filesystem.open_output_stream(tmp) as f:
         f.write(data)
@@ -195,7 +206,7 @@ def _write_bytes(filesystem: Any, path: str, data: bytes) -> None:
 
 
 def _write_shard(filesystem: Any, path: str, table: Any) -> None:
-    """Whole or absent: written under a temporary name, then renamed into place."""
+    """One shard as a Parquet file, whole or absent."""
     import pyarrow.parquet as pq
 
     sink = io.BytesIO()

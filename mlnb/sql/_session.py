@@ -188,7 +188,7 @@ class Session:
             with gathering() as wanted:
                 rel = self.con.sql(executed, params=params)
                 if rel is not None:
-                    for _batch in rel.fetch_record_batch():
+                    for _batch in rel.to_arrow_reader():
                         pass
         finally:
             self.con.execute("ROLLBACK")
