@@ -112,12 +112,20 @@ def check_is_ray(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     t.join(timeout)
     if not outcome:
         raise MlnbError(f"No answer from a Ray cluster at {address!r} within {timeout:g} s: is it the head node's GCS port (6379 by default)?")
+    if outcome[0] is not None and _is_ray_refusal(outcome[0]):
+        return  # a Ray GCS that wants credentials: ray.init brings them
     if outcome[0] is not None:
         first = str(outcome[0]).strip().splitlines()[0] if str(outcome[0]).strip() else type(outcome[0]).__name__
         raise MlnbError(
             f"Something answers at {address!r}, but not a Ray cluster ({first}). Use the head node's GCS address "
             "(host:6379, as `ray start --head` prints it) or ray://host:10001 for Ray Client."
         )
+
+
+def _is_ray_refusal(exc: BaseException) -> bool:
+    """An answer only a Ray GCS gives: it refused this probe's (missing) authentication token."""
+    text = str(exc)
+    return "AuthToken" in text or "UNAUTHENTICATED" in text.upper()
 
 
 def connect(address: str | None = None) -> Any:

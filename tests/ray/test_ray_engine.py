@@ -4,8 +4,10 @@ resumes, survives a dying worker, and fails fast without a cluster."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -239,3 +241,44 @@ def test_workers_never_outnumber_what_the_cluster_can_place(local_ray):
     workers, ask = ray_engine._plan_workers(local_ray, None, 100)
     assert workers == 1 and ask == {"num_cpus": 2}  # default: one actor per 4 CPUs, at least one
     assert ray_engine._plan_workers(local_ray, 2, 1)[0] == 1  # never more actors than shards
+
+
+def test_connects_to_a_running_cluster_by_address(tmp_path, image_files):
+    """`ray start --head` in another process, as on a real cluster; a fresh driver joins it by address."""
+    import signal
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Token auth is Ray's per-machine secret; this test's two processes share none, so it is off for both.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLNB_WORKSPACE": str(tmp_path / ".mlnb")}
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    short_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+         "--disable-usage-stats", f"--temp-dir={short_tmp}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        paths = image_files["path"].head(8).to_list()
+        code = (
+            "import mlnb, polars as pl, sys\n"
+            f"mlnb.config.ray_address = '127.0.0.1:{port}'\n"
+            f"out = mlnb.embed_frame(pl.DataFrame({{'p': {paths!r}}}), 'p', engine='ray', progress=False).collect()\n"
+            "import ray\n"
+            "print('rows', out.height, out['features'].null_count(), ray.get_runtime_context().gcs_address)\n"
+        )
+        for _ in range(60):  # the head takes a few seconds to listen
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=240)
+        last = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+        assert last.startswith("rows 8 0 ") and last.endswith(f":{port}"), res.stdout + res.stderr[-2000:]
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)  # the head and everything it started (one process group)
+        head.wait(timeout=60)
+        shutil.rmtree(short_tmp, ignore_errors=True)
