@@ -282,3 +282,35 @@ def test_connects_to_a_running_cluster_by_address(tmp_path, image_files):
         os.killpg(head.pid, signal.SIGKILL)  # the head and everything it started (one process group)
         head.wait(timeout=60)
         shutil.rmtree(short_tmp, ignore_errors=True)
+
+
+def test_archives_urls_and_bytes_are_read_as_locally(image_files, tmp_path, use_workspace):
+    """Workers use the one image loader: zip members, http URLs and raw bytes give the local engine's features."""
+    import functools
+    import http.server
+    import threading
+    import zipfile
+
+    bundled = set(mlnb.datasets.photograph_files())
+    photos = [p for p in image_files["path"].to_list() if os.path.basename(p) in bundled][:3]
+    assert len(photos) == 3
+    folder = os.path.dirname(photos[0])
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as zf:
+        for p in photos:
+            zf.write(p, os.path.basename(p))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        sources = (
+            [f"zip://{os.path.basename(p)}::{tmp_path / 'photos.zip'}" for p in photos]
+            + [f"http://127.0.0.1:{port}/{os.path.basename(p)}" for p in photos]
+        )
+        blobs = [open(p, "rb").read() for p in photos]
+        want, _ = _local(photos, tmp_path, use_workspace)
+        got = mlnb.embed(sources, engine="ray").to_numpy()
+        got_bytes = mlnb.embed(blobs, engine="ray").to_numpy()
+    finally:
+        server.shutdown()
+    assert _close(got[:3], want) and _close(got[3:], want) and _close(got_bytes, want)
