@@ -42,7 +42,9 @@ def collecting(what: str = "images") -> Iterator[None]:
             if done:
                 _failures.clear()
         if failures:
-            warnings.warn(_summary(failures, what), ImageLoadWarning, stacklevel=3)
+            # Shown as "mlnb: ImageLoadWarning: ..." without a line of mlnb's source under it,
+            # and every time (not once per code location): each query reports its own bad rows.
+            warnings.warn_explicit(_summary(failures, what), ImageLoadWarning, filename="mlnb", lineno=0, module="mlnb")
 
 
 @contextlib.contextmanager
@@ -65,7 +67,8 @@ def capturing() -> Iterator[list[tuple[str, str]]]:
 
 def _summary(failures: list[tuple[str, str]], what: str) -> str:
     unique = list(dict.fromkeys(failures))
-    lines = [f"{len(unique)} {what} could not be used and gave NULL:"]
+    noun = what if len(unique) != 1 else what.removesuffix("s")
+    lines = [f"{len(unique)} {noun} could not be used and gave NULL:"]
     lines += [f"  {src}: {reason}" for src, reason in unique[:10]]
     if len(unique) > 10:
         lines.append(f"  ... and {len(unique) - 10} more")
