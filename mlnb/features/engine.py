@@ -106,8 +106,7 @@ class Loaded:
         return precision_name(self.dtype)
 
     def namespace(self, layer: str) -> str:
-        # Features computed in reduced precision are cached apart from fp32 ones.
-        return f"{self.spec.name}|{layer}|{self.spec.preprocessing_id}|{self.precision}"
+        return cache_namespace(self.spec, layer, self.precision)
 
     def extractor(self, layer: str) -> Any:
         if layer == "pool":
@@ -161,6 +160,22 @@ class Loaded:
             raise MlnbError(f"Model {self.spec.name!r} has no ImageNet head: imagenet_labels() needs one (e.g. efficientnet_lite0).")
         with self.lock, torch.inference_mode():
             return self.head(torch.from_numpy(feats).to(self.device)).float().cpu().numpy()
+
+
+def cache_namespace(spec: ModelSpec, layer: str, precision: str | None = None) -> str:
+    """The cache's name for features of ``spec`` at ``layer``; features computed in reduced
+    precision are kept apart from fp32 ones (default: the precision this process would use)."""
+    if precision is None:
+        precision = precision_name(autocast_dtype(resolve_device()))
+    return f"{spec.name}|{layer}|{spec.preprocessing_id}|{precision}"
+
+
+def feature_dim(model: str, layer: str = "pool") -> int:
+    """Length of the feature vector, without loading the model where the spec knows it."""
+    spec = get_spec(model)
+    if layer == "pool" and spec.feature_dim:
+        return spec.feature_dim
+    return get_loaded(model).dim(layer)
 
 
 _LOADED: dict[tuple[str, str, str], Loaded] = {}
@@ -284,14 +299,14 @@ def embed_images(
     cache are not decoded; new features are cached a batch at a time, so an
     interrupted run keeps what it finished.
     """
-    loaded = get_loaded(model)
-    dim = loaded.dim(layer)
+    spec = get_spec(model)
+    dim = feature_dim(model, layer)
     n = len(images)
     feats = np.full((n, dim), np.nan, dtype=np.float32)
     ok = np.zeros(n, dtype=bool)
     if n == 0:
         return feats, ok
-    ns = loaded.namespace(layer)
+    ns = cache_namespace(spec, layer)
     cache = get_cache() if use_cache else None
 
     keys: list[str | None] = [None if im is None else source_key(im) for im in images]
@@ -333,6 +348,8 @@ def embed_images(
                 ok[todo[k]] = True
         return feats, ok
 
+    # The model is loaded only here, where this process computes (not for cache hits, gathering or Ray).
+    loaded = get_loaded(model)
     spec = loaded.spec
     work = list(todo.items())
     bs = default_batch_size(loaded.device, bytes_per_image=3 * spec.input_size**2 * 4 * 40)

@@ -12,14 +12,9 @@ from ..functions import IMAGE, function
 
 
 def _embed_type(options: dict[str, Any]) -> str | None:
-    from .engine import get_loaded
-    from .zoo import get_spec
+    from .engine import feature_dim
 
-    spec = get_spec(options["model"])
-    layer = options["layer"]
-    if layer == "pool" and spec.feature_dim:
-        return f"FLOAT[{spec.feature_dim}]"
-    return f"FLOAT[{get_loaded(spec.name).dim(layer)}]"
+    return f"FLOAT[{feature_dim(options['model'], options['layer'])}]"
 
 
 @function(returns="FLOAT[]", types={"image": IMAGE}, specialise=_embed_type, offload=True)

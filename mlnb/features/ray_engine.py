@@ -536,10 +536,10 @@ def embed_sources(
     import polars as pl
 
     from .cache import get_cache
-    from .engine import get_loaded
+    from .engine import cache_namespace, feature_dim
+    from .zoo import get_spec
 
-    loaded = get_loaded(model)
-    dim = loaded.dim(layer)
+    dim = feature_dim(model, layer)
     n = len(images)
     feats = np.full((n, dim), np.nan, dtype=np.float32)
     ok = np.zeros(n, dtype=bool)
@@ -562,7 +562,7 @@ def embed_sources(
         feats[idx] = col.to_numpy().reshape(len(rows), dim)  # NULL rows come out as NaN
         ok[idx] = col.is_not_null().to_numpy()
         namespaces |= set(job.namespaces)
-    ns = loaded.namespace(layer)
+    ns = cache_namespace(get_spec(model), layer)
     # Only where the workers computed what this machine would (same model, layer and precision).
     if keys is not None and namespaces == {ns}:
         _remember(get_cache(), ns, keys, feats, ok)

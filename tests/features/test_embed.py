@@ -228,3 +228,19 @@ def test_threads_share_one_warm_model(photo_dir):
     assert not errors
     for r in results[1:]:
         assert np.allclose(r, results[0], atol=1e-3)
+
+
+def test_cached_features_need_no_model(photo_dir, monkeypatch):
+    """A query the cache answers does not load the model (a fresh kernel re-running a notebook)."""
+    from mlnb.features import engine
+
+    paths = [str(p) for p in sorted(photo_dir.iterdir())]
+    first = mlnb.embed(paths)
+    monkeypatch.setattr(engine, "_LOADED", {})
+
+    def no_model(name):
+        raise AssertionError("the model was loaded for cached features")
+
+    monkeypatch.setattr(engine, "get_loaded", no_model)
+    again = mlnb.embed(paths)
+    assert (again.to_numpy() == first.to_numpy()).all()

@@ -41,8 +41,12 @@ def _close(a, b):
 def test_embed_on_ray_equals_local_engine(image_files, tmp_path, use_workspace):
     paths = image_files["path"].to_list()
     want, want_ok = _local(paths, tmp_path, use_workspace)
+    from mlnb.features import engine
+
+    engine._LOADED.clear()
     with pytest.warns(mlnb.ImageLoadWarning, match="2 images could not be used") as rec:
         got = mlnb.embed(paths, engine="ray")
+    assert not engine._LOADED  # the driver never loaded the model: only the workers did
     (msg,) = [str(w.message) for w in rec if w.category is mlnb.ImageLoadWarning]
     assert "broken.jpg" in msg and "missing.png" in msg
     assert got.null_count() == 2 and not want_ok[-2:].any()
