@@ -137,13 +137,19 @@ def connect(address: str | None = None) -> Any:
     if running is not None and running.is_initialized():
         return running
     address = address if address is not None else config.ray_address
-    if address and address not in ("auto", "local"):
-        check_reachable(address)  # before importing Ray (seconds): a wrong address fails at once
+    _precheck(address)
     with _CONNECT_LOCK:  # DuckDB may call from several threads at once
         return _connect(address)
 
 
 _CONNECT_LOCK = threading.Lock()
+
+
+def _precheck(address: str | None) -> None:
+    """Before importing Ray (seconds) or loading a model: a wrong address fails at once."""
+    running = sys.modules.get("ray")
+    if address and address not in ("auto", "local") and not (running is not None and running.is_initialized()):
+        check_reachable(address)
 
 
 def _connect(address: str | None) -> Any:
@@ -261,14 +267,12 @@ class ShardWorker:
         self.filesystem, self.folder = _filesystem(folder)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out: dict[str, list[Any]] = {"shard": [], "rows": [], "failures": [], "seconds": [], "namespace": []}
+        out: dict[str, list[Any]] = {"shard": [], "rows": [], "failures": [], "namespace": []}
         for shard, data in zip(batch["shard"], batch["data"]):
-            t0 = time.perf_counter()
             rows, failures = self.run_shard(int(shard), bytes(data))
             out["shard"].append(int(shard))
             out["rows"].append(rows)
             out["failures"].append(json.dumps(failures))
-            out["seconds"].append(time.perf_counter() - t0)
             out["namespace"].append(self.loaded.namespace(self.layer))
         return {k: np.asarray(v) for k, v in out.items()}
 
@@ -384,9 +388,7 @@ def run_job(
         )
     if name in df.columns:
         raise MlnbError(f"The frame already has a column {name!r}: pass another name.")
-    running = sys.modules.get("ray")
-    if config.ray_address and config.ray_address not in ("auto", "local") and not (running and running.is_initialized()):
-        check_reachable(config.ray_address)  # first: a wrong address must not wait for torch to load
+    _precheck(config.ray_address)
     spec = get_spec(model)
     scorers = dict(scorers or {})
     ident = {
@@ -434,8 +436,6 @@ def run_job(
     nworkers, failures = 0, 0
     namespaces: set[str] = set()
     if todo:
-        from ..workspace import get_workspace as _ws
-
         nworkers, ask = _plan_workers(ray, workers or config.ray_workers, len(todo))
         items = []
         for i in todo:
@@ -446,7 +446,7 @@ def run_job(
             "device": config.device,
             "precision": config.precision,
             "batch_size": config.batch_size,
-            "workspace": str(_ws().root),
+            "workspace": str(get_workspace().root),
         }
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             ShardWorker,
