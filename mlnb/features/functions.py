@@ -9,6 +9,7 @@ import numpy as np
 
 from .._report import collecting
 from ..functions import IMAGE, function
+from .ray_engine import statement_on_ray
 
 
 def _embed_type(options: dict[str, Any]) -> str | None:
@@ -17,7 +18,7 @@ def _embed_type(options: dict[str, Any]) -> str | None:
     return f"FLOAT[{feature_dim(options['model'], options['layer'])}]"
 
 
-@function(returns="FLOAT[]", types={"image": IMAGE}, specialise=_embed_type, offload=True)
+@function(returns="FLOAT[]", types={"image": IMAGE}, specialise=_embed_type, offload=statement_on_ray)
 def embed(image: Any, *, model: str = "efficientnet_lite0", layer: str = "pool") -> Any:
     """Feature vector of an image from a pretrained CNN (default: its penultimate pooled layer).
 
@@ -59,7 +60,7 @@ def imagenet_categories() -> tuple[str, ...]:
 @function(
     returns="STRUCT(label VARCHAR, probability FLOAT)[]",
     types={"image": IMAGE},
-    offload=True,
+    offload=statement_on_ray,
 )
 def imagenet_labels(image: Any, *, k: int = 5, model: str = "efficientnet_lite0") -> Any:
     """Top-``k`` ImageNet classes of an image, with human-readable names and probabilities.

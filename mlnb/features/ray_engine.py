@@ -22,6 +22,7 @@ Nothing here imports Ray until a job runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -34,7 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -518,6 +519,36 @@ def run_job(
         failures=failures,
         namespaces=tuple(sorted(namespaces)),
     )
+
+
+@contextlib.contextmanager
+def statement_on_ray(dry_run: Callable[[], bool]) -> Iterator[bool]:
+    """A SQL statement that calls ``embed``/``imagenet_labels``, on the Ray engine.
+
+    DuckDB calls a function once per 2,048-row chunk, from several threads; a Ray
+    job per chunk would pay a job's start-up cost each time. So the statement is
+    first dry-run with the functions only gathering the images that miss the
+    cache (no model runs, they return NULL); those go to Ray as one job; the real
+    run then finds every feature computed. (The ``offload`` of those functions.)
+    """
+    from ..config import current_engine, using_engine
+    from .engine import features_given, gathering
+
+    if current_engine() != "ray":
+        yield False
+        return
+    with gathering() as wanted:
+        if not dry_run():
+            yield False  # no safe dry run: each chunk goes to Ray as it comes
+            return
+    with contextlib.ExitStack() as stack:
+        for (model, layer), todo in wanted.items():
+            keys = list(todo)
+            feats, ok = embed_sources([todo[k] for k in keys], model=model, layer=layer, keys=keys)
+            stack.enter_context(features_given(model, layer, {k: feats[i] for i, k in enumerate(keys) if ok[i]}))
+        # What the dry run did not gather (images that failed on Ray) is retried here, and fails the same way.
+        stack.enter_context(using_engine("local"))
+        yield True
 
 
 def embed_sources(

@@ -63,9 +63,11 @@ class Function:
     side_effects: bool = False
     #: Called with the SQL text of a call's arguments before the statement runs; raises to refuse it.
     check: Callable[[str], None] | None = None
-    #: Its work can run on the Ray engine: the Python twin takes ``engine="ray"``, and on the
-    #: Ray engine a SQL statement calling it gathers its images first, then runs them as one job.
-    offload: bool = False
+    #: For functions whose work another engine can run (``embed`` on Ray): the Python twin takes
+    #: ``engine=``, and a SQL statement calling the function runs inside ``offload(dry_run)``, a
+    #: context manager that may call ``dry_run()`` (the statement once, rolled back; False where
+    #: that is not safe) to learn what the statement needs, and hand it to that engine first.
+    offload: Callable[[Callable[[], bool]], Any] | None = None
     _udf_name: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
@@ -98,7 +100,7 @@ class Function:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.kind == "table":
             return self.impl(*args, **kwargs)
-        engine = kwargs.pop("engine", None) if self.offload else None
+        engine = kwargs.pop("engine", None) if self.offload is not None else None
         cols = self.columns
         if len(args) != len(cols):
             names = ", ".join(p.name for p in cols)
@@ -418,7 +420,7 @@ def function(
     types: dict[str, str] | None = None,
     specialise: Callable[[dict[str, Any]], str | None] | None = None,
     side_effects: bool = False,
-    offload: bool = False,
+    offload: Callable[[Callable[[], bool]], Any] | None = None,
     replace: bool = False,
 ) -> Callable[[Callable[..., Any]], Function]:
     """Register a vectorised function under a SQL name.

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .._report import collecting
-from ..config import current_engine, using_engine
 from ..exceptions import MlnbError, QueryError
 from ..functions import registry
 from ..functions._registry import udf_errors
@@ -168,38 +167,31 @@ class Session:
 
     @contextlib.contextmanager
     def _offloaded(self, executed: str, params: dict[str, Any] | None) -> Iterator[bool]:
-        """On the Ray engine, run a statement that calls ``embed`` (or another function
-        marked ``offload``) in two passes: the first, rolled back, only gathers the
-        images the statement needs (no model runs); those go to Ray as one job;
-        the second pass is the real one and finds every feature computed."""
-        offloaded = {f.name for f in registry if f.offload}
-        if current_engine() != "ray" or not any((t.name if t.kind == "qident" else t.name.lower()) in offloaded for t in find_names(executed)):
+        """Run a statement that calls functions another engine can take (``embed`` on Ray)
+        inside their ``offload`` context, which may dry-run it first (see :class:`Function`)."""
+        called = {t.name if t.kind == "qident" else t.name.lower() for t in find_names(executed)}
+        runners = list(dict.fromkeys(f.offload for f in registry if f.offload is not None and f.name in called))
+        if not runners:
             yield False
             return
-        from ..features.engine import features_given, gathering
-        from ..features.ray_engine import embed_sources
 
-        try:
-            self.con.execute("BEGIN TRANSACTION")
-        except Exception:  # noqa: BLE001 - inside the user's own transaction: no dry run is safe
-            yield False  # each chunk then goes to Ray as it comes
-            return
-        try:
-            with gathering() as wanted:
+        def dry_run() -> bool:
+            """The statement once, rolled back, its result read and dropped."""
+            try:
+                self.con.execute("BEGIN TRANSACTION")
+            except Exception:  # noqa: BLE001 - inside the user's own transaction: no dry run is safe
+                return False
+            try:
                 rel = self.con.sql(executed, params=params)
                 if rel is not None:
                     for _batch in rel.to_arrow_reader():
                         pass
-        finally:
-            self.con.execute("ROLLBACK")
+            finally:
+                self.con.execute("ROLLBACK")
+            return True
+
         with contextlib.ExitStack() as stack:
-            for (model, layer), todo in wanted.items():
-                keys = list(todo)
-                feats, ok = embed_sources([todo[k] for k in keys], model=model, layer=layer, keys=keys)
-                stack.enter_context(features_given(model, layer, {k: feats[i] for i, k in enumerate(keys) if ok[i]}))
-            # What the first pass did not gather (images that failed on Ray) is retried here, and fails the same way.
-            stack.enter_context(using_engine("local"))
-            yield True
+            yield any([stack.enter_context(run(dry_run)) for run in runners])
 
     def _register(self, stmt: str, namespace: Mapping[str, Any]) -> None:
         """Register the frames ``stmt`` names; drop views whose name now means something else."""
