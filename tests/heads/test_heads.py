@@ -183,3 +183,20 @@ def test_torch_head_contract():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert h.predict(X).shape == (40,)
+
+
+def test_torch_head_is_not_thrown_by_a_unit_silent_in_training():
+    """CNN features are sparse: a unit never active in the training rows must not dominate a new row."""
+    from mlnb.heads.torch_head import TorchHead
+
+    rng = np.random.default_rng(0)
+    n, d = 200, 64
+    y = np.repeat(["a", "b"], n // 2)
+    X = np.abs(rng.normal(0, 0.1, (n, d))).astype(np.float32)
+    X[y == "a", 0] += 1.0
+    X[y == "b", 1] += 1.0
+    X[:, 10:] = 0.0  # units that never fire in training (ReLU features)
+    head = TorchHead(hidden=0, epochs=50).fit(X, y)
+    new = X.copy()
+    new[:, 10:] = rng.uniform(0, 0.5, (n, d - 10))  # ...but do, mildly, on new images
+    assert (head.predict(new) == y).mean() > 0.9
