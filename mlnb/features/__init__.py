@@ -95,24 +95,17 @@ def _head_scorers(heads: Sequence[str], model: str, layer: str) -> dict[str, Any
     """``{column: scorer}`` for saved heads (a label and a probability column each)."""
     import functools
 
-    from ..exceptions import MlnbError
-
     if isinstance(heads, str):
         heads = [heads]
     scorers: dict[str, Any] = {}
     if not heads:
         return scorers
     from ..heads import load_classifier
-    from ..heads.functions import score
+    from ..heads.functions import check_backbone, score
 
     for ref in heads:
         head = load_classifier(ref)
-        trained = (head.meta.get("feature_model"), head.meta.get("layer") or "pool")
-        if trained[0] and trained != (model, layer):
-            raise MlnbError(
-                f"Classifier {head.ref} was trained on {trained[0]} features (layer {trained[1]}), "
-                f"not {model} (layer {layer}): pass model={trained[0]!r}, layer={trained[1]!r}."
-            )
+        check_backbone(head, model, layer)
         base = ref.split("@")[0]
         scorers[base] = functools.partial(score, head, proba=False)
         scorers[f"{base}_proba"] = functools.partial(score, head, proba=True)

@@ -26,6 +26,17 @@ def _matrix(features: Any, head: Any) -> tuple[np.ndarray, np.ndarray]:
     return feature_matrix(pl.Series(features), expect_dim=head.meta["dim"])
 
 
+def check_backbone(head: Any, model: str, layer: str) -> None:
+    """Refuse to use a head on features of another backbone or layer than it was trained on."""
+    trained_model, trained_layer = head.meta.get("feature_model"), head.meta.get("layer") or "pool"
+    if trained_model and (model, layer) != (trained_model, trained_layer):
+        raise QueryError(
+            f"Classifier {head.ref} was trained on {trained_model} features (layer {trained_layer}) "
+            f"but is called on {model} (layer {layer}): use model '{trained_model}', layer '{trained_layer}' "
+            f"(in SQL: embed(..., model := '{trained_model}', layer := '{trained_layer}'))."
+        )
+
+
 def _checker(ref: str):
     def check(args_sql: str) -> None:
         """A head called on embed() of another backbone or layer is refused before it runs."""
@@ -34,19 +45,9 @@ def _checker(ref: str):
         m = _EMBED_MODEL.search(args_sql)
         if not m:
             return
-        meta = load_classifier(ref).meta
-        trained_model, trained_layer = meta.get("feature_model"), meta.get("layer") or "pool"
-        if not trained_model:
-            return
         mm = _MODEL_OPT.search(m.group("args"))
         ml = _LAYER_OPT.search(m.group("args"))
-        used_model = mm.group("m") if mm else "efficientnet_lite0"
-        used_layer = ml.group("l") if ml else "pool"
-        if (used_model, used_layer) != (trained_model, trained_layer):
-            raise QueryError(
-                f"Classifier {ref} was trained on {trained_model} features (layer {trained_layer}) "
-                f"but is called on {used_model} (layer {used_layer}): use embed(..., model := '{trained_model}', layer := '{trained_layer}')."
-            )
+        check_backbone(load_classifier(ref), mm.group("m") if mm else "efficientnet_lite0", ml.group("l") if ml else "pool")
 
     return check
 

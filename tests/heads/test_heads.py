@@ -145,6 +145,9 @@ def test_head_on_another_backbone_is_refused(small):
     mlnb.heads.save_head(head, "lite_head")
     with pytest.raises(mlnb.QueryError, match="trained on efficientnet_lite0 features .* called on efficientnet_b0"):
         mlnb.sql("SELECT lite_head(embed('x.jpg', model := 'efficientnet_b0'))")
+    # The same rule where Python scores the head (embed_frame on either engine): before any image is read.
+    with pytest.raises(mlnb.QueryError, match="trained on efficientnet_lite0 features .* called on efficientnet_lite0 \\(layer _blocks.5"):
+        mlnb.embed_frame(pl.DataFrame({"p": ["x.jpg"]}), "p", layer="_blocks.5", heads=["lite_head"])
 
 
 def test_unsafe_skops_types_are_not_loaded(small, _workspace):
