@@ -155,6 +155,12 @@ def test_a_dead_worker_has_its_shard_redone(image_files, tmp_path, use_workspace
     assert _close(out["features"].to_numpy(), want)
 
 
+def _fresh_python(code, tmp_path, **env):
+    """``code`` run by a new Python process with its own workspace (what a new kernel sees)."""
+    env = {**os.environ, "MLNB_WORKSPACE": str(tmp_path / ".mlnb"), **env}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
 def test_unreachable_cluster_is_a_clear_error_within_seconds(tmp_path):
     code = (
         "import time, mlnb\n"
@@ -165,8 +171,7 @@ def test_unreachable_cluster_is_a_clear_error_within_seconds(tmp_path):
         "except mlnb.MlnbError as e:\n"
         "    print(f'{time.perf_counter() - t:.2f}|{e}')\n"
     )
-    env = {**os.environ, "MLNB_WORKSPACE": str(tmp_path / ".mlnb")}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    res = _fresh_python(code, tmp_path)
     seconds, _, message = res.stdout.strip().partition("|")
     assert "No Ray cluster reachable at '127.0.0.1:1'" in message, res.stdout + res.stderr
     assert float(seconds) < 10
@@ -223,8 +228,7 @@ def test_nothing_imports_ray_unless_asked(tmp_path):
         "mlnb.embed_frame(pl.DataFrame({'p': [mlnb.datasets.photograph_files()['coffee.png'].as_posix()]}), 'p', progress=False)\n"
         "print('ray' in sys.modules)\n"
     )
-    env = {**os.environ, "MLNB_WORKSPACE": str(tmp_path / ".mlnb")}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    res = _fresh_python(code, tmp_path)
     assert res.stdout.strip().splitlines()[-1] == "False", res.stdout + res.stderr
 
 
@@ -279,7 +283,7 @@ def test_connects_to_a_running_cluster_by_address(tmp_path, image_files):
                 break
             except OSError:
                 time.sleep(0.5)
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=240)
+        res = _fresh_python(code, tmp_path, RAY_AUTH_MODE="disabled")
         last = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
         assert last.startswith("rows 8 0 ") and last.endswith(f":{port}"), res.stdout + res.stderr[-2000:]
     finally:
