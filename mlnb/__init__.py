@@ -86,14 +86,8 @@ def __dir__() -> list[str]:
 def _ensure_builtins() -> None:
     """Register the built-in functions (cheap: nothing heavy is imported)."""
     importlib.import_module("mlnb.functions.read_images")
-    importlib.import_module("mlnb.labels")
-    importlib.import_module("mlnb.widgets.trainer")  # the SQL table ``runs``
-    for mod in ("mlnb.features", "mlnb.heads"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:  # a layer not built yet, or its extra missing
-            if not (exc.name or "").startswith("mlnb"):
-                raise
+    importlib.import_module("mlnb.features")
+    importlib.import_module("mlnb.heads")
 
 
 def load_ipython_extension(ipython: Any) -> None:

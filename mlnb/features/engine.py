@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._report import report_failure
-from ..config import current_engine
+from ..config import DEFAULT_MODEL, current_engine
 from ..device import autocast_dtype, default_batch_size, precision_name, resolve_device
 from ..exceptions import ImageLoadError, MlnbError
 from ..images import load_image, source_key
@@ -287,7 +287,7 @@ def features_given(model: str, layer: str, features: dict[str, np.ndarray]) -> I
 def embed_images(
     images: Sequence[Any],
     *,
-    model: str = "efficientnet_lite0",
+    model: str = DEFAULT_MODEL,
     layer: str = "pool",
     progress: bool | None = None,
     use_cache: bool = True,

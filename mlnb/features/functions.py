@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .._report import collecting
+from ..config import DEFAULT_MODEL
 from ..functions import IMAGE, function
 from .ray_engine import statement_on_ray
 
@@ -19,7 +20,7 @@ def _embed_type(options: dict[str, Any]) -> str | None:
 
 
 @function(returns="FLOAT[]", types={"image": IMAGE}, specialise=_embed_type, offload=statement_on_ray)
-def embed(image: Any, *, model: str = "efficientnet_lite0", layer: str = "pool") -> Any:
+def embed(image: Any, *, model: str = DEFAULT_MODEL, layer: str = "pool") -> Any:
     """Feature vector of an image from a pretrained CNN (default: its penultimate pooled layer).
 
     ``image`` is a path, URL, archive member (``zip://a.jpg::photos.zip``,
@@ -62,7 +63,7 @@ def imagenet_categories() -> tuple[str, ...]:
     types={"image": IMAGE},
     offload=statement_on_ray,
 )
-def imagenet_labels(image: Any, *, k: int = 5, model: str = "efficientnet_lite0") -> Any:
+def imagenet_labels(image: Any, *, k: int = 5, model: str = DEFAULT_MODEL) -> Any:
     """Top-``k`` ImageNet classes of an image, with human-readable names and probabilities.
 
     Reuses the cached penultimate features of ``embed`` and applies the model's

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from .._report import capturing, report_failure
+from ..config import DEFAULT_MODEL
 from ..exceptions import MissingDependencyError, MlnbError
 
 PART = "part-{:05d}.parquet"
@@ -355,7 +356,7 @@ def run_job(
     frame: Any,
     column: str,
     *,
-    model: str = "efficientnet_lite0",
+    model: str = DEFAULT_MODEL,
     layer: str = "pool",
     name: str = "features",
     scorers: dict[str, Callable[[Any], Any]] | None = None,
@@ -374,8 +375,8 @@ def run_job(
     """
     import polars as pl
 
+    from .._frames import to_polars
     from ..config import config
-    from ..sql import to_polars
     from ..workspace import get_workspace
     from .zoo import get_spec
 

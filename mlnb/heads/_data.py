@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import MlnbError
-from ..sql import to_polars  # noqa: F401 - re-exported for the heads and widgets
 
 
 def feature_matrix(series: Any, *, expect_dim: int | None = None, what: str = "features") -> tuple[np.ndarray, np.ndarray]:

@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from .._frames import to_polars
 from .._version import __version__
 from ..exceptions import MlnbError
 from . import store
-from ._data import data_hash, feature_matrix, to_polars
+from ._data import data_hash, feature_matrix
 from .algorithms import make_estimator
 from .evaluation import Evaluation, evaluate_predictions, summarise_folds
 

@@ -15,12 +15,8 @@ def load_ipython_extension(ipython: Any) -> None:
     from ..sql._display import html_formatter
 
     ipython.register_magics(MlsqlMagic(shell=ipython))
-    try:
-        from ._embed import EmbedMagic
-    except ModuleNotFoundError as exc:  # the features layer is not present
-        if not (exc.name or "").startswith("mlnb"):
-            raise
-    else:
-        ipython.register_magics(EmbedMagic(shell=ipython))
+    from ._embed import EmbedMagic
+
+    ipython.register_magics(EmbedMagic(shell=ipython))
     fmt = ipython.display_formatter.formatters["text/html"]
     fmt.for_type(pl.DataFrame, html_formatter)

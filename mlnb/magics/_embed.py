@@ -7,6 +7,7 @@ from typing import Any
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from ..config import DEFAULT_MODEL
 from ..exceptions import MlnbError
 
 
@@ -14,7 +15,7 @@ from ..exceptions import MlnbError
 class EmbedMagic(Magics):
     @magic_arguments()
     @argument("target", help="FRAME.COLUMN: a frame of the namespace and its image column")
-    @argument("--model", default="efficientnet_lite0", help="backbone (mlnb.list_models())")
+    @argument("--model", default=DEFAULT_MODEL, help="backbone (mlnb.list_models())")
     @argument("--layer", default="pool", help="'pool' (penultimate) or a named layer")
     @argument("--name", default="features", help="name of the new column")
     @argument("-o", "--out", default=None, help="also store the result in this variable")

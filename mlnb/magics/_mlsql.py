@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import polars as pl
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from traitlets import Int
 
 from ..config import config
@@ -24,6 +24,7 @@ class MlsqlMagic(Magics):
         super().__init__(shell=shell, **kwargs)
         self.observe(lambda change: setattr(config, "display_limit", change["new"]), "displaylimit")
 
+    @no_var_expand  # `$name` is mlnb's bound parameter, never IPython's text substitution
     @line_cell_magic
     def mlsql(self, line: str, cell: str | None = None) -> Any:
         """Run SQL; tables are the notebook's Polars/pandas/Arrow frames, ``$name`` binds a variable.

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from .._frames import is_frame, to_polars  # noqa: F401 - re-exported by mlnb.sql
 from .._report import collecting
 from ..exceptions import MlnbError, QueryError
 from ..functions import registry
@@ -41,36 +42,20 @@ def statement(pattern: str) -> Callable[[Handler], Handler]:
 _PROVIDERS: dict[str, Callable[[], Any]] = {}
 
 
+def _builtin_tables() -> None:
+    """The workspace's stores as SQL tables: ``labels``, ``label_history``, ``runs``."""
+    from ..labels import get_label_store
+    from ..runs import runs_frame
+
+    _PROVIDERS.setdefault("labels", lambda: get_label_store().current())
+    _PROVIDERS.setdefault("label_history", lambda: get_label_store().history())
+    _PROVIDERS.setdefault("runs", runs_frame)
+
+
 def table_provider(name: str, fn: Callable[[], Any]) -> None:
     """Make ``name`` a SQL table computed by ``fn()`` when a statement uses it
     (and no frame of the namespace has that name): ``labels``, ``runs``."""
     _PROVIDERS[name] = fn
-
-
-def is_frame(obj: Any) -> bool:
-    """Polars, pandas and Arrow tabular objects that DuckDB can scan without copying."""
-    mod = type(obj).__module__.split(".")[0]
-    name = type(obj).__name__
-    if mod == "polars":
-        return name in ("DataFrame", "LazyFrame")
-    if mod == "pandas":
-        return name == "DataFrame"
-    if mod == "pyarrow":
-        return name in ("Table", "RecordBatchReader", "Dataset", "FileSystemDataset", "RecordBatch")
-    return False
-
-
-def to_polars(frame: Any) -> Any:
-    """A Polars DataFrame for any frame :func:`is_frame` accepts (LazyFrames are collected)."""
-    import polars as pl
-
-    if isinstance(frame, pl.DataFrame):
-        return frame
-    if isinstance(frame, pl.LazyFrame):
-        return frame.collect()
-    if not is_frame(frame):
-        raise MlnbError(f"Expected a Polars, pandas or Arrow frame, got {type(frame).__name__}.")
-    return pl.from_pandas(frame) if type(frame).__module__.startswith("pandas") else pl.from_arrow(frame)
 
 
 class Session:
@@ -86,6 +71,8 @@ class Session:
         self.con = duckdb.connect(":memory:")
         # Frames are registered explicitly; DuckDB's own lookup would search *our* Python frames.
         self.con.execute("SET python_enable_replacements = false")
+        # DuckDB's own progress bar stays behind in notebook output; mlnb shows its own.
+        self.con.execute("SET enable_progress_bar = false")
         self._lock = threading.RLock()
         self._installed: set[str] = set()
         # name -> the object registered under it; kept while the namespace still
@@ -264,6 +251,7 @@ def get_session() -> Session:
             from .. import _ensure_builtins
 
             _ensure_builtins()
+            _builtin_tables()
             from ..heads.functions import register_saved_heads
 
             register_saved_heads()

@@ -87,7 +87,8 @@ class Explorer(Controller):
         label: str | None = None,
         **umap_options: Any,
     ) -> None:
-        from ..heads._data import feature_matrix, to_polars
+        from .._frames import to_polars
+        from ..heads._data import feature_matrix
 
         df = to_polars(frame)
         if df.height == 0:

@@ -64,7 +64,7 @@ class Labeler(Controller):
         strategy: str = "entropy",
         random_share: float = 0.2,
     ) -> None:
-        from ..heads._data import to_polars
+        from .._frames import to_polars
 
         df = to_polars(frame)
         self.frame = df

@@ -13,38 +13,12 @@ import uuid
 from typing import Any
 
 from ..exceptions import MlnbError
-from ..workspace import durable_append, get_workspace, read_jsonl
+from ..runs import append_run, read_runs, runs_frame
 from ._base import Controller
 
 
 class Stopped(Exception):
     """Raised between folds when the user pressed Stop."""
-
-
-def _runs_path() -> Any:
-    return get_workspace().path("runs", "runs.jsonl")
-
-
-def runs_frame() -> Any:
-    """Every run recorded in the workspace (the SQL table ``runs``)."""
-    import polars as pl
-
-    rows = read_jsonl(_runs_path())
-    schema = {
-        "run": pl.String, "created": pl.String, "features": pl.String, "algorithm": pl.String, "options": pl.String,
-        "folds": pl.Int64, "n": pl.Int64, "accuracy": pl.Float64, "accuracy_std": pl.Float64, "macro_f1": pl.Float64,
-        "log_loss": pl.Float64, "train_seconds": pl.Float64, "status": pl.String,
-    }
-    return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema) if rows else pl.DataFrame(schema=schema)
-
-
-def _register_sql_table() -> None:
-    from ..sql import table_provider
-
-    table_provider("runs", runs_frame)
-
-
-_register_sql_table()
 
 
 class Trainer(Controller):
@@ -60,7 +34,7 @@ class Trainer(Controller):
         algorithms: tuple[str, ...] = ("logistic", "linear_svm", "knn", "mlp", "torch"),
         folds: int = 5,
     ) -> None:
-        from ..heads._data import to_polars
+        from .._frames import to_polars
 
         df = to_polars(frame)
         if df.height == 0:
@@ -137,7 +111,7 @@ class Trainer(Controller):
             "accuracy_std": acc["std"], "macro_f1": m["macro_f1"], "log_loss": m["log_loss"],
             "train_seconds": round(time.perf_counter() - t0, 3), "status": status,
         }
-        durable_append(_runs_path(), lambda _size: (json.dumps(record) + "\n", None))
+        append_run(record)
         self.evaluations[run_id] = ev
         self.meta[run_id] = record
         self.status = f"{algo} on {col}: accuracy {m['accuracy']:.3f} ({folds}-fold)"
@@ -198,7 +172,7 @@ class Trainer(Controller):
         """Train the run's head on every row and save it as SQL functions ``name(...)``, ``name_proba(...)``."""
         from ..heads import train_classifier
 
-        rec = self.meta.get(run_id) or next((r for r in read_jsonl(_runs_path()) if r["run"] == run_id), None)
+        rec = self.meta.get(run_id) or next((r for r in read_runs() if r["run"] == run_id), None)
         if rec is None:
             raise MlnbError(f"No run {run_id!r}.")
         head = train_classifier(
