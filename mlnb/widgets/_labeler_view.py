@@ -1,6 +1,10 @@
 """The labeler's view: an anywidget whose ES module draws a page of thumbnails
 and sends clicks, drags and keys back. It holds only synced traits; the
-:class:`~mlnb.widgets.labeler.Labeler` controller owns the state."""
+:class:`~mlnb.widgets.labeler.Labeler` controller owns the state.
+
+A page travels as one trait, ``page_data`` (item ids, thumbnails keyed by id,
+tags), so pictures and the ids they stand for can never arrive out of step;
+every action the browser sends names the ids it acted on."""
 
 from __future__ import annotations
 
@@ -18,17 +22,15 @@ class LabelerView(anywidget.AnyWidget):
     _esm = Path(__file__).with_name("labeler.js")
     _css = Path(__file__).with_name("labeler.css")
 
-    items = traitlets.List().tag(sync=True)
-    thumbs = traitlets.List().tag(sync=True)  # JPEG bytes, sent as binary buffers
-    classes = traitlets.List().tag(sync=True)
+    page_data = traitlets.Dict().tag(sync=True)  # token, page, n_pages, items, thumbs {id: JPEG bytes}
+    classes = traitlets.List().tag(sync=True)  # [{"name", "key"}]
     counts = traitlets.List().tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
+    head_info = traitlets.Unicode("").tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     help_text = traitlets.Unicode(KEYS_HELP).tag(sync=True)
     show_help = traitlets.Bool(False).tag(sync=True)
     focus = traitlets.Bool(False).tag(sync=True)
-    page = traitlets.Int(0).tag(sync=True)
-    n_pages = traitlets.Int(1).tag(sync=True)
     thumb_size = traitlets.Int(96).tag(sync=True)
     page_size = traitlets.Int(48).tag(sync=True)
     cv_score = traitlets.Float(None, allow_none=True).tag(sync=True)
@@ -37,65 +39,90 @@ class LabelerView(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self.controller = controller
         self.thumb_size = controller.thumb_size
-        self._shown_page: int | None = None
         controller.on_change(self.refresh)
         self.on_msg(self._on_msg)
         self.refresh()
 
+    # What the tests and the page message read.
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        return list(self.page_data.get("items", []))
+
+    @property
+    def thumbs(self) -> dict[str, bytes]:
+        return dict(self.page_data.get("thumbs", {}))
+
+    @property
+    def page(self) -> int:
+        return int(self.page_data.get("page", 0))
+
+    @property
+    def n_pages(self) -> int:
+        return int(self.page_data.get("n_pages", 1))
+
     def refresh(self) -> None:
         c = self.controller
-        n = len(c.order)
-        self.n_pages = max(1, -(-n // c.page_size))
-        self.page_size = c.page_size
-        if c.page != self._shown_page:
-            # Thumbnails travel only when the page changes: made once in the kernel, sent as binary.
-            self.thumbs = c.thumbnails(c.page)
-            self._shown_page = c.page
-        self.items = c.page_items(c.page)
-        self.page = c.page
-        self.classes = list(c.classes)
-        self.counts = c.counts().to_dicts()
-        self.status = c.status
-        self.show_help = c.show_help
-        self.focus = c.focus
-        self.cv_score = c.cv_score
+        with c.lock:
+            self.page_size = c.page_size
+            message = c.page_message()
+            self.classes = [{"name": n, "key": k} for n, k in zip(c.classes, c.class_keys())]
+            self.counts = c.counts().to_dicts()
+            self.status = c.status
+            self.head_info = c.head_info
+            self.show_help = c.show_help
+            self.focus = c.focus
+            self.cv_score = c.cv_score
+            self.page_data = message
 
     def _on_msg(self, _widget: Any, content: dict[str, Any], _buffers: Any) -> None:
-        """Messages the browser sends: click, drag, key, label, mark, page, add_class, undo, redo."""
+        """Messages the browser sends: click, drag, key, label, mark, page, rank, add_class, undo, redo,
+        zoom, page_size. Actions on items carry the ids the view drew (``item``, ``items``)."""
         c = self.controller
         kind = content.get("type")
+        items = content.get("items")
+        items = [str(i) for i in items] if isinstance(items, list) else None
         try:
-            if kind == "click":
-                c.click(int(content["pos"]), shift=bool(content.get("shift")), ctrl=bool(content.get("ctrl")))
-            elif kind == "drag":
-                c.drag(int(content["start"]), int(content["end"]))
-            elif kind == "key":
-                c.key(str(content["key"]), ctrl=bool(content.get("ctrl")), shift=bool(content.get("shift")))
-            elif kind == "label":
-                c.label(content["cls"])
-            elif kind == "mark":
-                c.mark(str(content["kind"]))
-            elif kind == "page":
-                c.page = max(0, min(self.n_pages - 1, int(content["page"])))
-                self.refresh()
-            elif kind == "zoom":
-                # Thumbnails are made at 2x the shown size at most, so zooming needs no new pixels until then.
-                self.thumb_size = int(max(32, min(384, self.thumb_size * float(content.get("factor", 1.0)))))
-            elif kind == "page_size":
-                size = int(content["size"])
-                if size < 1:
-                    raise MlnbError("A page holds at least one item.")
-                c.page_size = size
-                c.page = c.cursor // size
-                self._shown_page = None
-                self.refresh()
-            elif kind == "add_class":
-                c.add_class(str(content["name"]))
-            elif kind == "undo":
-                c.undo()
-            elif kind == "redo":
-                c.redo()
-            self.error = ""
+            with c.lock:
+                if kind == "click":
+                    item = content.get("item")
+                    c.click(int(content.get("pos", 0)), shift=bool(content.get("shift")), ctrl=bool(content.get("ctrl")),
+                            item=None if item is None else str(item))
+                elif kind == "drag":
+                    ids = content.get("items")
+                    if ids is not None:
+                        c.drag(0, 0, items=(str(ids[0]), str(ids[-1])))
+                    else:
+                        c.drag(int(content["start"]), int(content["end"]))
+                elif kind == "key":
+                    cursor = content.get("cursor")
+                    c.key(str(content["key"]), ctrl=bool(content.get("ctrl")), shift=bool(content.get("shift")),
+                          items=items, cursor=None if cursor is None else str(cursor))
+                elif kind == "label":
+                    c.label(content["cls"], items)
+                elif kind == "mark":
+                    c.mark(str(content["kind"]), items)
+                elif kind == "page":
+                    c.goto_page(int(content["page"]))
+                elif kind == "rank":
+                    c.apply_ranking()
+                elif kind == "zoom":
+                    # Thumbnails are made at 2x the shown size at most, so zooming needs no new pixels until then.
+                    self.thumb_size = int(max(32, min(384, self.thumb_size * float(content.get("factor", 1.0)))))
+                elif kind == "page_size":
+                    size = int(content["size"])
+                    if size < 1:
+                        raise MlnbError("A page holds at least one item.")
+                    c.page_size = size
+                    c.page = c.cursor // size
+                    self.refresh()
+                elif kind == "add_class":
+                    c.add_class(str(content["name"]))
+                elif kind == "undo":
+                    c.undo()
+                elif kind == "redo":
+                    c.redo()
+                self.error = ""
         except MlnbError as exc:
             # Said in the widget's own area; nothing half-done: the store was written first or not at all.
             self.error = str(exc)
+            self.refresh()

@@ -1,4 +1,5 @@
-// The labeler's view: draws what the kernel sends, sends back what the user does.
+// The labeler's view: draws each page from one message (`page_data`: ids, thumbnails keyed by id,
+// tags) and sends back what the user does, naming the item ids it acted on.
 function render({ model, el }) {
   const root = document.createElement("div");
   root.className = "mlnb-labeler";
@@ -8,29 +9,55 @@ function render({ model, el }) {
   el.appendChild(root);
   let urls = [];
   let dragStart = null;
+  // The selection as drawn: ids of the page on screen. Clicks change it at once, so a key pressed
+  // right after a click acts on the tile the person sees selected, whatever the kernel has replied.
+  let sel = [];
+  let cursor = null;
+  let anchor = null;
+  let order = [];
 
   function send(msg) { model.send(msg); }
+  function selected() { return order.filter((id) => sel.includes(id)); }
+
+  function markSelection() {
+    root.querySelectorAll(".cell").forEach((c) => c.classList.toggle("selected", sel.includes(c._id)));
+  }
 
   function draw() {
     urls.forEach((u) => URL.revokeObjectURL(u));
     urls = [];
     root.innerHTML = "";
-    const classes = model.get("classes");
+    const page = model.get("page_data") || {};
+    const items = page.items || [];
+    const thumbs = page.thumbs || {};
+    order = items.map((it) => it.item);
+    sel = items.filter((it) => it.selected).map((it) => it.item);
+    const cur = items.find((it) => it.cursor);
+    cursor = cur ? cur.item : sel[sel.length - 1] ?? null;
+    anchor = cursor;
+
     const bar = document.createElement("div");
     bar.className = "bar classes";
-    classes.forEach((c, i) => {
+    model.get("classes").forEach((c) => {
       const b = document.createElement("button");
-      b.textContent = `${i < 10 ? (i + 1) % 10 + ": " : ""}${c}`;
-      b.dataset.cls = c;
-      b.onclick = () => send({ type: "label", cls: c });
+      b.className = "cls";
+      if (c.key !== null && c.key !== undefined) {
+        const k = document.createElement("kbd");
+        k.textContent = c.key;
+        b.append(k, " ");
+      }
+      b.append(c.name);
+      b.title = c.key !== null && c.key !== undefined ? `key ${c.key}` : "";
+      b.dataset.cls = c.name;
+      b.onclick = () => send({ type: "label", cls: c.name, items: selected() });
       bar.appendChild(b);
     });
     const unsure = document.createElement("button");
-    unsure.textContent = "unsure";
-    unsure.onclick = () => send({ type: "mark", kind: "unsure" });
+    unsure.innerHTML = "<kbd>u</kbd> unsure";
+    unsure.onclick = () => send({ type: "mark", kind: "unsure", items: selected() });
     const skip = document.createElement("button");
-    skip.textContent = "skip";
-    skip.onclick = () => send({ type: "mark", kind: "skip" });
+    skip.innerHTML = "<kbd>space</kbd> skip";
+    skip.onclick = () => send({ type: "mark", kind: "skip", items: selected() });
     const input = document.createElement("input");
     input.placeholder = "new class";
     input.size = 10;
@@ -47,7 +74,8 @@ function render({ model, el }) {
     larger.title = "larger thumbnails";
     larger.onclick = () => send({ type: "zoom", factor: 1.25 });
     const per = document.createElement("select");
-    [24, 48, 96, 192].forEach((n) => per.appendChild(new Option(`${n} / page`, n, false, n === model.get("page_size"))));
+    [8, 24, 48, 96, 192].forEach((n) => per.appendChild(new Option(`${n} / page`, n, false, n === model.get("page_size"))));
+    if (![8, 24, 48, 96, 192].includes(model.get("page_size"))) per.appendChild(new Option(`${model.get("page_size")} / page`, model.get("page_size"), true, true));
     per.onchange = () => send({ type: "page_size", size: Number(per.value) });
     bar.append(unsure, skip, input, smaller, larger, per);
     root.appendChild(bar);
@@ -55,22 +83,28 @@ function render({ model, el }) {
     const counts = document.createElement("div");
     counts.className = "bar counts";
     counts.textContent = model.get("counts").map((r) => `${r.class}: ${r.count}`).join(" · ");
-    const cv = model.get("cv_score");
-    if (cv !== null && cv !== undefined) counts.textContent += ` · head CV accuracy ${cv.toFixed(3)}`;
     root.appendChild(counts);
+    if (model.get("head_info")) {
+      const head = document.createElement("div");
+      head.className = "bar head";
+      head.textContent = model.get("head_info");
+      root.appendChild(head);
+    }
 
     const grid = document.createElement("div");
     grid.className = "grid";
-    const thumbs = model.get("thumbs");
     const size = model.get("thumb_size") * (model.get("focus") ? 4 : 1);
-    const items = model.get("items").filter((it) => !model.get("focus") || it.selected);
-    items.forEach((it) => {
+    items.filter((it) => !model.get("focus") || it.selected).forEach((it) => {
       const cell = document.createElement("div");
-      cell.className = "cell" + (it.selected ? " selected" : "");
+      cell._id = it.item;
+      cell.className = "cell" + (it.selected ? " selected" : "") + (it.kind ? " done" : "");
       cell.dataset.pos = it.pos;
-      const buf = thumbs[it.pos - model.get("page") * model.get("items").length] || thumbs[model.get("items").indexOf(it)];
       const img = document.createElement("img");
-      img.width = size; img.height = size; img.alt = it.item; img.title = it.item;
+      img.width = size; img.height = size; img.alt = "";
+      // No paths in tooltips: in ImageFolder data the path names the class.
+      const what = it.kind === "label" ? `labelled ${Array.isArray(it.label) ? it.label.join(", ") : it.label}` : (it.kind || "unlabelled");
+      cell.title = `#${it.pos + 1} · ${what}`;
+      const buf = thumbs[it.item];
       if (buf && buf.byteLength) {
         const u = URL.createObjectURL(new Blob([buf], { type: "image/jpeg" }));
         urls.push(u);
@@ -78,15 +112,33 @@ function render({ model, el }) {
       }
       cell.appendChild(img);
       const tag = document.createElement("div");
-      if (it.kind === "label") { tag.className = "tag"; tag.textContent = Array.isArray(it.label) ? it.label.join(", ") : it.label; }
+      if (it.kind === "label") { tag.className = "tag label"; tag.textContent = Array.isArray(it.label) ? it.label.join(", ") : it.label; }
       else if (it.kind) { tag.className = "tag"; tag.textContent = it.kind; }
       else if (it.suggestion) { tag.className = "tag suggested"; tag.textContent = `${it.suggestion}? ${(it.confidence * 100).toFixed(0)}%`; }
       if (tag.className) cell.appendChild(tag);
-      cell.onmousedown = (e) => { dragStart = it.pos; e.preventDefault(); root.focus(); };
+      cell.onmousedown = (e) => { dragStart = it.item; e.preventDefault(); root.focus(); };
       cell.onmouseup = (e) => {
-        if (dragStart !== null && dragStart !== it.pos) send({ type: "drag", start: dragStart, end: it.pos });
-        else send({ type: "click", pos: it.pos, shift: e.shiftKey, ctrl: e.ctrlKey || e.metaKey });
+        if (dragStart !== null && dragStart !== it.item) {
+          const [a, b] = [order.indexOf(dragStart), order.indexOf(it.item)].sort((x, y) => x - y);
+          sel = order.slice(a, b + 1);
+          send({ type: "drag", items: [dragStart, it.item] });
+        } else {
+          const shift = e.shiftKey, ctrl = e.ctrlKey || e.metaKey;
+          if (shift && anchor !== null) {
+            const [a, b] = [order.indexOf(anchor), order.indexOf(it.item)].sort((x, y) => x - y);
+            sel = order.slice(a, b + 1);
+          } else if (ctrl) {
+            sel = sel.includes(it.item) ? sel.filter((x) => x !== it.item) : [...sel, it.item];
+            anchor = it.item;
+          } else {
+            sel = [it.item];
+            anchor = it.item;
+          }
+          send({ type: "click", item: it.item, pos: it.pos, shift, ctrl });
+        }
+        cursor = it.item;
         dragStart = null;
+        markSelection();
       };
       grid.appendChild(cell);
     });
@@ -96,16 +148,24 @@ function render({ model, el }) {
     nav.className = "bar nav";
     const prev = document.createElement("button");
     prev.textContent = "‹ page";
-    prev.onclick = () => send({ type: "page", page: model.get("page") - 1 });
+    prev.onclick = () => send({ type: "page", page: (page.page || 0) - 1 });
     const next = document.createElement("button");
     next.textContent = "page ›";
-    next.onclick = () => send({ type: "page", page: model.get("page") + 1 });
+    next.onclick = () => send({ type: "page", page: (page.page || 0) + 1 });
     const where = document.createElement("span");
-    where.textContent = `page ${model.get("page") + 1} / ${model.get("n_pages")}`;
+    where.textContent = `page ${(page.page || 0) + 1} / ${page.n_pages || 1}`;
+    nav.append(prev, where, next);
+    if (page.ranking_waiting) {
+      const rank = document.createElement("button");
+      rank.className = "rank";
+      rank.innerHTML = "<kbd>r</kbd> use the new ranking now";
+      rank.onclick = () => send({ type: "rank" });
+      nav.append(rank);
+    }
     const status = document.createElement("span");
     status.className = "status";
     status.textContent = model.get("status");
-    nav.append(prev, where, next, status);
+    nav.append(status);
     root.appendChild(nav);
     if (model.get("error")) {
       const err = document.createElement("div");
@@ -123,14 +183,14 @@ function render({ model, el }) {
 
   root.addEventListener("keydown", (e) => {
     if (e.target.tagName === "INPUT") return;
-    const keys = ["Enter", " ", "ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "?", "u", "f", "z", "y"];
+    const keys = ["Enter", " ", "ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "?", "u", "f", "r", "z", "y"];
     if (/^[0-9]$/.test(e.key) || keys.includes(e.key) || keys.includes(e.key.toLowerCase())) {
       e.preventDefault();
       e.stopPropagation();
-      send({ type: "key", key: e.key, ctrl: e.ctrlKey || e.metaKey, shift: e.shiftKey });
+      send({ type: "key", key: e.key, ctrl: e.ctrlKey || e.metaKey, shift: e.shiftKey, items: selected(), cursor });
     }
   });
-  ["items", "thumbs", "classes", "counts", "status", "error", "show_help", "focus", "page", "cv_score"].forEach((n) =>
+  ["page_data", "classes", "counts", "status", "head_info", "error", "show_help", "focus", "thumb_size", "page_size"].forEach((n) =>
     model.on(`change:${n}`, draw));
   draw();
   return () => urls.forEach((u) => URL.revokeObjectURL(u));

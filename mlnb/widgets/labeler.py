@@ -1,7 +1,11 @@
 """The labeler's controller: all state and logic, no browser needed.
 
-The view (:class:`mlnb.widgets._labeler_view.LabelerView`) only shows pages
-of thumbnails and sends clicks and keys back; tests drive this class the
+The view (:class:`mlnb.widgets._labeler_view.LabelerView`) draws each page
+from one message (item ids, their thumbnails keyed by id, their tags) and
+every click or key it sends back names the item ids it acted on; an action
+on an item that is not on the page any more is refused, never re-aimed.
+A new ranking from active learning waits for the next page (or ``r``), so a
+page never reorders while a person looks at it. Tests drive this class the
 same way. Every label is in the label store (on disk, fsync'ed) before the
 state here changes, so what the view shows as saved is saved.
 """
@@ -19,9 +23,9 @@ from ..labels import get_label_store
 from ._base import Controller
 
 KEYS_HELP = (
-    "1-9, 0: label the selection with class 1-10 · Enter: accept the suggestion · Space: skip · "
+    "the key on each class button labels the selection (digit classes: the digit itself; otherwise 1-9, 0 by position) · Enter: accept the suggestion · Space: skip · "
     "u: unsure · arrows: move · shift+arrows: extend the selection · Ctrl+Z / Ctrl+Shift+Z: undo / redo · "
-    "f: focus mode · ?: these keys"
+    "f: focus mode · r: use the new ranking now · ?: these keys"
 )
 
 
@@ -98,10 +102,15 @@ class Labeler(Controller):
         self.status = ""
         self.suggestions: dict[str, tuple[str, float]] = {}
         self.cv_score: float | None = None
+        self.head_info = ""
         self._undo: list[list[tuple[str, ItemState, ItemState]]] = []
         self._redo: list[list[tuple[str, ItemState, ItemState]]] = []
         self._since_train = 0
+        self._pending: list[int] | None = None  # a new ranking, used from the next page on
+        self._token = 0
         self._train_lock = threading.Lock()
+        # One lock for every state change: the retrain thread and the view's messages take turns.
+        self.lock = threading.RLock()
         self._listeners: list[Any] = []
 
     # -- persistence ----------------------------------------------------
@@ -139,9 +148,39 @@ class Labeler(Controller):
         self.status = f"saved {n} label{'s' if n != 1 else ''}"
         self._changed()
 
+    # -- the page on screen -------------------------------------------------
+    def page_ids(self, page: int | None = None) -> list[str]:
+        """The item ids of a page, in order (the current page by default)."""
+        page = self.page if page is None else page
+        start = page * self.page_size
+        return [self.items[i] for i in self.order[start : start + self.page_size]]
+
+    def _on_page(self, items: list[str]) -> list[int]:
+        """Positions of items the view named; refuses items that are not on the current page."""
+        where = {it: self.page * self.page_size + k for k, it in enumerate(self.page_ids())}
+        gone = [it for it in items if it not in where]
+        if gone:
+            raise MlnbError(
+                f"{len(gone)} of the tiles you acted on {'is' if len(gone) == 1 else 'are'} no longer on this page "
+                "(the page changed): nothing was saved. Look again and press the key on the tile you see."
+            )
+        return [where[it] for it in items]
+
+    def adopt(self, items: list[str], cursor: str | None = None) -> None:
+        """Make the selection the items the view drew as selected (ids), before a key acts on them."""
+        if not items:
+            raise MlnbError("Nothing is selected: click a tile first.")
+        pos = self._on_page(list(items))
+        self.selection = set(pos)
+        self.cursor = self._on_page([cursor])[0] if cursor is not None and cursor in items else pos[-1]
+
     # -- selection --------------------------------------------------------
-    def click(self, pos: int, *, shift: bool = False, ctrl: bool = False) -> None:
-        """A click on the item at ``pos`` of the current order (shift: range, ctrl: toggle)."""
+    def click(self, pos: int, *, shift: bool = False, ctrl: bool = False, item: str | None = None) -> None:
+        """A click on the item at ``pos`` of the current order (shift: range, ctrl: toggle).
+
+        ``item`` (the id the view drew there) wins over ``pos`` and must be on the current page."""
+        if item is not None:
+            pos = self._on_page([item])[0]
         self._check_pos(pos)
         if shift:
             lo, hi = sorted((self.anchor, pos))
@@ -155,8 +194,10 @@ class Labeler(Controller):
         self.cursor = pos
         self._changed()
 
-    def drag(self, start: int, end: int) -> None:
-        """A drag from one item to another selects the range."""
+    def drag(self, start: int, end: int, *, items: tuple[str, str] | None = None) -> None:
+        """A drag from one item to another selects the range (``items``: the ids dragged from and to)."""
+        if items is not None:
+            start, end = self._on_page(list(items))
         self._check_pos(start)
         self._check_pos(end)
         lo, hi = sorted((start, end))
@@ -166,6 +207,9 @@ class Labeler(Controller):
 
     def move(self, delta: int, *, extend: bool = False) -> None:
         pos = max(0, min(len(self.order) - 1, self.cursor + delta))
+        if pos // self.page_size != self.page and self._pending is not None:
+            self.apply_ranking(keep_page=True)
+            pos = max(0, min(len(self.order) - 1, self.cursor + delta))
         if extend:
             lo, hi = sorted((self.anchor, pos))
             self.selection = set(range(lo, hi + 1))
@@ -185,9 +229,11 @@ class Labeler(Controller):
 
     # -- labelling ----------------------------------------------------------
     def label(self, cls: str | int, items: list[str] | None = None) -> None:
-        """Label the selection (or ``items``) with a class name or its 0-based index."""
+        """Label the selection (or ``items``, ids on the current page) with a class name or its 0-based index."""
         name = self._class_name(cls)
-        targets = items if items is not None else self.selected_items()
+        if items is not None:
+            self.adopt(items)
+        targets = self.selected_items()
         if self.multi_label:
             changes = []
             for it in targets:
@@ -200,12 +246,14 @@ class Labeler(Controller):
         self._write(changes)
         self._after_labels(len(changes))
 
-    def mark(self, kind: str) -> None:
-        """Mark the selection ``unsure`` or ``skip``."""
+    def mark(self, kind: str, items: list[str] | None = None) -> None:
+        """Mark the selection (or ``items``) ``unsure`` or ``skip``."""
         if kind not in ("unsure", "skip"):
             raise MlnbError("mark() takes 'unsure' or 'skip'.")
+        if items is not None:
+            self.adopt(items)
         self._write([(it, ItemState(kind, None)) for it in self.selected_items()])
-        if not self.multi_label and len(self.selection) == 1:
+        if not self.multi_label:
             self.next_unlabelled()
 
     def accept_suggestion(self) -> None:
@@ -219,21 +267,70 @@ class Labeler(Controller):
 
     def _after_labels(self, n: int) -> None:
         self._since_train += n
-        if not self.multi_label and len(self.selection) == 1:
+        if not self.multi_label:
             self.next_unlabelled()
         if self.features and self._since_train >= self.retrain_every:
             self._since_train = 0
             threading.Thread(target=self.retrain, daemon=True).start()
 
     def next_unlabelled(self) -> None:
+        """Select the next unlabelled item after the selection; a waiting ranking applies if that is on another page."""
         n = len(self.order)
+        after = max(self.selection | {self.cursor})
         for step in range(1, n + 1):
-            pos = (self.cursor + step) % n
+            pos = (after + step) % n
             if self.items[self.order[pos]] not in self.state:
+                if pos // self.page_size != self.page and self._pending is not None:
+                    # Leaving the page: the pages seen so far keep their order, the rest follows the new ranking.
+                    self.apply_ranking(keep_page=True)
+                    self.next_unlabelled()
+                    return
                 self.selection, self.anchor, self.cursor = {pos}, pos, pos
                 self.page = pos // self.page_size
                 break
         self._changed()
+
+    def goto_page(self, page: int) -> None:
+        """Show another page (a waiting ranking applies to the pages after the current one)."""
+        n_pages = max(1, -(-len(self.order) // self.page_size))
+        page = max(0, min(n_pages - 1, int(page)))
+        if page != self.page and self._pending is not None:
+            self.apply_ranking(keep_page=page > self.page)
+        self.page = page
+        start = page * self.page_size
+        pos = next((p for p in range(start, min(start + self.page_size, len(self.order))) if self.items[self.order[p]] not in self.state), start)
+        self.selection, self.anchor, self.cursor = {pos}, pos, pos
+        self._changed()
+
+    def apply_ranking(self, *, keep_page: bool = False) -> None:
+        """Use the ranking of the last retrain: pages before the current one (and the current one
+        with ``keep_page``) keep their order, the rest is re-ranked. Only on request or a page change."""
+        if self._pending is None:
+            self.status = "no new ranking yet"
+            self._changed()
+            return
+        keep = self.order[: (self.page + (1 if keep_page else 0)) * self.page_size]
+        kept = set(keep)
+        self.order = keep + [i for i in self._pending if i not in kept]
+        self._pending = None
+        start = self.page * self.page_size
+        if not keep_page:
+            pos = next((p for p in range(start, len(self.order)) if self.items[self.order[p]] not in self.state), start)
+            self.selection, self.anchor, self.cursor = {pos}, pos, pos
+        self.status = "new ranking in use" + (" from the next page" if keep_page else "")
+        self._changed()
+
+    def class_keys(self) -> list[str | None]:
+        """The key of each class: the digit itself when every class is a digit, else 1-9, 0 by position."""
+        if self.classes and all(len(c) == 1 and c.isdigit() for c in self.classes):
+            return list(self.classes)
+        return [str((i + 1) % 10) if i < 10 else None for i in range(len(self.classes))]
+
+    def _class_for_key(self, key: str) -> str:
+        keys = self.class_keys()
+        if key in keys:
+            return self.classes[keys.index(key)]
+        raise MlnbError(f"There is no class {key}: the classes are {', '.join(f'{k}: {c}' for k, c in zip(keys, self.classes) if k) or 'none yet'}.")
 
     def _class_name(self, cls: str | int) -> str:
         if isinstance(cls, int):
@@ -260,8 +357,17 @@ class Labeler(Controller):
         step = self._undo.pop()
         self._write([(it, old) for it, old, _new in reversed(step)], record=False)
         self._redo.append(step)
+        self._select_items([it for it, _old, _new in step])
         self.status = f"undone ({len(step)})"
         self._changed()
+
+    def _select_items(self, items: list[str]) -> None:
+        """Select these items (by id) and show their page: undo returns to what it undid."""
+        at = {self.items[i]: p for p, i in enumerate(self.order)}
+        pos = sorted(at[it] for it in items if it in at)
+        if pos:
+            self.selection, self.anchor, self.cursor = set(pos), pos[0], pos[0]
+            self.page = pos[0] // self.page_size
 
     def redo(self) -> None:
         if not self._redo:
@@ -271,20 +377,25 @@ class Labeler(Controller):
         step = self._redo.pop()
         self._write([(it, new) for it, _old, new in step], record=False)
         self._undo.append(step)
+        self._select_items([it for it, _old, _new in step])
         self.status = f"redone ({len(step)})"
         self._changed()
 
     # -- keys ------------------------------------------------------------------
-    def key(self, key: str, *, ctrl: bool = False, shift: bool = False) -> None:
-        """A key press as the browser reports it (``event.key``)."""
+    def key(self, key: str, *, ctrl: bool = False, shift: bool = False, items: list[str] | None = None, cursor: str | None = None) -> None:
+        """A key press as the browser reports it (``event.key``), with the ids the view drew as selected."""
         k = key.lower() if len(key) == 1 else key
+        acts = (key.isdigit() and len(key) == 1) or key in ("Enter", " ", "Spacebar") or (k == "u" and not ctrl)
+        if items is not None and acts and not ctrl:
+            self.adopt(items, cursor)
+        elif items and cursor is not None and not ctrl:
+            self.cursor = self._on_page([cursor])[0]
         if ctrl and k == "z":
             self.redo() if shift else self.undo()
         elif ctrl and k == "y":
             self.redo()
         elif key.isdigit() and len(key) == 1:
-            idx = 9 if key == "0" else int(key) - 1
-            self.label(idx)
+            self.label(self._class_for_key(key))
         elif key == "Enter":
             self.accept_suggestion()
         elif key in (" ", "Spacebar"):
@@ -298,6 +409,8 @@ class Labeler(Controller):
         elif k == "f":
             self.focus = not self.focus
             self._changed()
+        elif k == "r":
+            self.apply_ranking()
         elif key == "?":
             self.show_help = not self.show_help
             self._changed()
@@ -345,27 +458,42 @@ class Labeler(Controller):
                     "suggestion": sug[0] if sug else None,
                     "confidence": sug[1] if sug else None,
                     "selected": pos in self.selection,
+                    "cursor": pos == self.cursor,
                 }
             )
         return out
 
-    def thumbnails(self, page: int | None = None) -> list[bytes]:
-        """JPEG thumbnails of a page (made once, cached); a missing image gives b''."""
+    def thumbnails(self, page: int | None = None) -> dict[str, bytes]:
+        """JPEG thumbnails of a page keyed by item id (made once, cached); a missing image gives b''."""
         from ..exceptions import ImageLoadError
         from ..images import thumbnail
 
-        images = self.frame.get_column(self.image).to_list()
-        out = []
+        images = self.frame.get_column(self.image)
+        out: dict[str, bytes] = {}
         missing = 0
         for row in self.page_items(page):
             try:
-                out.append(thumbnail(images[self.order[row["pos"]]], self.thumb_size))
+                out[row["item"]] = thumbnail(images[self.order[row["pos"]]], self.thumb_size)
             except ImageLoadError:
-                out.append(b"")
+                out[row["item"]] = b""
                 missing += 1
         if missing:
             self.status = f"{missing} image(s) on this page could not be read"
         return out
+
+    def page_message(self) -> dict[str, Any]:
+        """Everything the view draws a page from, in one message: ids, thumbnails keyed by id, tags."""
+        with self.lock:
+            self._token += 1
+            items = self.page_items()
+            return {
+                "token": self._token,
+                "page": self.page,
+                "n_pages": max(1, -(-len(self.order) // self.page_size)),
+                "items": items,
+                "thumbs": self.thumbnails(),
+                "ranking_waiting": self._pending is not None,
+            }
 
     # -- what to label next -------------------------------------------------------------
     def order_by(self, items: list[Any]) -> None:
@@ -374,6 +502,7 @@ class Labeler(Controller):
         first = [index[str(v)] for v in items if str(v) in index]
         seen = set(first)
         self.order = first + [i for i in range(len(self.items)) if i not in seen]
+        self._pending = None
         self.cursor, self.anchor, self.selection, self.page = 0, 0, {0}, 0
         self._changed()
 
@@ -400,35 +529,47 @@ class Labeler(Controller):
         with self._train_lock:
             import polars as pl
 
-            lab = {it: st.label for it, st in self.state.items() if st.kind == "label"}
+            with self.lock:
+                lab = {it: st.label for it, st in self.state.items() if st.kind == "label"}
+                done = set(self.state)
             df = self.frame.with_columns(pl.Series("_item", self.items))
             train = df.filter(pl.col("_item").is_in(list(lab))).with_columns(pl.col("_item").replace_strict(lab, return_dtype=pl.String).alias("_label"))
             if train.get_column("_label").n_unique() < 2:
+                with self.lock:
+                    self.head_info = "the head trains once two classes have labels"
+                self._changed()
                 return
             counts = train.get_column("_label").value_counts().get_column("count")
             folds = 3 if counts.min() >= 3 else None
             try:
                 head = train_classifier(train, features=self.features, label="_label", algo="logistic", folds=folds)
             except MlnbError as exc:
-                self.status = f"retraining failed: {exc}"
+                with self.lock:
+                    self.status = f"retraining failed: {exc}"
                 self._changed()
                 return
-            self.cv_score = head.meta["metrics"]["accuracy"] if folds else None
+            cv = head.meta["metrics"]["accuracy"] if folds else None
             X, ok = feature_matrix(df.get_column(self.features))
             proba = np.full((len(self.items), len(head.classes_)), np.nan)
             proba[ok] = head.estimator.predict_proba(X[ok])
             cls = head.classes_
-            self.suggestions = {it: (str(cls[int(np.argmax(p))]), float(np.max(p))) for it, p, k in zip(self.items, proba, ok) if k}
-            unl = [i for i, it in enumerate(self.items) if it not in self.state and ok[i]]
+            suggestions = {it: (str(cls[int(np.argmax(p))]), float(np.max(p))) for it, p, k in zip(self.items, proba, ok) if k}
+            unl = [i for i, it in enumerate(self.items) if it not in done and ok[i]]
             scores = {i: uncertainty(proba[i], self.strategy) for i in unl}
             ranked = sorted(unl, key=lambda i: -scores[i])
-            rng = random.Random(len(self.state))
+            rng = random.Random(len(done))
             n_random = int(round(len(ranked) * self.random_share))
             mixed = _mix(ranked, rng.sample(unl, n_random) if n_random else [], self.random_share)
             rest = [i for i in range(len(self.items)) if i not in set(mixed)]
-            self.order = mixed + rest
-            self.cursor, self.anchor, self.selection, self.page = 0, 0, {0}, 0
-            self.status = "head retrained" + (f": {folds}-fold accuracy {self.cv_score:.3f}" if self.cv_score is not None else "")
+            with self.lock:
+                # Never reorder the page on screen: the ranking waits for the next page or ``r``.
+                self._pending = mixed + rest
+                self.suggestions = suggestions
+                self.cv_score = cv
+                self.head_info = f"head retrained on {train.height} labels, " + (
+                    f"CV accuracy {cv:.2f} ({folds}-fold)" if cv is not None else "too few per class for a CV accuracy"
+                )
+                self.status = self.head_info + " · new ranking from the next page (r: now)"
             self._changed()
 
     # -- view ------------------------------------------------------------------------------
@@ -436,8 +577,9 @@ class Labeler(Controller):
         self._listeners.append(callback)
 
     def _changed(self) -> None:
-        for cb in list(self._listeners):
-            cb()
+        with self.lock:
+            for cb in list(self._listeners):
+                cb()
 
     def _make_view(self) -> Any:
         from ._labeler_view import LabelerView

@@ -95,10 +95,12 @@ def test_reopening_resumes(frame):
 def test_thumbnails_are_binary_and_paged(frame):
     lab = Labeler(frame, image="path", classes=["a"], page_size=5)
     w = lab.widget
-    assert len(w.thumbs) == 5 and all(t[:3] == b"\xff\xd8\xff" for t in w.thumbs)
+    # one message: the page's ids and their thumbnails keyed by those ids
+    assert [it["item"] for it in w.items] == lab.items[:5]
+    assert set(w.thumbs) == set(lab.items[:5]) and all(t[:3] == b"\xff\xd8\xff" for t in w.thumbs.values())
     assert w.n_pages == 3
     send(lab, type="page", page=2)
-    assert len(w.thumbs) == 2 and w.items[0]["pos"] == 10
+    assert len(w.thumbs) == 2 and w.items[0]["pos"] == 10 and set(w.thumbs) == {it["item"] for it in w.items}
 
 
 def test_bad_input_is_said_in_the_widget(frame, tmp_path):
@@ -109,11 +111,11 @@ def test_bad_input_is_said_in_the_widget(frame, tmp_path):
     lab = Labeler(frame, image="path", classes=["a"])
     send(lab, type="label", cls="zebra")
     assert "not one of the classes" in lab.widget.error and lab.labels.height == 0
-    send(lab, type="key", key="7")
+    send(lab, type="key", key="7", items=[lab.items[0]])
     assert "no class 7" in lab.widget.error
     broken = frame.with_columns(pl.lit(str(tmp_path / "missing.png")).alias("path"))
     lab2 = Labeler(broken, image="path", classes=["a"])
-    assert lab2.widget.thumbs[0] == b"" and "could not be read" in lab2.widget.status
+    assert lab2.widget.thumbs[lab2.items[0]] == b"" and "could not be read" in lab2.widget.status
 
 
 def test_order_by_query(frame, ip):
@@ -128,6 +130,9 @@ def test_active_learning_orders_by_uncertainty_and_suggests(frame):
         lab.click(pos)
         lab.label(truth)
     lab.retrain()
+    assert lab.order == list(range(12))  # the page on screen is not reordered ...
+    assert "head retrained on 6 labels, CV accuracy" in lab.head_info
+    lab.apply_ranking()  # ... until the person asks (or turns the page)
     unl = [lab.items[i] for i in range(6, 12)]
     assert all(lab.suggestions[it][0] == t for it, t in zip(unl, frame["truth"][6:]))
     assert lab.cv_score is not None and lab.cv_score > 0.9
@@ -181,3 +186,78 @@ def test_thumbnail_size_and_page_size_are_adjustable(frame):
     assert w.page_size == 6 and len(w.thumbs) == 6 and w.n_pages == 2
     send(lab, type="page_size", size=0)
     assert "at least one" in w.error
+
+
+def test_digit_classes_use_their_own_key_and_buttons_show_keys(frame):
+    lab = Labeler(frame, image="path", classes=[str(d) for d in range(10)])
+    w = lab.widget
+    assert [c["key"] for c in w.classes] == [str(d) for d in range(10)]
+    send(lab, type="key", key="0", items=[lab.items[0]])
+    send(lab, type="key", key="7", items=[lab.items[1]])
+    assert lab.state[lab.items[0]].label == "0" and lab.state[lab.items[1]].label == "7"
+    other = Labeler(frame, image="path", classes=["cat", "dog"], dataset="other")
+    assert [c["key"] for c in other.widget.classes] == ["1", "2"]
+    send(other, type="key", key="2", items=[other.items[3]])
+    assert other.state[other.items[3]].label == "dog"
+
+
+def test_a_key_labels_the_item_the_view_named_even_after_a_reordering_retrain(frame):
+    """The browser names the ids it drew; a retrain between the draw and the key press changes nothing
+    on screen, and an item that left the page is refused, never re-aimed at another one."""
+    lab = Labeler(frame, image="path", classes=["a", "b"], features="f", retrain_every=1000, page_size=6)
+    w = lab.widget
+    for pos, truth in enumerate(frame["truth"][:4]):
+        send(lab, type="key", key="1" if truth == "a" else "2", items=[lab.items[pos]])
+    drawn = w.page_data
+    shown = [it["item"] for it in drawn["items"]]
+    target = next(it["item"] for it in drawn["items"] if it["selected"])
+    lab.retrain()  # as the background thread does
+    assert [it["item"] for it in w.items] == shown and w.page_data["ranking_waiting"]
+    truth = dict(zip(frame["path"], frame["truth"]))
+    send(lab, type="key", key="1" if truth[target] == "a" else "2", items=[target])
+    assert lab.state[target].label == truth[target] and w.error == ""
+    # the person asks for the new ranking; a key the view sent for the old page arrives after it
+    on_old_page = next(it for it in shown if it not in lab.state and it != target)
+    send(lab, type="rank")
+    if on_old_page in lab.page_ids():
+        send(lab, type="key", key="2", items=[on_old_page])
+        assert lab.state[on_old_page].label == "b"  # it moved, but the label went to the named item
+    n = lab.labels.height
+    gone = next(it for it in lab.items if it not in lab.page_ids() and it not in lab.state)
+    send(lab, type="key", key="1", items=[gone])
+    assert "no longer on this page" in w.error and gone not in lab.state and lab.labels.height == n
+    send(lab, type="click", item=gone, pos=0)
+    assert "no longer on this page" in w.error
+
+
+def test_background_retrain_never_reorders_the_page_and_says_what_it_did(frame):
+    import time
+
+    lab = Labeler(frame, image="path", classes=["a", "b"], features="f", retrain_every=3, page_size=6)
+    w = lab.widget
+    truth = dict(zip(frame["path"], frame["truth"]))
+    before = [it["item"] for it in w.items]
+    for _ in range(6):
+        it = next(i["item"] for i in w.items if i["selected"])
+        send(lab, type="key", key="1" if truth[it] == "a" else "2", items=[it])
+    deadline = time.time() + 30
+    while "retrained on 6" not in w.head_info and time.time() < deadline:
+        time.sleep(0.05)
+    assert "head retrained on 6 labels" in w.head_info
+    assert all(lab.state[it].label == truth[it] for it in lab.state)
+    # all six on the first page are labelled: the next unlabelled was on the next page, where the ranking applies
+    assert before == lab.items[:6] and lab.page == 1
+
+
+def test_selection_moves_on_and_undo_returns_to_the_undone_item(frame):
+    lab = Labeler(frame, image="path", classes=["a", "b"])
+    send(lab, type="key", key="1", items=lab.items[2:5])
+    assert lab.selected_items() == [lab.items[5]]  # the next unlabelled after the selection
+    send(lab, type="key", key="2", items=[lab.items[5]])
+    send(lab, type="click", item=lab.items[9], pos=9)
+    send(lab, type="key", key="z", ctrl=True)
+    assert lab.selected_items() == [lab.items[5]] and lab.items[5] not in lab.state
+    send(lab, type="key", key="z", ctrl=True)
+    assert lab.selected_items() == lab.items[2:5]
+    send(lab, type="key", key="z", ctrl=True, shift=True)
+    assert lab.selected_items() == lab.items[2:5] and lab.state[lab.items[3]].label == "a"
