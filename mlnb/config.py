@@ -21,6 +21,8 @@ DEFAULT_MODEL = "efficientnet_lite0"
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _ENGINES = ("local", "ray")
+#: ``PIL.Image.MAX_IMAGE_PIXELS``: Pillow warns above it and refuses twice as many (not imported here: Pillow is slow to import).
+_PILLOW_WARNING_PIXELS = 89_478_485
 
 
 class Config:
@@ -47,6 +49,13 @@ class Config:
         Actors for a Ray job; ``None``: one per GPU of the cluster, or one per 4 CPUs where there is none.
     ray_output : str or None
         Folder or URI for Ray jobs' Parquet shards (default ``<workspace>/ray``).
+    max_image_bytes : int
+        Most bytes read for one image: a file, an archive member, a decompressed ``.gz``/``.bz2``/``.xz``
+        or a URL body (default 64 MiB). Larger ones give NULL with the reason "too large".
+    max_image_pixels : int
+        Largest image decoded, in pixels (default Pillow's warning level, 89,478,485: about 9500 x 9500).
+    url_timeout : float
+        Seconds one URL may take in total: connecting, waiting and reading (default 10).
     """
 
     def __init__(self) -> None:
@@ -60,6 +69,35 @@ class Config:
         self._ray_workers: int | None = None
         #: Where Ray jobs write their Parquet shards (default: ``<workspace>/ray``); a folder or URI (``s3://...``).
         self.ray_output: str | None = None
+        self._max_image_bytes = 64 << 20
+        self._max_image_pixels = _PILLOW_WARNING_PIXELS
+        self._url_timeout = 10.0
+
+    @property
+    def max_image_bytes(self) -> int:
+        return self._max_image_bytes
+
+    @max_image_bytes.setter
+    def max_image_bytes(self, value: int) -> None:
+        self._max_image_bytes = _positive_int("max_image_bytes", value)
+
+    @property
+    def max_image_pixels(self) -> int:
+        return self._max_image_pixels
+
+    @max_image_pixels.setter
+    def max_image_pixels(self, value: int) -> None:
+        self._max_image_pixels = _positive_int("max_image_pixels", value)
+
+    @property
+    def url_timeout(self) -> float:
+        return self._url_timeout
+
+    @url_timeout.setter
+    def url_timeout(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise MlnbError(f"url_timeout must be a positive number of seconds, got {value!r}.")
+        self._url_timeout = float(value)
 
     @property
     def workspace(self) -> Path:
@@ -123,6 +161,12 @@ class Config:
             f"display_limit={self.display_limit!r}, engine={self.engine!r}, ray_address={self.ray_address!r}, "
             f"ray_workers={self.ray_workers!r})"
         )
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MlnbError(f"{name} must be a positive whole number, got {value!r}.")
+    return value
 
 
 def check_engine(value: str) -> None:

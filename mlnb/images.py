@@ -4,66 +4,156 @@ becomes a decoded RGB ``PIL.Image`` — or an :class:`ImageLoadError` that says 
 Sources
 -------
 - local paths and ``file://`` URLs; ``.gz``, ``.bz2``, ``.xz`` and ``.zst`` files are decompressed;
-- ``http://`` and ``https://`` URLs (with a timeout: ``mlnb.images.URL_TIMEOUT`` seconds);
+- ``http://`` and ``https://`` URLs (one total deadline: ``mlnb.config.url_timeout`` seconds);
 - archive members, in fsspec's chained form ``zip://inner/cat.jpg::photos.zip``
   (also ``tar://``) or MLDB's ``archive+file:///data/photos.zip#inner/cat.jpg``;
 - any other fsspec URL (``s3://`` ...) when its fsspec backend is installed;
 - raw encoded bytes; in Python also a ``PIL.Image`` or a NumPy array (HxW, HxWx3, HxWx4).
 
-Decoding converts grayscale, palette, CMYK, 16-bit and float images to 8-bit
-RGB, composites transparency onto white, applies the EXIF orientation and
-refuses images larger than ``MAX_PIXELS`` (decompression bombs). JPEGs are
-decoded at reduced scale when the caller needs a smaller image (``draft``).
+Everything read from outside is bounded: at most ``mlnb.config.max_image_bytes``
+are read (or inflated) for one image, streamed, so a zip or gzip bomb costs
+no more than that. Decoding converts grayscale, palette, CMYK, 16-bit and
+float images to 8-bit RGB, composites transparency onto white, applies the
+EXIF orientation and refuses images larger than ``mlnb.config.max_image_pixels``
+(decompression bombs); the pixels decoded at once, across threads, are bounded
+too. JPEGs are decoded at reduced scale when the caller needs a smaller image
+(``draft``). Pillow's own warnings (corrupt EXIF ...) become notes in mlnb's one
+``ImageLoadWarning``.
 """
 
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import hashlib
 import io
 import lzma
 import os
+import sys
 import threading
-import urllib.error
-import urllib.request
+import time
+import warnings
 from collections import OrderedDict
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
+from ._report import report_note
+from .config import config
 from .exceptions import ImageLoadError, MissingDependencyError
 
-#: Largest image accepted, in pixels (about 16k x 11k).
-MAX_PIXELS = 178_956_970
-#: Seconds to wait for a URL.
-URL_TIMEOUT = 10.0
-
-_DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {
-    ".gz": gzip.decompress,
-    ".bz2": bz2.decompress,
-    ".xz": lzma.decompress,
+_OPENERS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
+    ".gz": lambda fh: gzip.GzipFile(fileobj=fh),
+    ".bz2": lambda fh: bz2.BZ2File(fh),
+    ".xz": lambda fh: lzma.LZMAFile(fh),
 }
+_CHUNK = 1 << 20
+
+
+def _too_big(cap: int) -> str:
+    return f"too large: over {cap / (1 << 20):g} MiB (raise mlnb.config.max_image_bytes to allow it)"
+
+
+def _read_capped(fh: Any, src: Any, cap: int) -> bytes:
+    """Read ``fh`` to its end, in chunks, refusing to hold more than ``cap`` bytes."""
+    chunks, total = [], 0
+    while True:
+        chunk = fh.read(min(_CHUNK, cap + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > cap:
+            raise ImageLoadError(src, _too_big(cap))
+        chunks.append(chunk)
 
 
 # -- fetching bytes (the seam tests replace: no network in tests) ----------
+_CLIENT: Any = None
+_CLIENT_LOCK = threading.Lock()
+
+
+def _client() -> Any:
+    """One HTTP client per process: connections are reused across images and threads."""
+    global _CLIENT
+    with _CLIENT_LOCK:
+        if _CLIENT is None:
+            import httpx
+
+            from ._version import __version__
+
+            limits = httpx.Limits(max_connections=64, max_keepalive_connections=16)
+            _CLIENT = httpx.Client(
+                # retries: connection failures only, retried at once (not on a slow or failing server).
+                transport=httpx.HTTPTransport(retries=2, limits=limits),
+                follow_redirects=True,
+                headers={"User-Agent": f"mlnb/{__version__}", "Accept-Encoding": "identity"},
+            )
+        return _CLIENT
+
+
+def _shutdown(sock: Any) -> None:
+    # Wakes a read blocked on a server that trickles bytes: the deadline is for the whole URL.
+    with contextlib.suppress(OSError):
+        import socket
+
+        sock.shutdown(socket.SHUT_RDWR)
+
+
 def _fetch_url(url: str, timeout: float) -> bytes:
-    req = urllib.request.Request(url, headers={"User-Agent": "mlnb"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - http(s) only, checked by caller
-        return resp.read()
+    """GET ``url`` with one total deadline and at most ``config.max_image_bytes`` read."""
+    import httpx
+
+    cap = config.max_image_bytes
+    deadline = time.monotonic() + timeout
+    timer: threading.Timer | None = None
+    try:
+        with _client().stream("GET", url, timeout=httpx.Timeout(timeout)) as resp:
+            if resp.status_code >= 400:
+                raise ImageLoadError(url, f"HTTP {resp.status_code} {resp.reason_phrase}")
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise ImageLoadError(url, _too_big(cap))
+            stream = resp.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("timed out")
+            if sock is not None:
+                timer = threading.Timer(remaining, _shutdown, (sock,))
+                timer.daemon = True
+                timer.start()
+            chunks, total = [], 0
+            for chunk in resp.iter_bytes(_CHUNK):
+                total += len(chunk)
+                if total > cap:
+                    raise ImageLoadError(url, _too_big(cap))
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise TimeoutError("timed out")
+            return b"".join(chunks)
+    except httpx.TimeoutException:
+        raise TimeoutError("timed out") from None
+    except (httpx.HTTPError, httpx.StreamError) as exc:
+        if time.monotonic() >= deadline:
+            raise TimeoutError("timed out") from None
+        raise ImageLoadError(url, f"cannot fetch: {exc or type(exc).__name__}") from None
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 fetch_url: Callable[[str, float], bytes] = _fetch_url
 
 
 def set_url_fetcher(fn: Callable[[str, float], bytes] | None) -> None:
-    """Replace how URLs are fetched (tests, proxies); ``None`` restores urllib."""
+    """Replace how URLs are fetched (tests, proxies); ``None`` restores the HTTP client."""
     global fetch_url
     fetch_url = fn or _fetch_url
 
 
 def read_source(src: Any, *, timeout: float | None = None) -> bytes:
-    """The encoded bytes behind ``src`` (path, URL, archive member or bytes)."""
+    """The encoded bytes behind ``src`` (path, URL, archive member or bytes), at most
+    ``mlnb.config.max_image_bytes`` of them (after decompression)."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         return bytes(src)
     if isinstance(src, os.PathLike):
@@ -72,19 +162,30 @@ def read_source(src: Any, *, timeout: float | None = None) -> bytes:
         raise ImageLoadError(src, f"cannot read an image from a {type(src).__name__}")
     if not src:
         raise ImageLoadError(src, "empty path")
-    timeout = URL_TIMEOUT if timeout is None else timeout
+    timeout = config.url_timeout if timeout is None else timeout
+    cap = config.max_image_bytes
     lower = src.lower()
     try:
         if lower.startswith(("http://", "https://")):
             data = fetch_url(src, timeout)
+            if len(data) > cap:  # a replaced fetcher may not know the cap
+                raise ImageLoadError(src, _too_big(cap))
         elif lower.startswith("archive+"):
-            data = _read_mldb_archive(src, timeout)
+            outer, _, member = src[len("archive+") :].partition("#")
+            if not member:
+                raise ImageLoadError(src, "an archive URL needs '#member/path' after the archive")
+            data = _archive_member(src, outer, member, timeout)
+        elif lower.startswith(("zip://", "tar://")) and src.count("::") == 1:
+            member, _, outer = src.split("://", 1)[1].partition("::")
+            data = _archive_member(src, outer, member, timeout)
         elif "::" in src or (("://" in src) and not lower.startswith("file://")):
-            data = _read_fsspec(src)
+            data = _read_fsspec(src, cap)
         else:
-            path = src[7:] if lower.startswith("file://") else src
-            data = Path(path).read_bytes()
-    except ImageLoadError:
+            with open(_local_path(src), "rb") as fh:
+                if os.fstat(fh.fileno()).st_size > cap:
+                    raise ImageLoadError(src, _too_big(cap))
+                data = _read_capped(fh, src, cap)
+    except (ImageLoadError, MissingDependencyError):
         raise
     except FileNotFoundError:
         raise ImageLoadError(src, "file not found") from None
@@ -92,109 +193,247 @@ def read_source(src: Any, *, timeout: float | None = None) -> bytes:
         raise ImageLoadError(src, "is a folder, not an image") from None
     except PermissionError:
         raise ImageLoadError(src, "permission denied") from None
-    except urllib.error.HTTPError as exc:
-        raise ImageLoadError(src, f"HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+    except TimeoutError:
+        raise ImageLoadError(src, f"timed out after {timeout:g}s") from None
+    except OSError as exc:
         reason = getattr(exc, "reason", None) or exc
-        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+        if "timed out" in str(reason):
             raise ImageLoadError(src, f"timed out after {timeout:g}s") from None
         raise ImageLoadError(src, f"cannot fetch: {reason}") from None
-    return _maybe_decompress(src, data)
+    except Exception as exc:  # noqa: BLE001 - any other reader error is this row's problem, said as it is
+        raise ImageLoadError(src, f"cannot read: {type(exc).__name__}: {exc}") from None
+    return _maybe_decompress(src, data, cap)
 
 
-def _maybe_decompress(src: str, data: bytes) -> bytes:
+def _local_path(src: str) -> str:
+    return src[7:] if src.lower().startswith("file://") else src
+
+
+def _maybe_decompress(src: str, data: bytes, cap: int) -> bytes:
     base = src.split("#", 1)[0].split("::", 1)[0].lower()
-    for ext, fn in _DECOMPRESS.items():
+    for ext, opener in _OPENERS.items():
         if base.endswith(ext):
             try:
-                return fn(data)
-            except Exception as exc:  # noqa: BLE001
+                with opener(io.BytesIO(data)) as fh:
+                    return _read_capped(fh, src, cap)
+            except ImageLoadError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - gzip/bz2/lzma raise OSError, EOFError, zlib.error ...
                 raise ImageLoadError(src, f"cannot decompress {ext}: {exc}") from None
     if base.endswith(".zst"):
         try:
             import zstandard
         except ImportError:
             raise MissingDependencyError("zstandard", "all", "Reading .zst files") from None
-        return zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31)
+        try:
+            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as fh:
+                return _read_capped(fh, src, cap)
+        except ImageLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ImageLoadError(src, f"cannot decompress .zst: {exc}") from None
     return data
 
 
-def _read_mldb_archive(src: str, timeout: float) -> bytes:
-    """``archive+file:///data/photos.zip#inner/cat.jpg`` (and ``archive+http(s)://``)."""
-    outer, _, member = src[len("archive+") :].partition("#")
-    if not member:
-        raise ImageLoadError(src, "an archive URL needs '#member/path' after the archive")
-    blob = read_source(outer, timeout=timeout)
-    return _archive_member(src, blob, outer, member)
-
-
-def _archive_member(src: str, blob: bytes, outer: str, member: str) -> bytes:
+def _archive_member(src: str, outer: str, member: str, timeout: float) -> bytes:
+    """One member of a zip or tar archive, streamed and capped. A local archive is
+    opened in place (it may be far larger than one image); a remote one is fetched."""
     import tarfile
     import zipfile
 
-    buf = io.BytesIO(blob)
-    if zipfile.is_zipfile(buf):
-        with zipfile.ZipFile(buf) as zf:
-            try:
-                return zf.read(member)
-            except KeyError:
-                raise ImageLoadError(src, f"no member {member!r} in {outer}") from None
-    buf.seek(0)
+    cap = config.max_image_bytes
+    if "://" not in outer or outer.lower().startswith("file://"):
+        archive: Any = _local_path(outer)
+        if not os.path.isfile(archive):
+            raise ImageLoadError(src, f"archive not found: {outer}")
+    else:
+        try:
+            archive = io.BytesIO(read_source(outer, timeout=timeout))
+        except ImageLoadError as exc:
+            raise ImageLoadError(src, f"archive {exc.reason}") from None
     try:
-        with tarfile.open(fileobj=buf) as tf:
+        is_zip = zipfile.is_zipfile(archive)
+        if isinstance(archive, io.BytesIO):
+            archive.seek(0)
+        if is_zip:
+            with zipfile.ZipFile(archive) as zf:
+                try:
+                    info = zf.getinfo(member)
+                except KeyError:
+                    raise ImageLoadError(src, f"no member {member!r} in {outer}") from None
+                if info.is_dir():
+                    raise ImageLoadError(src, f"{member!r} is a folder in {outer}, not an image")
+                if info.file_size > cap:
+                    raise ImageLoadError(src, _too_big(cap))
+                with zf.open(info) as fh:
+                    return _read_capped(fh, src, cap)
+        try:
+            tf = tarfile.open(fileobj=archive) if isinstance(archive, io.BytesIO) else tarfile.open(archive)
+        except tarfile.TarError:
+            raise ImageLoadError(src, f"{outer} is not a zip or tar archive") from None
+        with tf:
             try:
-                fh = tf.extractfile(member)
+                info = tf.getmember(member)
             except KeyError:
                 raise ImageLoadError(src, f"no member {member!r} in {outer}") from None
+            if not info.isfile():
+                raise ImageLoadError(src, f"{member!r} is not a file in {outer}")
+            if info.size > cap:
+                raise ImageLoadError(src, _too_big(cap))
+            fh = tf.extractfile(info)
             if fh is None:
-                raise ImageLoadError(src, f"{member!r} is not a file")
-            return fh.read()
-    except tarfile.TarError:
-        raise ImageLoadError(src, f"{outer} is not a zip or tar archive") from None
+                raise ImageLoadError(src, f"{member!r} is not a file in {outer}")
+            with fh:
+                return _read_capped(fh, src, cap)
+    except ImageLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, zlib.error, EOFError, encrypted members ...
+        raise ImageLoadError(src, f"corrupt archive {outer}: {exc or type(exc).__name__}") from None
 
 
-def _read_fsspec(src: str) -> bytes:
+def _read_fsspec(src: str, cap: int) -> bytes:
     try:
         import fsspec
     except ImportError:
         raise MissingDependencyError("fsspec", "all", f"Reading {src.split(':', 1)[0]} URLs") from None
     try:
         with fsspec.open(src, "rb") as fh:
-            return fh.read()
+            return _read_capped(fh, src, cap)
     except ImportError as exc:
         raise ImageLoadError(src, f"this URL needs an fsspec backend that is not installed ({exc})") from None
     except (KeyError, ValueError) as exc:
         raise ImageLoadError(src, f"not found ({exc})") from None
 
 
-# -- decoding --------------------------------------------------------------
-def decode(data: bytes, *, source: Any = None, draft: tuple[int, int] | None = None) -> Any:
-    """Decode encoded bytes into an RGB ``PIL.Image`` (see module docs for conversions)."""
+# -- Pillow's warnings become notes on the row ----------------------------------
+_tls = threading.local()
+_patched = False
+
+
+class _PillowWarnings:
+    """Stands in for the ``warnings`` module inside Pillow's modules: while this thread
+    decodes, a warning is kept as a note on the image instead of leaking beside mlnb's
+    one ``ImageLoadWarning``. Thread-safe, unlike ``warnings.catch_warnings``."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(warnings, name)
+
+    def warn(self, message: Any, category: Any = None, stacklevel: int = 1, source: Any = None, **kw: Any) -> None:
+        notes = getattr(_tls, "notes", None)
+        if notes is None:
+            warnings.warn(message, category, stacklevel + 1, source, **kw)
+        else:
+            notes.append(str(message))
+
+
+def _patch_pillow() -> None:
+    global _patched
+    if _patched:
+        return
+    from PIL import Image, ImageOps  # noqa: F401 - ImageOps loaded so that it is patched too
+
+    Image.init()  # loads every format plugin
+    proxy = _PillowWarnings()
+    for name, mod in list(sys.modules.items()):
+        if (name == "PIL" or name.startswith("PIL.")) and getattr(mod, "warnings", None) is warnings:
+            mod.warnings = proxy  # type: ignore[attr-defined]
+    _patched = True
+
+
+@contextlib.contextmanager
+def _pillow_notes(src: Any) -> Iterator[None]:
+    _patch_pillow()
+    before = getattr(_tls, "notes", None)
+    _tls.notes = notes = []
+    try:
+        yield
+    except ImageLoadError as exc:
+        if notes:  # the row failed: what Pillow said belongs to its reason
+            raise ImageLoadError(exc.source, f"{exc.reason} (Pillow: {'; '.join(dict.fromkeys(notes))})") from None
+        raise
+    else:
+        if notes:
+            report_note(src, "; ".join(dict.fromkeys(notes)))
+    finally:
+        _tls.notes = before
+
+
+# -- bounded decoding ------------------------------------------------------------
+class _PixelBudget:
+    """Pixels being decoded at once, across threads, stay under ``config.max_image_pixels``
+    (an image alone may use all of it): a few huge images do not decode together."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._used = 0
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        with self._cond:
+            while self._used and self._used + pixels > config.max_image_pixels:
+                self._cond.wait()
+            self._used += pixels
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= pixels
+                self._cond.notify_all()
+
+
+_BUDGET = _PixelBudget()
+# Decoding uses a core each; fetching does not, so more threads may fetch than decode.
+_DECODERS = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+
+
+def decode(
+    data: bytes,
+    *,
+    source: Any = None,
+    draft: tuple[int, int] | None = None,
+    then: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Decode encoded bytes into an RGB ``PIL.Image`` (see module docs for conversions).
+
+    ``then(image)`` runs while the image's pixels still count against the decode
+    budget (resizing, thumbnails); its result is returned instead of the image.
+    """
     from PIL import Image, UnidentifiedImageError
 
     src = source if source is not None else data
     if not data:
         raise ImageLoadError(src, "empty file")
-    try:
-        img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageLoadError(src, "not an image (unknown format)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageLoadError(src, f"too large: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad headers
-        raise ImageLoadError(src, f"cannot decode: {exc}") from None
-    w, h = img.size
-    if w * h > MAX_PIXELS:
-        raise ImageLoadError(src, f"too large: {w}x{h} pixels (limit {MAX_PIXELS:,}); possibly a decompression bomb")
-    try:
-        if draft and img.format == "JPEG":
-            img.draft("RGB", draft)
-        img.load()
-        return to_rgb(img)
-    except ImageLoadError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - truncated / corrupt pixel data
-        raise ImageLoadError(src, f"corrupt or truncated image: {exc}") from None
+    limit = config.max_image_pixels
+    with _pillow_notes(src):
+        try:
+            img = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise ImageLoadError(src, "not an image (unknown format)") from None
+        except Image.DecompressionBombError as exc:
+            raise ImageLoadError(src, f"too large: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad headers
+            raise ImageLoadError(src, f"cannot decode: {exc}") from None
+        w, h = img.size
+        if w * h > limit:
+            raise ImageLoadError(
+                src, f"too large: {w}x{h} pixels (limit {limit:,}: mlnb.config.max_image_pixels); possibly a decompression bomb"
+            )
+        with _DECODERS:
+            try:
+                if draft and img.format == "JPEG":
+                    img.draft("RGB", draft)
+            except Exception as exc:  # noqa: BLE001
+                raise ImageLoadError(src, f"corrupt or truncated image: {exc}") from None
+            dw, dh = img.size
+            with _BUDGET.hold(max(1, dw * dh)):
+                try:
+                    img.load()
+                    rgb = to_rgb(img)
+                except ImageLoadError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - truncated / corrupt pixel data
+                    raise ImageLoadError(src, f"corrupt or truncated image: {exc}") from None
+                return then(rgb) if then is not None else rgb
 
 
 def to_rgb(img: Any) -> Any:
@@ -244,8 +483,17 @@ def from_array(arr: Any) -> Any:
     return to_rgb(Image.fromarray(a))
 
 
-def load_image(src: Any, *, draft: tuple[int, int] | None = None, timeout: float | None = None) -> Any:
+def load_image(
+    src: Any,
+    *,
+    draft: tuple[int, int] | None = None,
+    timeout: float | None = None,
+    then: Callable[[Any], Any] | None = None,
+) -> Any:
     """Load one image as RGB ``PIL.Image``; raises :class:`ImageLoadError` with the reason.
+
+    ``then(image)``, if given, runs on the decoded image while its pixels count
+    against the decode budget; its result is returned (see :func:`decode`).
 
     Examples
     --------
@@ -254,13 +502,12 @@ def load_image(src: Any, *, draft: tuple[int, int] | None = None, timeout: float
     (640, 480)
     """
     mod = type(src).__module__
-    if mod.startswith("PIL"):
-        return to_rgb(src)
-    if mod.startswith("numpy"):
-        return from_array(src)
+    if mod.startswith("PIL") or mod.startswith("numpy"):
+        img = to_rgb(src) if mod.startswith("PIL") else from_array(src)
+        return then(img) if then is not None else img
     if src is None:
         raise ImageLoadError(src, "NULL image")
-    return decode(read_source(src, timeout=timeout), source=src, draft=draft)
+    return decode(read_source(src, timeout=timeout), source=src, draft=draft, then=then)
 
 
 # -- identity, for caches ---------------------------------------------------
@@ -321,11 +568,13 @@ def thumbnail(src: Any, size: int = 64) -> bytes:
             if hit is not None:
                 _THUMBS.move_to_end((key, size))
                 return hit
-    img = load_image(src, draft=(size, size))
-    img.thumbnail((size, size))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=85)
-    data = buf.getvalue()
+    def encode(img: Any) -> bytes:
+        img.thumbnail((size, size))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=85)
+        return buf.getvalue()
+
+    data = load_image(src, draft=(size, size), then=encode)
     if key is not None:
         with _THUMBS_LOCK:
             _THUMBS[(key, size)] = data

@@ -32,8 +32,9 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            # Decoding releases the GIL inside Pillow: one thread per core.
-            _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="mlnb-decode")
+            # Threads fetch (URLs wait on the network) and decode; the loader lets only one
+            # decode per core run at once, so more of them may wait on the network than decode.
+            _POOL = ThreadPoolExecutor(max_workers=max(16, 4 * (os.cpu_count() or 2)), thread_name_prefix="mlnb-decode")
         return _POOL
 
 
@@ -231,8 +232,7 @@ def preprocess(spec: ModelSpec, img: Any) -> Any:
 
 def _decode_one(spec: ModelSpec, src: Any) -> Any:
     try:
-        img = load_image(src, draft=(spec.resize_size, spec.resize_size))
-        return preprocess(spec, img)
+        return load_image(src, draft=(spec.resize_size, spec.resize_size), then=lambda img: preprocess(spec, img))
     except ImageLoadError as exc:
         return exc
     except Exception as exc:  # noqa: BLE001 - a bad image must not end the query
