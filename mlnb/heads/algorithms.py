@@ -73,32 +73,141 @@ ALGORITHMS: dict[str, Callable[..., Any]] = {
 }
 
 
+class _Rule:
+    """What one option accepts: a number (whole or not) in a range, or a string; ``None`` when nullable."""
+
+    def __init__(self, kind: str, low: float | None = None, *, low_open: bool = False, high: float | None = None,
+                 high_open: bool = False, nullable: bool = False) -> None:
+        self.kind, self.low, self.low_open, self.high, self.high_open, self.nullable = kind, low, low_open, high, high_open, nullable
+
+    def describe(self) -> str:
+        what = {"int": "a whole number", "float": "a number", "str": "a string"}[self.kind]
+        if self.low is not None and self.high is not None:
+            what += f" from {self.low:g}{' (excluded)' if self.low_open else ''} to {self.high:g}{' (excluded)' if self.high_open else ''}"
+        elif self.low is not None:
+            what += f" {'above' if self.low_open else 'of at least'} {self.low:g}"
+        return what + (" or null" if self.nullable else "")
+
+    def __call__(self, value: Any) -> Any:
+        """The value converted, or ``ValueError``."""
+        if value is None and self.nullable:
+            return None
+        if self.kind == "str":
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+        if isinstance(value, bool):
+            raise ValueError
+        num = float(value)  # numbers, and numbers written as strings ('0.5'); 'abc' raises ValueError
+        if num != num or num in (float("inf"), float("-inf")):
+            raise ValueError
+        if self.kind == "int":
+            if num != int(num):
+                raise ValueError
+            num = int(num)
+        if self.low is not None and (num < self.low or (self.low_open and num == self.low)):
+            raise ValueError
+        if self.high is not None and (num > self.high or (self.high_open and num == self.high)):
+            raise ValueError
+        return num
+
+
+_POSITIVE = _Rule("float", 0, low_open=True)
+_AT_LEAST_1 = _Rule("int", 1)
+_FRACTION = _Rule("float", 0, high=1, high_open=True)
+
+#: What each algorithm's options accept (checked before anything is fitted).
+OPTIONS: dict[str, dict[str, _Rule]] = {
+    "logistic": {"C": _POSITIVE, "max_iter": _AT_LEAST_1},
+    "linear_svm": {"C": _POSITIVE, "cv": _Rule("int", 2)},
+    "knn": {"k": _AT_LEAST_1},
+    "mlp": {"hidden": _AT_LEAST_1, "alpha": _Rule("float", 0), "max_iter": _AT_LEAST_1},
+    "torch": {
+        "hidden": _Rule("int", 0), "epochs": _AT_LEAST_1, "lr": _POSITIVE, "weight_decay": _Rule("float", 0),
+        "batch_size": _AT_LEAST_1, "dropout": _FRACTION, "patience": _AT_LEAST_1, "validation_fraction": _FRACTION,
+        "random_state": _Rule("int", 0, nullable=True), "device": _Rule("str", nullable=True),
+    },
+}
+
+
+def check_options(algo: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """``options`` with their canonical names and converted values; an ``MlnbError`` naming the
+    first unknown or bad option. SQL option names ignore case."""
+    rules = OPTIONS[algo]
+    by_lower = {k.lower(): k for k in rules}
+    out: dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        name = by_lower.get(str(key).lower())
+        if name is None:
+            close = difflib.get_close_matches(str(key).lower(), list(by_lower), n=1)
+            hint = f" Did you mean {by_lower[close[0]]!r}?" if close else ""
+            raise MlnbError(f"Unknown option {key!r} for {algo}.{hint} Options: {', '.join(rules)}.")
+        try:
+            out[name] = rules[name](value)
+        except (TypeError, ValueError, OverflowError):
+            raise MlnbError(f"Option {name} for {algo} must be {rules[name].describe()}; got {value!r}.") from None
+    return out
+
+
 def make_estimator(algo: Any, options: dict[str, Any] | None = None) -> Any:
     """An unfitted estimator for ``algo`` (a name above, or any scikit-learn classifier)."""
-    options = dict(options or {})
     if not isinstance(algo, str):
         from sklearn.base import clone, is_classifier
 
         if not is_classifier(algo):
             raise MlnbError(f"{type(algo).__name__} is not a scikit-learn classifier.")
         est = clone(algo)
-        return est.set_params(**options) if options else est
-    try:
-        factory = ALGORITHMS[algo.lower()]
-    except KeyError:
-        close = difflib.get_close_matches(algo.lower(), ALGORITHMS, n=2)
+        if not options:
+            return est
+        valid = est.get_params()
+        unknown = [k for k in options if k not in valid]
+        if unknown:
+            raise MlnbError(f"Unknown option {unknown[0]!r} for {type(algo).__name__}. Options: {', '.join(sorted(valid))}.")
+        return est.set_params(**options)
+    key = algo.lower()
+    if key not in ALGORITHMS:
+        close = difflib.get_close_matches(key, ALGORITHMS, n=2)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise MlnbError(f"Unknown algorithm {algo!r}.{hint} Choose from: {', '.join(ALGORITHMS)}.") from None
-    import inspect
+        raise MlnbError(f"Unknown algorithm {algo!r}.{hint} Choose from: {', '.join(ALGORITHMS)}.")
+    return ALGORITHMS[key](**check_options(key, options))
 
-    target = TorchHead_params() if algo.lower() == "torch" else list(inspect.signature(factory).parameters)
-    by_lower = {p.lower(): p for p in target}
-    options = {by_lower.get(k.lower(), k): v for k, v in options.items()}  # SQL option names ignore case
-    try:
-        return factory(**options)
-    except TypeError as exc:
-        allowed = [p for p in target if p != "options"]
-        raise MlnbError(f"Bad option for {algo}: {exc}. Options: {', '.join(allowed)}.") from None
+
+def check_data(estimator: Any, algo: str, y: Any, folds: int | None) -> None:
+    """Refuse, before fitting, what scikit-learn would refuse midway: more neighbours than
+    training rows, or fewer rows of a class than an inner calibration needs. ``algo`` is
+    mlnb's name for the algorithm, or the estimator's class name."""
+    import numpy as np
+    from sklearn.calibration import CalibratedClassifierCV
+
+    y = np.asarray(y)
+    classes = np.unique(y)
+    # Every training set the estimator is fitted on: each fold's, then all rows.
+    sets = [np.arange(len(y))]
+    if folds:
+        from sklearn.model_selection import StratifiedKFold
+
+        sets += [tr for tr, _ in StratifiedKFold(folds, shuffle=True, random_state=0).split(np.zeros(len(y)), y)]
+    smallest = min(len(s) for s in sets)
+    per_class = {c: min(int((y[s] == c).sum()) for s in sets) for c in classes}
+    in_folds = f" (in each training fold of {folds}-fold cross-validation)" if folds else ""
+    parts = [("", estimator), *((k + "__", v) for k, v in estimator.get_params().items() if hasattr(v, "get_params") and not isinstance(v, type))]
+    for prefix, est in parts:
+        params = est.get_params(deep=False)
+        k = params.get("n_neighbors")
+        if isinstance(k, int) and k > smallest:
+            opt = "k" if algo == "knn" else f"{prefix}n_neighbors"
+            raise MlnbError(f"Option {opt} = {k} for {algo} is more than the {smallest} training rows{in_folds}: use {opt} = {smallest} or fewer, or label more rows.")
+        if isinstance(est, CalibratedClassifierCV) and (est.cv is None or isinstance(est.cv, int)):
+            cv = 5 if est.cv is None else est.cv
+            short = [(c, n) for c, n in per_class.items() if n < cv]
+            if short:
+                opt = "cv" if algo == "linear_svm" else f"{prefix}cv"
+                listed = ", ".join(f"{c!r} ({n})" for c, n in short[:5])
+                raise MlnbError(
+                    f"{algo} calibrates its probabilities with {cv}-fold cross-validation inside training, so it needs at "
+                    f"least {cv} rows of every class{in_folds}; too few for {listed}. Label more rows, lower option {opt} "
+                    "(at least 2), or use logistic."
+                )
 
 
 def TorchHead_params() -> list[str]:  # noqa: N802 - named after the class it describes

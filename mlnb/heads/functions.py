@@ -90,19 +90,28 @@ def _make(ref: str, proba: bool) -> Function:
     return fn
 
 
-def register_head_functions(name: str, version: int | None = None) -> None:
+def register_head_functions(name: str, version: int | None = None, *, prune: bool = False) -> None:
+    """Register ``name``, ``name_proba`` and the versioned ``name@k`` functions (of ``version``,
+    or of every saved version). ``prune`` then removes those of versions no longer saved;
+    the new functions are in place before any old one goes."""
     vs = store.versions(name) if version is None else [version]
     for v in vs:
         for proba in (False, True):
             registry.add(_make(f"{name}@{v}", proba), replace=True)
     for proba in (False, True):
         registry.add(_make(name, proba), replace=True)
+    if prune:
+        keep = {str(v) for v in store.versions(name)}
+        unregister_head_functions(name, keep=keep)
 
 
-def unregister_head_functions(name: str) -> None:
+def unregister_head_functions(name: str, *, keep: set[str] | None = None) -> None:
+    """Remove ``name``'s functions; with ``keep``, only those of versions not in it."""
     for fn in list(registry):
-        base = fn.name.removesuffix("_proba").split("@")[0]
+        base, _, ver = fn.name.removesuffix("_proba").partition("@")
         if base == name and fn.doc.startswith("Classifier head"):
+            if keep is not None and (not ver or ver in keep):
+                continue
             registry.remove(fn.name)
 
 

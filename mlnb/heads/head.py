@@ -15,7 +15,7 @@ from .._version import __version__
 from ..exceptions import MlnbError
 from . import store
 from ._data import data_hash, feature_matrix
-from .algorithms import make_estimator
+from .algorithms import check_data, make_estimator
 from .evaluation import Evaluation, evaluate_predictions, summarise_folds
 
 
@@ -106,6 +106,7 @@ def train_classifier(
     feature_model: str | None = None,
     layer: str | None = None,
     progress: Any = None,
+    replace: bool = False,
 ) -> Head:
     """Train a head on a feature column; save and register it as SQL functions when named.
 
@@ -119,6 +120,10 @@ def train_classifier(
         class has at least 5 rows, otherwise the metrics are on the training data.
     name : saves the head in the workspace (a new version each time) and registers
         ``name(features)`` and ``name_proba(features)`` in SQL.
+    replace : with ``name``, the new head replaces every saved version of that name
+        and becomes version 1 (``CREATE OR REPLACE CLASSIFIER``). The old versions
+        are removed only once the new head is trained and written: when training
+        fails, they stay as they were.
     feature_model, layer : where the features came from (checked at scoring).
 
     Rows with a null label or null features are skipped, with one warning.
@@ -129,6 +134,8 @@ def train_classifier(
     >>> head = mlnb.train_classifier(df, features="features", label="label", name="pets")  # doctest: +SKIP
     >>> mlnb.sql("SELECT pets(embed(path)) FROM new_photos")  # doctest: +SKIP
     """
+    if name is not None:
+        store.check_name(name)
     df = to_polars(frame)
     for col in (features, label):
         if col not in df.columns:
@@ -161,14 +168,20 @@ def train_classifier(
             raise MlnbError(f"{folds}-fold cross-validation needs at least {folds} rows per class; too few for {listed}. Use fewer folds or label more rows.")
     algo_name = algo if isinstance(algo, str) else type(algo).__name__
     estimator = make_estimator(algo, options)
+    check_data(estimator, algo_name, y, folds)
 
     evaluation: Evaluation | None = None
-    if folds:
-        evaluation = cross_validate(estimator, X, y, folds, progress=progress)
-        evaluated_on = f"{folds}-fold CV"
-    t0 = time.perf_counter()
-    estimator.fit(X, y)
-    train_seconds = time.perf_counter() - t0
+    try:
+        if folds:
+            evaluation = cross_validate(estimator, X, y, folds, progress=progress)
+            evaluated_on = f"{folds}-fold CV"
+        t0 = time.perf_counter()
+        estimator.fit(X, y)
+        train_seconds = time.perf_counter() - t0
+    except ValueError as exc:  # scikit-learn's refusals (a user estimator's bad parameter, too little data)
+        if isinstance(exc, MlnbError):
+            raise
+        raise MlnbError(f"Training {algo_name} failed: {exc}") from exc
     if evaluation is None:
         evaluation = evaluate_predictions(y, estimator.predict_proba(X), np.asarray(estimator.classes_))
         evaluated_on = "training data"
@@ -192,7 +205,7 @@ def train_classifier(
     }
     head = Head(estimator, meta, evaluation)
     if name is not None:
-        save_head(head, name)
+        save_head(head, name, replace=replace)
     return head
 
 
@@ -220,46 +233,68 @@ def cross_validate(estimator: Any, X: np.ndarray, y: np.ndarray, folds: int, *, 
 
 
 # -- persistence and SQL registration --------------------------------------
-_loaded: dict[tuple[str, str, int], Head] = {}
+# (workspace, name, version) -> (what was on disk when loaded, the head)
+_loaded: dict[tuple[str, str, int], tuple[Any, Head]] = {}
 _loaded_lock = threading.Lock()
 
 
-def save_head(head: Head, name: str) -> Head:
-    if not name.isidentifier():
-        raise MlnbError(f"Classifier names are SQL identifiers (letters, digits, _): {name!r} is not.")
-    version = store.save(name, head.estimator, head.meta)
+def save_head(head: Head, name: str, *, replace: bool = False) -> Head:
+    """Save ``head`` as a new version of ``name`` (with ``replace``: as the only version)
+    and register its SQL functions."""
+    store.check_name(name)
+    version = store.save(name, head.estimator, head.meta, replace=replace)
     head.meta = {**head.meta, "name": name, "version": version}
+    root = str(store.heads_root())
     with _loaded_lock:
-        _loaded[(str(store.heads_root()), name, version)] = head
+        if replace:
+            for k in [k for k in _loaded if k[:2] == (root, name)]:
+                del _loaded[k]
+        _loaded[(root, name, version)] = (store.stamp(name, version), head)
     from .functions import register_head_functions
 
-    register_head_functions(name, version)
+    register_head_functions(name, None if replace else version, prune=replace)
     return head
 
 
 def load_classifier(ref: str) -> Head:
-    """A saved head: ``"name"`` (latest version) or ``"name@2"``."""
+    """A saved head: ``"name"`` (latest version) or ``"name@2"``.
+
+    A head whose files are missing, damaged, edited or hold types mlnb does not
+    trust gives an ``MlnbError`` naming it.
+    """
     name, version = store.resolve(ref)
     key = (str(store.heads_root()), name, version)
+    stamp = store.stamp(name, version)
     with _loaded_lock:
         hit = _loaded.get(key)
-    if hit is not None:
-        return hit
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
     estimator, meta = store.load(name, version)
     head = Head(estimator, meta)
     with _loaded_lock:
-        _loaded[key] = head
+        _loaded[key] = (stamp, head)
     return head
 
 
 def classifiers() -> Any:
-    """Every saved head version in the workspace, as a Polars frame."""
+    """Every saved head version in the workspace, as a Polars frame.
+
+    A version whose files cannot be read is listed too, with what is wrong in
+    ``error`` (null for good heads).
+    """
     import polars as pl
 
     rows = []
     for n in store.names():
         for v in store.versions(n):
-            m = store.read_meta(n, v)
+            try:
+                m = store.read_meta(n, v)
+                model = store.heads_root() / n / f"v{v}" / ("model.safetensors" if m["format"] == "safetensors" else "model.skops")
+                if not model.is_file() or model.stat().st_size == 0:
+                    raise MlnbError(f"Classifier {n}@{v} is damaged: {model.name} is missing or empty.")
+            except MlnbError as exc:
+                rows.append({"name": n, "version": v, "error": str(exc)})
+                continue
             rows.append(
                 {
                     "name": n,
@@ -272,14 +307,16 @@ def classifiers() -> Any:
                     "macro_f1": m["metrics"].get("macro_f1"),
                     "evaluated_on": m["metrics"].get("evaluated_on"),
                     "n_rows": m["n_rows"],
-                    "created": m["created"],
+                    "created": m.get("created"),
+                    "error": None,
                 }
             )
     schema = {
         "name": pl.String, "version": pl.Int64, "algorithm": pl.String, "classes": pl.Int64, "feature_model": pl.String,
-        "dim": pl.Int64, "accuracy": pl.Float64, "macro_f1": pl.Float64, "evaluated_on": pl.String, "n_rows": pl.Int64, "created": pl.String,
+        "dim": pl.Int64, "accuracy": pl.Float64, "macro_f1": pl.Float64, "evaluated_on": pl.String, "n_rows": pl.Int64,
+        "created": pl.String, "error": pl.String,
     }
-    return pl.DataFrame(rows, schema=schema)
+    return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
 
 
 def drop_classifier(name: str) -> int:
@@ -291,5 +328,3 @@ def drop_classifier(name: str) -> int:
 
     unregister_head_functions(name)
     return n
-
-

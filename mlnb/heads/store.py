@@ -1,24 +1,98 @@
 """The head store: ``<workspace>/heads/<name>/v<k>/`` holds ``meta.json`` and the
 weights — ``model.safetensors`` for torch heads, ``model.skops`` for
 scikit-learn ones. Nothing is unpickled: safetensors holds only tensors, and
-a skops file is loaded only when every type it names is on our allow-list.
-A version folder is written under a temporary name and renamed into place,
-so a reader never sees half a head."""
+a skops file is loaded only when every type it names is trusted.
+
+What is trusted, and why
+------------------------
+skops loads by itself only the types it trusts by default: builtins
+containers and primitives, numpy arrays, dtypes and ufuncs, and every
+scikit-learn estimator class (by exact name). Anything else in a file is
+reported by ``skops.io.get_untrusted_types``; we accept such a type only
+when its exact name is in :data:`TRUSTED_TYPES`:
+
+* the types mlnb's own algorithms write (found by dumping each of
+  ``logistic``, ``linear_svm``, ``knn`` and ``mlp``; ``tests/heads`` checks
+  the list still covers them), and
+* the internal state that fitted scikit-learn classifiers a user passes to
+  ``train_classifier(algo=...)`` keep beside their estimator classes: the tree
+  and neighbour indexes, distance metrics, GP kernels, calibrators and MLP
+  optimizers, each by exact name. A RandomForest or an SVC can be saved.
+
+Never trusted: functions and callables of any kind (``numpy.full_like``,
+``builtins.exec``, ``numpy.vectorize``, ``PyFuncDistance64``), which are how a
+crafted file runs code; HistGradientBoosting's ``TreePredictor``, which skops
+itself leaves out because a crafted one crashes the process; and
+``FunctionTransformer`` anywhere in a file, even though skops trusts the class,
+since its only purpose is to call a function. An estimator that needs anything
+else is refused when it is saved, not only when it is loaded, so a head that
+was saved can always be loaded again.
+
+Writes hold a lock per head name (shared by every process using the
+workspace): a version folder is written under a temporary name and renamed
+into place, so a reader never sees half a head, and ``replace=True`` writes
+the new version before it removes the old ones.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import threading
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..exceptions import MlnbError, ModelNotFoundError
 from ..workspace import get_workspace
 
-_SAFE_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.sparse.")
+TRUSTED_TYPES = frozenset(
+    {
+        # mlnb's own algorithms: linear_svm, mlp
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._SigmoidCalibration",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        # scikit-learn classifiers a user may pass from Python
+        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        "sklearn.tree._tree.Tree",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.gaussian_process._gpc._BinaryGaussianProcessClassifierLaplace",
+        *(
+            f"sklearn.gaussian_process.kernels.{k}"
+            for k in (
+                "CompoundKernel", "ConstantKernel", "DotProduct", "ExpSineSquared", "Exponentiation", "Hyperparameter",
+                "Matern", "Product", "RBF", "RationalQuadratic", "Sum", "WhiteKernel",
+            )
+        ),
+        *(
+            f"sklearn.metrics._dist_metrics.{m}Distance64"
+            for m in (
+                "BrayCurtis", "Canberra", "Chebyshev", "Dice", "Euclidean", "Hamming", "Haversine", "Jaccard",
+                "Mahalanobis", "Manhattan", "Matching", "Minkowski", "RogersTanimoto", "RussellRao", "SEuclidean",
+                "SokalMichener", "SokalSneath",
+            )
+        ),
+    }
+)
+# Trusted by skops, refused by us: a FunctionTransformer exists to call a function.
+REFUSED_TYPES = frozenset({"sklearn.preprocessing._function_transformer.FunctionTransformer"})
+
+_MAX_NAME = 100
+
+
+def check_name(name: Any) -> str:
+    """The one check of a head name: a SQL identifier, so it is also a safe folder name."""
+    if not isinstance(name, str) or not name.isidentifier() or len(name) > _MAX_NAME:
+        raise MlnbError(
+            f"Classifier names are SQL identifiers (letters, digits and _, not starting with a digit, "
+            f"at most {_MAX_NAME} characters): {name!r} is not."
+        )
+    return name
 
 
 def heads_root() -> Path:
@@ -26,19 +100,25 @@ def heads_root() -> Path:
 
 
 def versions(name: str) -> list[int]:
-    d = heads_root() / name
-    if not d.is_dir():
+    d = heads_root() / check_name(name)
+    try:
+        entries = list(d.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(int(p.name[1:]) for p in d.iterdir() if p.is_dir() and p.name[:1] == "v" and p.name[1:].isdigit())
+    return sorted(int(p.name[1:]) for p in entries if p.name[:1] == "v" and p.name[1:].isdigit() and p.is_dir())
 
 
 def names() -> list[str]:
     root = heads_root()
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and versions(p.name)) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.name.isidentifier() and p.is_dir() and versions(p.name))
 
 
 def resolve(ref: str) -> tuple[str, int]:
     """``"name"`` (latest) or ``"name@2"`` → (name, version)."""
+    if not isinstance(ref, str):
+        raise MlnbError(f"A classifier is named by a string such as 'pets' or 'pets@2', not {type(ref).__name__}.")
     name, _, ver = ref.partition("@")
     vs = versions(name)
     if not vs:
@@ -54,18 +134,46 @@ def resolve(ref: str) -> tuple[str, int]:
     return name, int(ver)
 
 
+def stamp(name: str, version: int) -> tuple[int, int] | None:
+    """Identifies what is on disk for ``name@version`` (it changes when the version is replaced)."""
+    try:
+        st = os.stat(heads_root() / name / f"v{version}" / "meta.json")
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
 _lock = threading.Lock()
 
 
-def save(name: str, estimator: Any, meta: dict[str, Any]) -> int:
-    """Write a new version; returns its number."""
+@contextlib.contextmanager
+def locked(name: str) -> Iterator[Path]:
+    """Hold the per-name lock (threads and processes); yields the head's folder."""
+    check_name(name)
+    with _lock, get_workspace().lock(f"head-{name}"):
+        folder = heads_root() / name
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+
+
+def save(name: str, estimator: Any, meta: dict[str, Any], *, replace: bool = False) -> int:
+    """Write a new version; returns its number.
+
+    With ``replace``, the older versions are removed once the new one is in
+    place, and the new one becomes version 1 (as after DROP and CREATE). There
+    is always at least one complete version on disk.
+    """
     from .torch_head import TorchHead
 
-    ws = get_workspace()
-    folder = heads_root() / name
-    folder.mkdir(parents=True, exist_ok=True)
-    with _lock, ws.lock(f"head-{name}"):
-        version = (versions(name) or [0])[-1] + 1
+    data = None if isinstance(estimator, TorchHead) else _dump_checked(name, estimator)
+    with locked(name) as folder:
+        # Writers hold the lock for the whole write, so a temporary folder found now was left by a crash.
+        for p in folder.iterdir():
+            if p.name.startswith(".") and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+        old = versions(name)
+        version = (old or [0])[-1] + 1
+        final = 1 if replace else version
         tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=folder))
         try:
             if isinstance(estimator, TorchHead):
@@ -75,11 +183,9 @@ def save(name: str, estimator: Any, meta: dict[str, Any]) -> int:
                 save_file(tensors, str(tmp / "model.safetensors"))
                 meta = {**meta, "format": "safetensors", "torch_head": tmeta}
             else:
-                import skops.io as sio
-
-                sio.dump(estimator, tmp / "model.skops")
+                (tmp / "model.skops").write_bytes(data)
                 meta = {**meta, "format": "skops"}
-            meta = {**meta, "name": name, "version": version}
+            meta = {**meta, "name": name, "version": final}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:
@@ -88,38 +194,166 @@ def save(name: str, estimator: Any, meta: dict[str, Any]) -> int:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    return version
+        if replace and old:
+            for v in old:
+                # Rename first (atomic), then delete: readers never see a half-deleted version.
+                gone = folder / f".old-v{v}"
+                os.replace(folder / f"v{v}", gone)
+                shutil.rmtree(gone, ignore_errors=True)
+            os.replace(folder / f"v{version}", folder / f"v{final}")
+        _fsync_dir(folder)
+    return final
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _dump_checked(name: str, estimator: Any) -> bytes:
+    """The skops file for ``estimator``; refused, before anything is written, when we would not load it back."""
+    import io
+
+    import skops.io as sio
+
+    try:
+        data = sio.dumps(estimator)
+    except Exception as exc:  # skops raises whatever the estimator's state makes it raise
+        raise MlnbError(f"Classifier {name!r}: {type(estimator).__name__} cannot be saved without pickle ({exc}).") from exc
+    bad = _refused_types(sio.get_untrusted_types(data=data), _schema_types(zipfile.ZipFile(io.BytesIO(data))))
+    if bad:
+        raise MlnbError(
+            f"Classifier {name!r} was not saved: {type(estimator).__name__} holds {', '.join(bad[:5])}, which mlnb "
+            "does not load from files (a crafted file could run code). Use the head unsaved (leave out name=), "
+            "or save it yourself with skops."
+        )
+    return data
+
+
+def _schema_types(zf: zipfile.ZipFile) -> set[str]:
+    """Every type named anywhere in a skops file."""
+    found: set[str] = set()
+    stack = [json.loads(zf.read("schema.json"))]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("__module__"), str) and isinstance(node.get("__class__"), str):
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def _refused_types(untrusted: list[str], every: set[str]) -> list[str]:
+    return sorted({t for t in untrusted if t not in TRUSTED_TYPES} | (every & REFUSED_TYPES))
+
+
+def _damaged(name: str, version: int, what: str) -> MlnbError:
+    return MlnbError(
+        f"Classifier {name}@{version} is damaged: {what}. Drop it (DROP CLASSIFIER {name}) and train it again."
+    )
 
 
 def load(name: str, version: int) -> tuple[Any, dict[str, Any]]:
+    """The estimator and meta of ``name@version``, checked against each other.
+
+    Missing, truncated or edited files and untrusted types give an ``MlnbError``
+    naming the head.
+    """
+    from safetensors import SafetensorError
+
+    check_name(name)
     d = heads_root() / name / f"v{version}"
-    meta = json.loads((d / "meta.json").read_text())
-    if meta.get("format") == "safetensors":
-        from safetensors.torch import load_file
+    meta = read_meta(name, version)
+    try:
+        if meta["format"] == "safetensors":
+            from safetensors.torch import load_file
 
-        from .torch_head import TorchHead
+            from .torch_head import TorchHead
 
-        return TorchHead.from_tensors(load_file(str(d / "model.safetensors")), meta["torch_head"]), meta
+            path = d / "model.safetensors"
+            if not path.is_file():
+                raise _damaged(name, version, f"{path} is missing")
+            estimator = TorchHead.from_tensors(load_file(str(path)), meta["torch_head"])
+        else:
+            estimator = _load_skops(name, version, d / "model.skops")
+        _check_consistent(name, version, estimator, meta)
+    except MlnbError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, IndexError, zipfile.BadZipFile, SafetensorError) as exc:
+        raise _damaged(name, version, f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+    return estimator, meta
+
+
+def _load_skops(name: str, version: int, path: Path) -> Any:
     import skops.io as sio
 
-    path = d / "model.skops"
-    untrusted = sio.get_untrusted_types(file=path)
-    unsafe = [t for t in untrusted if not t.startswith(_SAFE_PREFIXES)]
-    if unsafe:
+    if not path.is_file():
+        raise _damaged(name, version, f"{path} is missing")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            every = _schema_types(zf)
+        untrusted = sio.get_untrusted_types(file=path)
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise _damaged(name, version, f"{path.name} is not a complete skops file ({exc})") from exc
+    bad = _refused_types(untrusted, every)
+    if bad:
         raise MlnbError(
-            f"Classifier {name}@{version} contains types mlnb does not load automatically: {', '.join(unsafe[:5])}. "
-            f"If you trust {path}, load it yourself with skops.io.load(path, trusted=[...])."
+            f"Classifier {name}@{version} contains types mlnb does not load automatically: {', '.join(bad[:5])}. "
+            f"It was not written by mlnb, or was changed since. If you trust {path}, load it yourself with "
+            "skops.io.load(path, trusted=[...])."
         )
-    return sio.load(path, trusted=untrusted), meta
+    return sio.load(path, trusted=untrusted)
+
+
+def _check_consistent(name: str, version: int, estimator: Any, meta: dict[str, Any]) -> None:
+    """meta.json describes the model; it must agree with what the model itself learned."""
+    import numpy as np
+
+    classes = [str(c) for c in meta["classes"]]
+    learned = [str(c) for c in np.asarray(getattr(estimator, "classes_", []))]
+    if learned != classes:
+        raise _damaged(name, version, f"meta.json lists classes {classes[:10]}, the model has {learned[:10]}")
+    if classes != sorted(set(classes)):  # every head learns its classes sorted (np.unique)
+        raise _damaged(name, version, f"its classes {classes[:10]} are not in the order training gives them")
+    dim = getattr(estimator, "n_features_in_", None)
+    if dim is not None and int(dim) != int(meta["dim"]):
+        raise _damaged(name, version, f"meta.json says {meta['dim']}-d features, the model takes {dim}-d")
 
 
 def read_meta(name: str, version: int) -> dict[str, Any]:
-    return json.loads((heads_root() / name / f"v{version}" / "meta.json").read_text())
+    """meta.json, with name and version from where it lies; an ``MlnbError`` when unreadable."""
+    path = heads_root() / check_name(name) / f"v{version}" / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise _damaged(name, version, f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _damaged(name, version, f"{path.name} is not valid JSON ({exc})") from None
+    required = {"algorithm": str, "classes": list, "dim": int, "metrics": dict, "n_rows": int, "format": str}
+    if not isinstance(meta, dict):
+        raise _damaged(name, version, f"{path.name} is not a JSON object")
+    for key, typ in required.items():
+        if not isinstance(meta.get(key), typ):
+            raise _damaged(name, version, f"{path.name} has no valid {key!r}")
+    if meta["format"] not in ("skops", "safetensors"):
+        raise _damaged(name, version, f"{path.name} names an unknown format {meta['format']!r}")
+    return {**meta, "name": name, "version": version}
 
 
 def drop(name: str) -> int:
     vs = versions(name)
     if not vs:
         resolve(name)  # raises the not-found error with suggestions
-    shutil.rmtree(heads_root() / name)
-    return len(vs)
+    with locked(name) as folder:
+        n = len(versions(name))
+        # Out of the way in one rename, then deleted: a concurrent reader sees the head or nothing.
+        gone = heads_root() / f".dropped-{name}-{os.getpid()}-{threading.get_ident()}"
+        os.replace(folder, gone)
+        shutil.rmtree(gone, ignore_errors=True)
+    return n

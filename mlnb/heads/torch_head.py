@@ -158,6 +158,8 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         head.n_epochs_ = int(meta.get("n_epochs", 0))
         head.mean_ = tensors["mean"].numpy()
         head.scale_ = tensors["scale"].numpy()
+        if head.mean_.shape != (head.n_features_in_,) or head.scale_.shape != (head.n_features_in_,):
+            raise ValueError(f"mean/scale have shape {tuple(head.mean_.shape)}, not ({head.n_features_in_},)")
         model = head._build(head.n_features_in_, len(head.classes_))
         model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
         head.model_ = model.eval()
