@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import MlnbError
-from .workspace import durable_append, per_workspace, read_jsonl
+from .workspace import durable_append, per_workspace, read_jsonl, repair_log
 
 #: What an event says about an item.
 KINDS = ("label", "unsure", "skip", "clear")
@@ -30,6 +30,7 @@ class LabelStore:
         self.path = path
         self._lock = threading.Lock()
         self._seq: tuple[int, int] | None = None  # (file size, next seq) after our last write
+        repair_log(path)  # a line cut by a crash must not swallow the next label
 
     def add(
         self,

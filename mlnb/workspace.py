@@ -100,18 +100,55 @@ def durable_append(path: Path, make_payload: Any) -> Any:
 
     ``make_payload(size)`` gets the file's size (under the lock) and returns
     ``(text, result)``; ``result`` is returned. Used by every append-only log.
+    A line left unfinished by a crash is cut off first: it was never
+    acknowledged, and the next line must not be glued onto it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
+    with open(path, "a+b") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            text, result = make_payload(os.fstat(fh.fileno()).st_size)
-            fh.write(text)
+            size = _cut_torn_tail(fh)
+            text, result = make_payload(size)
+            fh.write(text.encode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())
             return result
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def repair_log(path: Path) -> None:
+    """Cut an unfinished last line (left by a crash) off the log at ``path``, if any."""
+    try:
+        fh = open(path, "r+b")
+    except FileNotFoundError:
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            _cut_torn_tail(fh)
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _cut_torn_tail(fh: Any) -> int:
+    """The log's size once a trailing partial line is truncated (caller holds the lock)."""
+    size = os.fstat(fh.fileno()).st_size
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        fh.seek(start)
+        block = fh.read(end - start)
+        nl = block.rfind(b"\n")
+        if nl >= 0:
+            end = start + nl + 1
+            break
+        end = start
+    if end != size:
+        os.ftruncate(fh.fileno(), end)
+        os.fsync(fh.fileno())
+    fh.seek(0, os.SEEK_END)
+    return end
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
