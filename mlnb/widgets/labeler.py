@@ -567,7 +567,9 @@ class Labeler(Controller):
                 self.suggestions = suggestions
                 self.cv_score = cv
                 self.head_info = f"head retrained on {train.height} labels, " + (
-                    f"CV accuracy {cv:.2f} ({folds}-fold)" if cv is not None else "too few per class for a CV accuracy"
+                    f"CV accuracy {cv:.2f} ({folds}-fold)"
+                    if cv is not None
+                    else f"no CV accuracy yet (it needs 3 labels in every class; the fewest has {counts.min()})"
                 )
                 self.status = self.head_info + " · new ranking from the next page (r: now)"
             self._changed()
