@@ -134,13 +134,18 @@ def resolve(ref: str) -> tuple[str, int]:
     return name, int(ver)
 
 
-def stamp(name: str, version: int) -> tuple[int, int] | None:
-    """Identifies what is on disk for ``name@version`` (it changes when the version is replaced)."""
-    try:
-        st = os.stat(heads_root() / name / f"v{version}" / "meta.json")
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns
+def stamp(name: str, version: int) -> tuple[int, ...] | None:
+    """Identifies what is on disk for ``name@version``: it changes when the version is replaced or its files are."""
+    d = heads_root() / name / f"v{version}"
+    out: list[int] = []
+    for f in ("meta.json", "model.skops", "model.safetensors"):
+        try:
+            st = os.stat(d / f)
+        except OSError:
+            out += [0, 0, 0]
+            continue
+        out += [st.st_ino, st.st_mtime_ns, st.st_size]
+    return tuple(out) if out[:3] != [0, 0, 0] else None
 
 
 _lock = threading.Lock()
@@ -352,6 +357,8 @@ def drop(name: str) -> int:
         resolve(name)  # raises the not-found error with suggestions
     with locked(name) as folder:
         n = len(versions(name))
+        if not n:  # dropped by someone else while we waited for the lock
+            resolve(name)
         # Out of the way in one rename, then deleted: a concurrent reader sees the head or nothing.
         gone = heads_root() / f".dropped-{name}-{os.getpid()}-{threading.get_ident()}"
         os.replace(folder, gone)
