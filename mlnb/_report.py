@@ -34,18 +34,45 @@ class ImageLoadWarning(UserWarning):
 
 
 _lock = threading.Lock()
-_depth = 0
-# (source, reason, gave NULL): notes about images that loaded anyway have null=False.
-_failures: list[tuple[str, str, bool]] = []
 _last: list[tuple[str, str, bool]] = []
+_local = threading.local()
+
+
+class _Collector:
+    """The bad rows of one query or call: (source, reason, gave NULL); notes about
+    images that loaded anyway have null=False."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: list[tuple[str, str, bool]] = []
+
+    def add(self, row: tuple[str, str, bool]) -> None:
+        with self.lock:
+            self.rows.append(row)
+
+
+def _active() -> _Collector | None:
+    """This thread's collector: its own (a Python call, a Ray worker's shard), else that of
+    the statement it works for. A background thread outside both has none."""
+    stack = getattr(_local, "stack", None)
+    if stack:
+        return stack[-1]
+    from ._context import current
+
+    ctx = current()
+    return ctx.collector if ctx is not None else None
 
 
 def report_failure(source: object, reason: str) -> None:
     """Record one bad row (called from any thread, e.g. DuckDB's UDF workers)."""
     from .exceptions import _short
 
-    with _lock:
-        _failures.append((_short(source), reason, True))
+    row = (_short(source), reason, True)
+    c = _active()
+    if c is not None:
+        c.add(row)
+    else:  # nobody collects: say it now rather than lose it
+        _warn([row], "images")
 
 
 def report_note(source: object, reason: str) -> None:
@@ -53,9 +80,9 @@ def report_note(source: object, reason: str) -> None:
     dropped when no query or call is collecting."""
     from .exceptions import _short
 
-    with _lock:
-        if _depth:
-            _failures.append((_short(source), reason, False))
+    c = _active()
+    if c is not None:
+        c.add((_short(source), reason, False))
 
 
 def last_failures() -> Any:
@@ -83,44 +110,49 @@ def _frame(rows: list[tuple[str, str, bool]]) -> Any:
 
 
 @contextlib.contextmanager
-def collecting(what: str = "images") -> Iterator[None]:
-    """Collect failures inside the block; the outermost block warns once."""
-    global _depth, _last
-    with _lock:
-        _depth += 1
+def collecting(what: str = "images") -> Iterator[_Collector]:
+    """Collect failures inside the block; the outermost block of this thread (or of
+    the statement it works for) warns once."""
+    global _last
+    outer = _active()
+    if outer is not None:
+        yield outer
+        return
+    c = _Collector()
+    stack = _local.__dict__.setdefault("stack", [])
+    stack.append(c)
     try:
-        yield
+        yield c
     finally:
+        stack.remove(c)
+        with c.lock:
+            failures = list(c.rows)
         with _lock:
-            _depth -= 1
-            done = _depth == 0
-            failures = list(_failures) if done else []
-            if done:
-                _failures.clear()
-                _last = failures
+            _last = failures
         if failures:
-            # Shown as "mlnb: ImageLoadWarning: ..." without a line of mlnb's source under it,
-            # and every time (not once per code location): each query reports its own bad rows.
-            warning = ImageLoadWarning(_summary(failures, what), failures)
-            warnings.warn_explicit(warning, ImageLoadWarning, filename="mlnb", lineno=0, module="mlnb")
+            _warn(failures, what)
+
+
+def _warn(failures: list[tuple[str, str, bool]], what: str) -> None:
+    # Shown as "mlnb: ImageLoadWarning: ..." without a line of mlnb's source under it,
+    # and every time (not once per code location): each query reports its own bad rows.
+    warning = ImageLoadWarning(_summary(failures, what), failures)
+    warnings.warn_explicit(warning, ImageLoadWarning, filename="mlnb", lineno=0, module="mlnb")
 
 
 @contextlib.contextmanager
 def capturing() -> Iterator[list[tuple[str, str]]]:
     """Take the failures recorded inside the block instead of warning about them
     (a Ray worker sends them back to the driver, which reports them)."""
-    global _depth
     taken: list[tuple[str, str]] = []
-    with _lock:
-        _depth += 1
-        start = len(_failures)
+    c = _Collector()
+    stack = _local.__dict__.setdefault("stack", [])
+    stack.append(c)
     try:
         yield taken
     finally:
-        with _lock:
-            taken.extend((src, reason) for src, reason, null in _failures[start:] if null)
-            del _failures[start:]
-            _depth -= 1
+        stack.remove(c)
+        taken.extend((src, reason) for src, reason, null in c.rows if null)
 
 
 def _summary(failures: list[tuple[str, str, bool]], what: str) -> str:
@@ -141,3 +173,21 @@ def _summary(failures: list[tuple[str, str, bool]], what: str) -> str:
     if hidden:
         lines.append(f"  ... and {hidden} more (all of them: mlnb.last_failures())")
     return "\n".join(lines)
+
+
+def carried(fn: Any) -> Any:
+    """``fn`` made to report into this thread's collector when another thread runs it
+    (the decode pool works for the query or call that submitted the work)."""
+    c = _active()
+    if c is None:
+        return fn
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        stack = _local.__dict__.setdefault("stack", [])
+        stack.append(c)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            stack.remove(c)
+
+    return run

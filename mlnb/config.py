@@ -178,28 +178,43 @@ config = Config()
 
 
 # -- the engine a call runs on ------------------------------------------------------
-# A module global, not a thread-local: DuckDB calls mlnb's functions from its own threads.
-_engine_lock = threading.Lock()
-_engine_override: str | None = None
+# Per statement (its context, which DuckDB's worker threads enter when they run mlnb's
+# functions) or per thread (a Python call): never process-wide, so a widget's background
+# thread never runs on the engine a query chose.
+_engine_local = threading.local()
 
 
 def current_engine() -> str:
-    """``"local"`` or ``"ray"``: an override in force (``engine=`` on a call), else ``config.engine``."""
-    return _engine_override or config.engine
+    """``"local"`` or ``"ray"``: an override in force (``engine=`` on a call, or the
+    statement's own choice), else ``config.engine``."""
+    from ._context import current
+
+    ctx = current()
+    if ctx is not None and ctx.engine is not None:
+        return ctx.engine
+    return getattr(_engine_local, "name", None) or config.engine
 
 
 @contextlib.contextmanager
 def using_engine(name: str | None) -> Iterator[None]:
     """Run the block on engine ``name`` (``None``: the configured one)."""
-    global _engine_override
     if name is None:
         yield
         return
     check_engine(name)
-    with _engine_lock:
-        before, _engine_override = _engine_override, name
+    from ._context import current
+
+    ctx = current()
+    if ctx is not None:
+        before, ctx.engine = ctx.engine, name
+        try:
+            yield
+        finally:
+            ctx.engine = before
+        return
+    before = getattr(_engine_local, "name", None)
+    _engine_local.name = name
     try:
         yield
     finally:
-        with _engine_lock:
-            _engine_override = before
+        _engine_local.name = before

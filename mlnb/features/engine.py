@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .._report import report_failure
+from .._context import current as current_context
+from .._report import carried, report_failure
 from ..config import DEFAULT_MODEL, current_engine
 from ..device import autocast_dtype, default_batch_size, precision_name, resolve_device
 from ..exceptions import ImageLoadError, MlnbError
@@ -248,39 +249,44 @@ def _stack(items: list[Any]) -> Any:
 
 
 # -- which engine does the work ------------------------------------------------
-# Module globals, not thread-locals: DuckDB calls the UDFs from its own threads.
+# The statement's own state (mlnb._context): DuckDB calls the UDFs from its own threads,
+# which enter the statement's context; nothing here is process-wide.
 _ENGINE_LOCK = threading.Lock()
-_gather: dict[tuple[str, str], dict[str, Any]] | None = None
-_overlay: dict[tuple[str, str], dict[str, np.ndarray]] = {}
 
 
 @contextlib.contextmanager
 def gathering() -> Iterator[dict[tuple[str, str], dict[str, Any]]]:
-    """Inside the block, :func:`embed_images` computes nothing: it records the
-    images it would compute, ``{(model, layer): {key: source}}``, and returns
-    NULL for them (the Ray engine's first pass over a SQL statement)."""
-    global _gather
+    """Inside the block, :func:`embed_images` computes nothing for the current
+    statement: it records the images it would compute, ``{(model, layer): {key: source}}``,
+    and returns NULL for them (the Ray engine's first pass over a SQL statement)."""
+    ctx = _statement()
     wanted: dict[tuple[str, str], dict[str, Any]] = {}
-    with _ENGINE_LOCK:
-        before, _gather = _gather, wanted
+    before, ctx.gather = ctx.gather, wanted
     try:
         yield wanted
     finally:
-        with _ENGINE_LOCK:
-            _gather = before
+        ctx.gather = before
 
 
 @contextlib.contextmanager
 def features_given(model: str, layer: str, features: dict[str, np.ndarray]) -> Iterator[None]:
     """Inside the block, :func:`embed_images` takes the features of these cache
-    keys as computed (results a Ray job brought back for this statement)."""
-    with _ENGINE_LOCK:
-        _overlay[(model, layer)] = features
+    keys as computed for the current statement (results a Ray job brought back for it)."""
+    ctx = _statement()
+    ctx.overlay[(model, layer)] = features
     try:
         yield
     finally:
-        with _ENGINE_LOCK:
-            _overlay.pop((model, layer), None)
+        ctx.overlay.pop((model, layer), None)
+
+
+def _statement() -> Any:
+    from .._context import current
+
+    ctx = current()
+    if ctx is None:
+        raise RuntimeError("gathering() and features_given() work for a running SQL statement")
+    return ctx
 
 
 # -- the main entry point ------------------------------------------------------
@@ -312,7 +318,8 @@ def embed_images(
     keys: list[str | None] = [None if im is None else source_key(im) for im in images]
     known = [k for k in dict.fromkeys(keys) if k is not None]
     hits = cache.get_many(ns, known) if cache is not None else {}
-    given = _overlay.get((model, layer))
+    ctx = current_context()
+    given = ctx.overlay.get((model, layer)) if ctx is not None else None
     if given:
         hits = {**{k: given[k] for k in known if k in given}, **hits}
     # Work: one entry per distinct image not in the cache (duplicates computed once).
@@ -327,7 +334,7 @@ def embed_images(
         todo.setdefault(k if k is not None else ("obj", i), []).append(i)
     if not todo:
         return feats, ok
-    gather = _gather
+    gather = ctx.gather if ctx is not None else None
     if gather is not None:
         with _ENGINE_LOCK:
             wanted = gather.setdefault((model, layer), {})
@@ -359,7 +366,7 @@ def embed_images(
     pending: deque[list[Future]] = deque()
 
     def submit(batch: list[tuple[Any, list[int]]]) -> list[Future]:
-        return [pool.submit(_decode_one, spec, images[idx[0]]) for _key, idx in batch]
+        return [pool.submit(carried(_decode_one), spec, images[idx[0]]) for _key, idx in batch]
 
     try:
         # Batches decoded while the model runs. On a GPU the CPU is free, so decoding

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import inspect
 import threading
 from collections.abc import Callable, Sequence
@@ -61,8 +62,8 @@ class Function:
     sql: str | None = None  # body of a table function (a DuckDB table macro)
     specialise: Callable[[dict[str, Any]], str | None] | None = None
     side_effects: bool = False
-    #: Called with the SQL text of a call's arguments before the statement runs; raises to refuse it.
-    check: Callable[[str], None] | None = None
+    #: Called with (parsed statement, call) before the statement runs; raises to refuse it.
+    check: Callable[[Any, Any], None] | None = None
     #: For functions whose work another engine can run (``embed`` on Ray): the Python twin takes
     #: ``engine=``, and a SQL statement calling the function runs inside ``offload(dry_run)``, a
     #: context manager that may call ``dry_run()`` (the statement once, rolled back; False where
@@ -126,8 +127,10 @@ class Function:
         return {n: p.default if given.get(n) is None else given[n] for n, p in known.items()}
 
     # -- SQL -----------------------------------------------------------
-    def install(self, con: Any) -> None:
-        """Create this function in a DuckDB connection."""
+    def install(self, con: Any, context: Callable[[], Any] | None = None) -> None:
+        """Create this function in a DuckDB connection. ``context()`` gives the
+        statement context of the connection's running statement, which the call
+        enters on DuckDB's worker thread (see :mod:`mlnb._context`)."""
         if self.kind == "table":
             con.execute(f"CREATE OR REPLACE MACRO {_ident(self.name)}({self._macro_params()}) AS TABLE {self.sql}")
             return
@@ -150,7 +153,12 @@ class Function:
         except Exception:  # noqa: BLE001 - not there yet
             pass
         def udf(*arrays: Any) -> Any:
-            return self._arrow_udf(*arrays)
+            if context is None:
+                return self._arrow_udf(*arrays)
+            from .._context import entered
+
+            with entered(context()):
+                return self._arrow_udf(*arrays)
 
         # DuckDB reads the arity from the signature.
         udf.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -175,8 +183,12 @@ class Function:
         try:
             return self._run_chunk(arrays)
         except BaseException as exc:
-            # DuckDB flattens the exception to text; keep the original for the session.
-            udf_errors.put(exc)
+            # DuckDB flattens the exception to text; keep the original for the statement.
+            from .._context import current
+
+            ctx = current()
+            if ctx is not None:
+                ctx.put_error(exc)
             raise
 
     def _run_chunk(self, arrays: tuple[Any, ...]) -> Any:
@@ -208,27 +220,6 @@ class Function:
         return pa.array(out, type=_arrow_type(self.returns))
 
 
-class _LastError:
-    """The last exception raised inside a UDF (DuckDB calls UDFs from its own threads)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._error: BaseException | None = None
-
-    def put(self, exc: BaseException) -> None:
-        with self._lock:
-            if self._error is None:
-                self._error = exc
-
-    def take(self) -> BaseException | None:
-        with self._lock:
-            exc, self._error = self._error, None
-            return exc
-
-
-udf_errors = _LastError()
-
-
 def _option_groups(options: Sequence[Param], arrays: Sequence[Any], n: int) -> dict[tuple, list[int]]:
     if not options:
         return {(): list(range(n))}
@@ -251,7 +242,9 @@ def _take(col: Any, rows: list[int]) -> Any:
     return col.take(pa.array(rows, type=pa.int64()))
 
 
+@functools.lru_cache(maxsize=256)
 def _arrow_type(sql_type: str) -> Any:
+    """The Arrow type of a DuckDB type, computed once per type (not once per chunk)."""
     import duckdb
     import pyarrow as pa
 
@@ -369,6 +362,9 @@ class Registry:
         self._functions: dict[str, Function] = {}
         self._lock = threading.RLock()
         self._listeners: list[Callable[[Function], None]] = []
+        # Sources of functions that depend on where you are (the heads of the workspace in use):
+        # objects with lookup(name) -> Function | None and functions() -> list[Function].
+        self._resolvers: list[Any] = []
 
     def add(self, fn: Function, *, replace: bool = False) -> Function:
         with self._lock:
@@ -384,16 +380,42 @@ class Registry:
         with self._lock:
             self._functions.pop(name, None)
 
+    def add_resolver(self, resolver: Any) -> None:
+        """Add a source of functions looked up when a statement runs (see ``_resolvers``)."""
+        self._resolvers.append(resolver)
+
+    def lookup(self, name: str) -> Function | None:
+        """The function called ``name`` now: a registered one, else one a resolver knows."""
+        fn = self._functions.get(name)
+        if fn is not None:
+            return fn
+        for r in self._resolvers:
+            fn = r.lookup(name)
+            if fn is not None:
+                return fn
+        return None
+
+    def is_static(self, name: str) -> bool:
+        return name in self._functions
+
     def get(self, name: str) -> Function:
-        try:
-            return self._functions[name]
-        except KeyError:
-            close = difflib.get_close_matches(name, self._functions, n=3)
+        fn = self.lookup(name)
+        if fn is None:
+            close = difflib.get_close_matches(name, [f.name for f in self.all()], n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ModelNotFoundError(f"No function named {name!r}.{hint}") from None
+            raise ModelNotFoundError(f"No function named {name!r}.{hint}")
+        return fn
 
     def __contains__(self, name: str) -> bool:
-        return name in self._functions
+        return self.lookup(name) is not None
+
+    def all(self) -> list[Function]:
+        """Registered functions and those the resolvers offer now, by name."""
+        found = dict(self._functions)
+        for r in self._resolvers:
+            for fn in r.functions():
+                found.setdefault(fn.name, fn)
+        return sorted(found.values(), key=lambda f: f.name)
 
     def __iter__(self):
         return iter(sorted(self._functions.values(), key=lambda f: f.name))
@@ -407,7 +429,7 @@ class Registry:
                 self._listeners.remove(callback)
 
     def match(self, pattern: str = "*") -> list[Function]:
-        return [f for f in self if fnmatch.fnmatch(f.name, pattern)]
+        return [f for f in self.all() if fnmatch.fnmatch(f.name, pattern)]
 
 
 registry = Registry()

@@ -1,29 +1,28 @@
 """Each saved head is callable from SQL: ``name(features)`` gives the label,
 ``name_proba(features)`` a map of class → probability; ``"name@2"(...)`` a
-given version. The functions find the head in the workspace when called."""
+given version.
+
+Heads belong to the workspace in use: the registry asks :func:`resolve` for a
+name it does not know when a statement runs, and the answer comes from the
+current workspace's head store — after ``mlnb.config.workspace = other`` every
+head listed there is callable (even one another process saved a moment ago)
+and none of the old workspace's is.
+"""
 
 from __future__ import annotations
 
-import re
-from typing import Any
+import threading
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..exceptions import QueryError
+from ..config import DEFAULT_MODEL
+from ..exceptions import MlnbError, QueryError
 from ..functions import Function, Param, registry
 from . import store
 
-_EMBED_MODEL = re.compile(r"\bembed\s*\((?P<args>.*)\)", re.IGNORECASE | re.DOTALL)
-_MODEL_OPT = re.compile(r"\bmodel\s*:=\s*'(?P<m>[^']*)'", re.IGNORECASE)
-_LAYER_OPT = re.compile(r"\blayer\s*:=\s*'(?P<l>[^']*)'", re.IGNORECASE)
-
-
-def _matrix(features: Any, head: Any) -> tuple[np.ndarray, np.ndarray]:
-    import polars as pl
-
-    from ._data import feature_matrix
-
-    return feature_matrix(pl.Series(features), expect_dim=head.meta["dim"])
+if TYPE_CHECKING:
+    from ..sql._parse import Call, Statement
 
 
 def check_backbone(head: Any, model: str, layer: str) -> None:
@@ -38,18 +37,57 @@ def check_backbone(head: Any, model: str, layer: str) -> None:
 
 
 def _checker(ref: str):
-    def check(args_sql: str) -> None:
-        """A head called on embed() of another backbone or layer is refused before it runs."""
+    def check(stmt: Statement, call: Call) -> None:
+        """A head called on embed() of another backbone or layer is refused before the statement runs."""
         from .head import load_classifier
 
-        m = _EMBED_MODEL.search(args_sql)
-        if not m:
-            return
-        mm = _MODEL_OPT.search(m.group("args"))
-        ml = _LAYER_OPT.search(m.group("args"))
-        check_backbone(load_classifier(ref), mm.group("m") if mm else "efficientnet_lite0", ml.group("l") if ml else "pool")
+        for inner in stmt.calls_inside(call):
+            if inner.name != "embed" or stmt.group[inner.index] != call.open:
+                continue
+            opts = stmt.literal_options(inner) or {}
+            check_backbone(load_classifier(ref), str(opts.get("model", DEFAULT_MODEL)), str(opts.get("layer", "pool")))
 
     return check
+
+
+def vectors(features: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(X[n, dim] float32, ok[n])`` from an Arrow column of vectors (``FLOAT[d]`` or lists),
+    through one flat NumPy buffer: no Python objects per row or per value."""
+    import pyarrow as pa
+
+    if isinstance(features, pa.ChunkedArray):
+        features = features.combine_chunks()
+    if not isinstance(features, pa.Array) or not (
+        pa.types.is_list(features.type) or pa.types.is_large_list(features.type) or pa.types.is_fixed_size_list(features.type)
+    ):
+        import polars as pl
+
+        from ._data import feature_matrix
+
+        return feature_matrix(pl.Series(features), expect_dim=dim)
+    n = len(features)
+    ok = ~np.asarray(features.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    X = np.zeros((n, dim), dtype=np.float32)
+    if not ok.any():
+        return X, ok
+    if pa.types.is_fixed_size_list(features.type):
+        width = features.type.list_size
+        lens = np.full(n, width)
+    else:
+        offsets = features.offsets.to_numpy()
+        lens = np.diff(offsets)
+    bad = ok & (lens != dim)
+    if bad.any():
+        got = sorted(set(lens[bad].tolist()))[:3]
+        raise MlnbError(
+            f"The features have dimension {', '.join(map(str, got))}, but the head was trained on {dim}: "
+            "score it with the same model and layer it was trained on."
+        )
+    # flatten() drops the values behind null rows and honours the array's offset.
+    flat = features.filter(pa.array(ok)).flatten().cast(pa.float32()).to_numpy(zero_copy_only=False)
+    X[ok] = flat.reshape(-1, dim)
+    finite = np.isfinite(X).all(axis=1)
+    return X, ok & finite
 
 
 def score(head: Any, features: Any, *, proba: bool = False) -> Any:
@@ -57,15 +95,21 @@ def score(head: Any, features: Any, *, proba: bool = False) -> Any:
     maps), NULL for NULL features. Shared by the SQL scorers and Ray workers."""
     import pyarrow as pa
 
-    X, ok = _matrix(features, head)
-    classes = [str(c) for c in head.meta["classes"]]
-    out: list[Any] = [None] * len(ok)
-    if ok.any():
-        p = head.estimator.predict_proba(X[ok])
-        for i, row in zip(np.flatnonzero(ok), p):
-            out[i] = list(zip(classes, row.astype(float))) if proba else classes[int(np.argmax(row))]
-    typ = pa.map_(pa.string(), pa.float32()) if proba else pa.string()
-    return pa.array(out, type=typ)
+    X, ok = vectors(features, head.meta["dim"])
+    classes = np.array([str(c) for c in head.meta["classes"]], dtype=object)
+    n, k = len(ok), len(classes)
+    rows = np.flatnonzero(ok)
+    p = head.estimator.predict_proba(X[rows]) if len(rows) else np.zeros((0, k))
+    if not proba:
+        labels = np.full(n, None, dtype=object)
+        labels[rows] = classes[np.argmax(p, axis=1)] if len(rows) else []
+        return pa.array(labels, type=pa.string(), mask=~ok)
+    # One map per row: offsets into flat key / value arrays (k entries for each scored row).
+    counts = np.where(ok, k, 0)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    keys = pa.array(np.tile(classes, len(rows)), type=pa.string())
+    values = pa.array(np.asarray(p, dtype=np.float32).reshape(-1), type=pa.float32())
+    return pa.MapArray.from_arrays(pa.array(offsets, type=pa.int32(), mask=None), keys, values, mask=pa.array(~ok))
 
 
 def _make(ref: str, proba: bool) -> Function:
@@ -90,32 +134,60 @@ def _make(ref: str, proba: bool) -> Function:
     return fn
 
 
-def register_head_functions(name: str, version: int | None = None, *, prune: bool = False) -> None:
-    """Register ``name``, ``name_proba`` and the versioned ``name@k`` functions (of ``version``,
-    or of every saved version). ``prune`` then removes those of versions no longer saved;
-    the new functions are in place before any old one goes."""
-    vs = store.versions(name) if version is None else [version]
-    for v in vs:
-        for proba in (False, True):
-            registry.add(_make(f"{name}@{v}", proba), replace=True)
-    for proba in (False, True):
-        registry.add(_make(name, proba), replace=True)
-    if prune:
-        keep = {str(v) for v in store.versions(name)}
-        unregister_head_functions(name, keep=keep)
+# (workspace heads folder, function name) -> its Function: one object per head function, so a
+# session installs it once and sees when the name means something else.
+_made: dict[tuple[str, str], Function] = {}
+_made_lock = threading.Lock()
 
 
-def unregister_head_functions(name: str, *, keep: set[str] | None = None) -> None:
-    """Remove ``name``'s functions; with ``keep``, only those of versions not in it."""
-    for fn in list(registry):
-        base, _, ver = fn.name.removesuffix("_proba").partition("@")
-        if base == name and fn.doc.startswith("Classifier head"):
-            if keep is not None and (not ver or ver in keep):
-                continue
-            registry.remove(fn.name)
+def _split(name: str) -> tuple[str, str, bool]:
+    """``name`` / ``name_proba`` / ``name@2`` / ``name@2_proba`` → (head, version, proba)."""
+    proba = name.endswith("_proba")
+    base = name.removesuffix("_proba") if proba else name
+    head, _, ver = base.partition("@")
+    return head, ver, proba
 
 
-def register_saved_heads() -> None:
-    """Make every head of the current workspace callable (a new kernel finds them again)."""
-    for n in store.names():
-        register_head_functions(n)
+class HeadResolver:
+    """The registry's source of head functions: those of the workspace in use."""
+
+    def lookup(self, name: str) -> Function | None:
+        head, ver, proba = _split(name)
+        if not _is_head_name(head):
+            return None
+        vs = store.versions(head)
+        if not vs or (ver and (not ver.isdigit() or int(ver) not in vs)):
+            if proba and not ver and store.versions(name):  # a head whose own name ends in _proba
+                return self._function(name, "", False)
+            return None
+        return self._function(head, ver, proba)
+
+    def functions(self) -> list[Function]:
+        out = []
+        for head in store.names():
+            for proba in (False, True):
+                out.append(self._function(head, "", proba))
+            for v in store.versions(head):
+                for proba in (False, True):
+                    out.append(self._function(head, str(v), proba))
+        return out
+
+    def _function(self, head: str, ver: str, proba: bool) -> Function:
+        ref = f"{head}@{ver}" if ver else head
+        key = (str(store.heads_root()), ref + ("_proba" if proba else ""))
+        with _made_lock:
+            fn = _made.get(key)
+            if fn is None:
+                fn = _made[key] = _make(ref, proba)
+        return fn
+
+
+def _is_head_name(name: str) -> bool:
+    try:
+        store.check_name(name)
+    except MlnbError:
+        return False
+    return True
+
+
+registry.add_resolver(HeadResolver())

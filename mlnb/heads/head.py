@@ -239,8 +239,8 @@ _loaded_lock = threading.Lock()
 
 
 def save_head(head: Head, name: str, *, replace: bool = False) -> Head:
-    """Save ``head`` as a new version of ``name`` (with ``replace``: as the only version)
-    and register its SQL functions."""
+    """Save ``head`` as a new version of ``name`` (with ``replace``: as the only version).
+    Its SQL functions are found in the workspace by the next statement that calls them."""
     store.check_name(name)
     version = store.save(name, head.estimator, head.meta, replace=replace)
     head.meta = {**head.meta, "name": name, "version": version}
@@ -250,9 +250,6 @@ def save_head(head: Head, name: str, *, replace: bool = False) -> Head:
             for k in [k for k in _loaded if k[:2] == (root, name)]:
                 del _loaded[k]
         _loaded[(root, name, version)] = (store.stamp(name, version), head)
-    from .functions import register_head_functions
-
-    register_head_functions(name, None if replace else version, prune=replace)
     return head
 
 
@@ -324,7 +321,4 @@ def drop_classifier(name: str) -> int:
     with _loaded_lock:
         for k in [k for k in _loaded if k[1] == name]:
             del _loaded[k]
-    from .functions import unregister_head_functions
-
-    unregister_head_functions(name)
     return n

@@ -11,70 +11,69 @@
 The training query's columns named ``features`` and ``label`` are used (else
 its first and second columns). ``WITH`` takes the algorithm's options plus
 ``folds = k``. Training again under a name makes a new version; ``name``
-always means the latest and ``"name@1"`` an older one. ``OR REPLACE`` drops
-the old versions first.
+always means the latest and ``"name@1"`` an older one. ``OR REPLACE`` trains
+first and replaces the old versions only when the new head is saved: a failed
+training leaves the old head as it was.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from re import Match
 from typing import Any
 
+from ..config import DEFAULT_MODEL
 from ..exceptions import QueryError
-from ._lexer import significant, tokenize
+from ._parse import Statement, literal_value
 from ._session import Session, statement
 
 _NAME = r"(?P<name>[A-Za-z_]\w*)"
 
 
-def _options(text: str | None, stmt: str) -> dict[str, Any]:
+def _options(stmt: Statement, m: Match[str]) -> dict[str, Any]:
+    """``WITH (C = 0.5, folds = 5, hidden = 'abc')`` → a dict, read from the statement's tokens."""
     out: dict[str, Any] = {}
-    if not text or not text.strip():
+    if m.group("opts") is None or not m.group("opts").strip():
         return out
-    toks = significant(tokenize(text))
+    sub = stmt.sub(m.start("opts"), m.end("opts"))
+    toks, base = sub.tokens, sub.offset - stmt.offset
     i = 0
     while i < len(toks):
         if toks[i].text == ",":
             i += 1
             continue
-        if i + 2 >= len(toks) or toks[i].kind != "ident" or toks[i + 1].text not in ("=", ":="):
-            raise QueryError("WITH takes options as name = value, e.g. WITH (C = 0.5, folds = 5).", statement=stmt)
-        key, v = toks[i].text.lower(), toks[i + 2]
-        if v.kind == "string":
-            val: Any = v.text[1:-1].replace("''", "'")
-        elif v.kind == "number":
-            val = float(v.text) if any(c in v.text for c in ".eE") else int(v.text)
-        elif v.upper in ("TRUE", "FALSE"):
+        if i + 2 >= len(toks) or not toks[i].is_name or toks[i + 1].text not in ("=", ":="):
+            raise QueryError(
+                "WITH takes options as name = value, e.g. WITH (C = 0.5, folds = 5).",
+                statement=stmt.text, position=base + toks[i].start,
+            )
+        key, v = toks[i].name.lower(), toks[i + 2]
+        negative = v.text == "-" and i + 3 < len(toks) and toks[i + 3].kind == "number"
+        if negative:
+            v = toks[i + 3]
+        val = literal_value(v)
+        if v.upper in ("TRUE", "FALSE"):
             val = v.upper == "TRUE"
-        elif v.kind == "op" and v.text == "-" and i + 3 < len(toks) and toks[i + 3].kind == "number":
-            n = toks[i + 3].text
-            val = -(float(n) if "." in n else int(n))
-            i += 1
-        else:
+        elif not isinstance(val, (str, int, float)):
             val = v.text
-        out[key] = val
-        i += 3
+        out[key] = -val if negative else val
+        i += 4 if negative else 3
     return out
 
 
-def _provenance(query: str) -> tuple[str | None, str | None]:
-    """The backbone and layer of an ``embed()`` call in the training query, if any."""
-    m = re.search(r"\bembed\s*\(", query, re.IGNORECASE)
-    if not m:
-        return None, None
-    rest = query[m.end() :]
-    mm = re.search(r"\bmodel\s*:=\s*'([^']*)'", rest, re.IGNORECASE)
-    ml = re.search(r"\blayer\s*:=\s*'([^']*)'", rest, re.IGNORECASE)
-    return (mm.group(1) if mm else "efficientnet_lite0"), (ml.group(1) if ml else "pool")
+def _provenance(query: Statement) -> tuple[str | None, str | None]:
+    """The backbone and layer of the first ``embed()`` call in the training query, if any."""
+    for call in query.calls_named(["embed"]):
+        opts = query.literal_options(call) or {}
+        return str(opts.get("model", DEFAULT_MODEL)), str(opts.get("layer", "pool"))
+    return None, None
 
 
 def _split_columns(df: Any, stmt: str) -> tuple[str, str]:
     if "features" in df.columns and "label" in df.columns:
         return "features", "label"
     if df.width < 2:
-        raise QueryError("The training query must return a features column and a label column.", statement=stmt)
+        raise QueryError("The training query must return a features column and a label column.", statement=stmt.text)
     return df.columns[0], df.columns[1]
 
 
@@ -82,24 +81,22 @@ def _split_columns(df: Any, stmt: str) -> tuple[str, str]:
     r"CREATE\s+(?P<replace>OR\s+REPLACE\s+)?CLASSIFIER\s+" + _NAME + r"\s*(?:USING\s+(?P<algo>\w+)\s*)?"
     r"(?:WITH\s*\((?P<opts>[^)]*)\)\s*)?AS\s+(?P<query>.+)"
 )
-def _create(session: Session, m: Match[str], stmt: str, ns: Mapping[str, Any]) -> Any:
+def _create(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     import polars as pl
 
-    from ..heads import drop_classifier, train_classifier
-    from ..heads.store import versions
+    from ..heads import train_classifier
 
-    opts = _options(m.group("opts"), stmt)
+    opts = _options(stmt, m)
     folds = opts.pop("folds", None)
-    query = m.group("query")
+    query = stmt.sub(m.start("query"))
     df = session._run_one(query, ns, lazy=False)
     feats, label = _split_columns(df, stmt)
     model, layer = _provenance(query)
     name = m.group("name")
-    if m.group("replace") and versions(name):
-        drop_classifier(name)
+    # OR REPLACE: the new head is trained first; the old versions go only once it is saved.
     head = train_classifier(
         df, features=feats, label=label, algo=(m.group("algo") or "logistic").lower(), name=name, folds=folds, options=opts,
-        feature_model=model, layer=layer,
+        feature_model=model, layer=layer, replace=bool(m.group("replace")),
     )
     met = head.meta["metrics"]
     return pl.DataFrame(
@@ -118,7 +115,7 @@ def _create(session: Session, m: Match[str], stmt: str, ns: Mapping[str, Any]) -
 
 
 @statement(r"EVALUATE\s+CLASSIFIER\s+(?P<ref>\"?[A-Za-z_]\w*(?:@\d+)?\"?)(?:\s+ON\s*\((?P<query>.+)\))?")
-def _evaluate(session: Session, m: Match[str], stmt: str, ns: Mapping[str, Any]) -> Any:
+def _evaluate(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     import polars as pl
 
     from ..heads import load_classifier
@@ -127,21 +124,21 @@ def _evaluate(session: Session, m: Match[str], stmt: str, ns: Mapping[str, Any])
     if m.group("query") is None:  # the metrics measured at training time
         met = head.meta["metrics"]
         return pl.DataFrame({"classifier": [head.ref], **{k: [v] for k, v in met.items()}})
-    df = session._run_one(m.group("query"), ns, lazy=False)
+    df = session._run_one(stmt.sub(m.start("query"), m.end("query")), ns, lazy=False)
     feats, label = _split_columns(df, stmt)
     ev = head.evaluate(df, features=feats, label=label)
     return ev.metrics.with_columns(pl.lit(head.ref).alias("classifier")).select("classifier", *ev.metrics.columns)
 
 
 @statement(r"SHOW\s+CLASSIFIERS")
-def _show(session: Session, m: Match[str], stmt: str, ns: Mapping[str, Any]) -> Any:
+def _show(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     from ..heads import classifiers
 
     return classifiers()
 
 
 @statement(r"DROP\s+CLASSIFIER\s+(?P<ifexists>IF\s+EXISTS\s+)?" + _NAME)
-def _drop(session: Session, m: Match[str], stmt: str, ns: Mapping[str, Any]) -> Any:
+def _drop(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     import polars as pl
 
     from ..heads import drop_classifier

@@ -16,16 +16,17 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from .._context import StatementContext, entered
 from .._frames import is_frame, to_polars  # noqa: F401 - re-exported by mlnb.sql
 from .._report import collecting
 from ..exceptions import MlnbError, QueryError
 from ..functions import registry
-from ..functions._registry import udf_errors
 from . import _errors
-from ._lexer import split_statements
-from ._rewrite import find_names, find_params, rewrite_row_expressions, specialise_calls
+from ._parse import Statement, parse
+from ._rewrite import rewrite
+from ._rowexpr import ScopeProbe
 
-Handler = Callable[["Session", re.Match[str], str, Mapping[str, Any]], Any]
+Handler = Callable[["Session", re.Match[str], Statement, Mapping[str, Any]], Any]
 _HANDLERS: list[tuple[re.Pattern[str], Handler]] = []
 
 
@@ -74,18 +75,31 @@ class Session:
         # DuckDB's own progress bar stays behind in notebook output; mlnb shows its own.
         self.con.execute("SET enable_progress_bar = false")
         self._lock = threading.RLock()
-        self._installed: set[str] = set()
+        # name -> the Function installed under it in this connection.
+        self._installed: dict[str, Any] = {}
         # name -> the object registered under it; kept while the namespace still
         # binds that name to that same object (re-registering costs ~1 ms a frame).
         self._views: dict[str, Any] = {}
+        #: The context of the statement running now (see mlnb._context).
+        self.context: StatementContext | None = None
+        self._scope_probe = ScopeProbe(self.con)
         for fn in registry:
             self._install(fn)
         registry.on_add(self._install)
 
     def _install(self, fn: Any) -> None:
         with self._lock:
-            fn.install(self.con)
-            self._installed.add(fn.name)
+            fn.install(self.con, context=lambda: self.context)
+            self._installed[fn.name] = fn
+
+    def _uninstall(self, name: str) -> None:
+        fn = self._installed.pop(name, None)
+        if fn is None:
+            return
+        with contextlib.suppress(Exception):
+            self.con.execute(f"DROP MACRO IF EXISTS {_errors.quote(name)}")
+        with contextlib.suppress(Exception):
+            self.con.remove_function(fn._udf_name)
 
     # -- running -----------------------------------------------------
     def run(
@@ -95,45 +109,66 @@ class Session:
         *,
         lazy: bool = False,
     ) -> Any:
-        """Run every statement of ``query``; return the last one's result as Polars."""
+        """Run every statement of ``query``; return the last one's result as Polars.
+
+        A cell of several statements is checked for syntax errors before any of them
+        runs; when one fails at run time, the error says which, and those after it do not run.
+        """
         import polars as pl
 
         namespace = namespace or {}
-        statements = split_statements(query or "")
+        statements = parse(query or "")
         if not statements:
             raise QueryError("Nothing to run: the query is empty. Write a SQL statement, e.g. SELECT 42.")
+        if len(statements) > 1:
+            for stmt in statements:
+                _errors.check_syntax(stmt)
         result: Any = pl.DataFrame()
         with self._lock:
-            for i, (stmt, _offset) in enumerate(statements):
-                last = i == len(statements) - 1
-                result = self._run_one(stmt, namespace, lazy=lazy and last)
+            for stmt in statements:
+                last = stmt.number == stmt.count
+                try:
+                    result = self._run_one(stmt, namespace, lazy=lazy and last)
+                except QueryError as exc:
+                    raise _errors.in_cell(exc, stmt) from None
         return result
 
-    def _run_one(self, stmt: str, namespace: Mapping[str, Any], *, lazy: bool) -> Any:
+    def _run_one(self, stmt: Statement, namespace: Mapping[str, Any], *, lazy: bool) -> Any:
         import polars as pl
 
-        for pattern, handler in _HANDLERS:
-            m = pattern.match(stmt)
-            if m:
-                out = handler(self, m, stmt, namespace)
-                return out.lazy() if lazy and isinstance(out, pl.DataFrame) else out
+        if stmt.kind != "sql":
+            for pattern, handler in _HANDLERS:
+                m = pattern.match(stmt.text)
+                if m:
+                    out = handler(self, m, stmt, namespace)
+                    return out.lazy() if lazy and isinstance(out, pl.DataFrame) else out
         frames = {k for k, v in namespace.items() if is_frame(v)}
+        _errors.check_frame_names(stmt, frames)
         self._register(stmt, namespace)
-        executed = stmt
-        with collecting():  # bad rows: one summary warning per statement
-            return self._execute(stmt, executed, namespace, frames, lazy=lazy)
+        with collecting() as collector:  # bad rows: one summary warning per statement
+            ctx = StatementContext(collector=collector)
+            before, self.context = self.context, ctx
+            try:
+                with entered(ctx):
+                    return self._execute(stmt, namespace, frames, ctx, lazy=lazy)
+            finally:
+                self.context = before
 
-    def _execute(self, stmt: str, executed: str, namespace: Mapping[str, Any], frames: set[str], *, lazy: bool) -> Any:
+    def _execute(
+        self, stmt: Statement, namespace: Mapping[str, Any], frames: set[str], ctx: StatementContext, *, lazy: bool
+    ) -> Any:
         import polars as pl
 
+        executed = stmt.text
         try:
             params = self._params(stmt, namespace)
-            executed = rewrite_row_expressions(stmt, self._describe)
-            executed = specialise_calls(executed, lambda n: registry._functions.get(n))
-            udf_errors.take()
-            with self._offloaded(executed, params or None) as on_ray:
+            self._resolve_functions(stmt)
+            executed = rewrite(stmt, scopes=lambda probe: self._scopes(stmt, probe, params), lookup=registry.lookup)
+            with self._offloaded(stmt, executed, params or None) as on_ray:
                 rel = self.con.sql(executed, params=params or None)
                 if rel is None:
+                    if stmt.tokens and stmt.tokens[0].upper == "DROP":
+                        self._views.clear()  # whatever was dropped is registered afresh
                     return pl.DataFrame()
                 if lazy and not on_ray:
                     return rel.pl(lazy=True)
@@ -145,19 +180,50 @@ class Session:
             self.con.interrupt()
             raise
         except Exception as exc:  # noqa: BLE001 - every engine error is a query error
-            inner = udf_errors.take()
+            inner = ctx.take_error()
             if isinstance(inner, MlnbError):
+                raise inner from None
+            if isinstance(inner, KeyboardInterrupt):
                 raise inner from None
             if not type(exc).__module__.startswith(("duckdb", "_duckdb")):
                 raise
             raise _errors.from_engine(exc, statement=stmt, executed=executed, frames=frames) from None
 
+    def _scopes(self, stmt: Statement, probe: str, params: dict[str, Any]) -> dict[int, str]:
+        """Bind ``probe`` (EXPLAIN: nothing runs) and return the scopes it captured."""
+
+        def explain(text: str) -> None:
+            try:
+                self.con.execute("EXPLAIN " + text, params or None)
+            except Exception as exc:  # noqa: BLE001
+                raise _errors.from_engine(exc, statement=stmt, executed=text, frames=[]) from None
+
+        return self._scope_probe.run(explain, probe)
+
+    def _resolve_functions(self, stmt: Statement) -> None:
+        """Install what the statement calls as it is now (a head of the workspace in use);
+        drop what no longer exists (a head of the workspace left behind)."""
+        for call in stmt.calls:
+            name = call.name
+            fn = registry.lookup(name)
+            cur = self._installed.get(name)
+            if fn is cur:
+                continue
+            if fn is None:
+                if cur is not None and not registry.is_static(name):
+                    self._uninstall(name)
+                continue
+            self._install(fn)
+
     @contextlib.contextmanager
-    def _offloaded(self, executed: str, params: dict[str, Any] | None) -> Iterator[bool]:
+    def _offloaded(self, stmt: Statement, executed: str, params: dict[str, Any] | None) -> Iterator[bool]:
         """Run a statement that calls functions another engine can take (``embed`` on Ray)
         inside their ``offload`` context, which may dry-run it first (see :class:`Function`)."""
-        called = {t.name if t.kind == "qident" else t.name.lower() for t in find_names(executed)}
-        runners = list(dict.fromkeys(f.offload for f in registry if f.offload is not None and f.name in called))
+        runners = []
+        for call in stmt.calls:
+            fn = self._installed.get(call.name)
+            if fn is not None and fn.offload is not None and fn.offload not in runners:
+                runners.append(fn.offload)
         if not runners:
             yield False
             return
@@ -180,13 +246,12 @@ class Session:
         with contextlib.ExitStack() as stack:
             yield any([stack.enter_context(run(dry_run)) for run in runners])
 
-    def _register(self, stmt: str, namespace: Mapping[str, Any]) -> None:
+    def _register(self, stmt: Statement, namespace: Mapping[str, Any]) -> None:
         """Register the frames ``stmt`` names; drop views whose name now means something else."""
         for name, obj in list(self._views.items()):
             if namespace.get(name) is not obj:
                 self._unregister(name)
-        for tok in find_names(stmt):
-            name = tok.name
+        for name in stmt.names:
             obj = namespace.get(name)
             if obj is None and name in _PROVIDERS:
                 obj = _PROVIDERS[name]()  # fresh each statement: labels change between queries
@@ -205,26 +270,19 @@ class Session:
         except Exception:  # noqa: BLE001 - already gone
             pass
 
-    def _params(self, stmt: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    def _params(self, stmt: Statement, namespace: Mapping[str, Any]) -> dict[str, Any]:
         params: dict[str, Any] = {}
-        for tok in find_params(stmt):
+        for tok in stmt.params:
             name = tok.text[1:]
             if name not in namespace:
                 raise QueryError(
                     f"Parameter ${name} is not defined.",
-                    statement=stmt,
+                    statement=stmt.text,
                     position=tok.start,
                     hint=f"Define a Python variable named {name!r} (it is bound as a value, never pasted into the SQL).",
                 )
             params[name] = _param_value(namespace[name])
         return params
-
-    def _describe(self, probe: str) -> list[tuple[str, str]]:
-        try:
-            rel = self.con.sql(probe + " LIMIT 0")
-        except Exception as exc:  # noqa: BLE001
-            raise _errors.from_engine(exc, statement=probe, executed=probe, frames=[]) from None
-        return [(c, str(t)) for c, t in zip(rel.columns, rel.types)]
 
     def close(self) -> None:
         registry.off_add(self._install)
@@ -252,9 +310,6 @@ def get_session() -> Session:
 
             _ensure_builtins()
             _builtin_tables()
-            from ..heads.functions import register_saved_heads
-
-            register_saved_heads()
             _session = Session()
             atexit.register(_session.close)
         return _session

@@ -8,11 +8,12 @@ from typing import Any
 
 from ..exceptions import QueryError
 from ..functions import functions
+from ._parse import Statement
 from ._session import Session, statement
 
 
 @statement(r"SHOW\s+FUNCTIONS(?:\s+LIKE\s+'(?P<pattern>[^']*)')?")
-def _show_functions(session: Session, m: Match[str], stmt: str, ns: Mapping[str, Any]) -> Any:
+def _show_functions(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     """``SHOW FUNCTIONS [LIKE 'embed*']``: mlnb's functions with signatures and docs."""
     pattern = (m.group("pattern") or "*").replace("%", "*")
     return functions(pattern)
@@ -55,7 +56,7 @@ def _show_setting(key: str) -> Any:
 
 
 @statement(r"SET\s+(?:SESSION\s+)?(?P<name>mlnb_\w+)\s*(?:=|\bTO\b)\s*(?P<value>.+?)")
-def _set(session: Session, m: Match[str], stmt: str, ns: Mapping[str, Any]) -> Any:
+def _set(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     """``SET mlnb_engine = 'ray'``: change a session setting (``mlnb.config``) from SQL;
     ``= DEFAULT`` (or NULL) puts back the value a new session starts with."""
     from ..config import Config, config
@@ -67,7 +68,7 @@ def _set(session: Session, m: Match[str], stmt: str, ns: Mapping[str, Any]) -> A
 
 
 @statement(r"RESET\s+(?P<name>mlnb_\w+)")
-def _reset(session: Session, m: Match[str], stmt: str, ns: Mapping[str, Any]) -> Any:
+def _reset(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     """``RESET mlnb_engine``: back to the value a new session starts with."""
     from ..config import Config, config
 
@@ -77,6 +78,6 @@ def _reset(session: Session, m: Match[str], stmt: str, ns: Mapping[str, Any]) ->
 
 
 @statement(r"SHOW\s+(?P<name>mlnb_\w+)")
-def _show(session: Session, m: Match[str], stmt: str, ns: Mapping[str, Any]) -> Any:
+def _show(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     """``SHOW mlnb_engine``: a setting's current value."""
     return _show_setting(_setting(m.group("name")))
