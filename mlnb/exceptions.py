@@ -10,6 +10,9 @@
     ├── NotFittedError                a head used before it was trained
     └── WorkspaceError                the workspace folder cannot be used
 
+    KeyboardInterrupt
+    └── Interrupted                   Ctrl-C during long work: one line saying what was kept
+
 In IPython, an ``MlnbError`` renders as its short message (``_render_traceback_``);
 any other exception is a bug and keeps its full traceback.
 """
@@ -126,3 +129,13 @@ class NotFittedError(MlnbError, ValueError):
 
 class WorkspaceError(MlnbError):
     """The workspace folder cannot be created, read or written."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped long work (embedding); the message says how far it got and what was kept.
+
+    A ``KeyboardInterrupt``, so code that stops on Ctrl-C still stops; shown as one line.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"KeyboardInterrupt: {self}"]

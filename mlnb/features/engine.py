@@ -5,6 +5,7 @@ in front of it all."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import threading
@@ -20,7 +21,7 @@ from .._context import current as current_context
 from .._report import carried, report_failure
 from ..config import DEFAULT_MODEL, current_engine
 from ..device import autocast_dtype, default_batch_size, precision_name, resolve_device
-from ..exceptions import ImageLoadError, MlnbError
+from ..exceptions import ImageLoadError, Interrupted, MlnbError
 from ..images import load_image, source_key
 from .cache import get_cache
 from .zoo import ModelSpec, get_spec
@@ -297,6 +298,7 @@ def embed_images(
     layer: str = "pool",
     progress: bool | None = None,
     use_cache: bool = True,
+    stop: threading.Event | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features for each image: ``(features[N, D] float32, ok[N] bool)``.
 
@@ -304,6 +306,11 @@ def embed_images(
     NaN features); each failure is reported once. Images already in the
     cache are not decoded; new features are cached a batch at a time, so an
     interrupted run keeps what it finished.
+
+    Ctrl-C in the calling thread, or ``stop.set()`` from any thread (default: the running
+    statement's ``stop`` event, for DuckDB's worker threads where no Ctrl-C arrives), ends it
+    within about a batch with :class:`~mlnb.exceptions.Interrupted`: "interrupted after N of
+    M images; finished ones are cached".
     """
     spec = get_spec(model)
     dim = feature_dim(model, layer)
@@ -364,9 +371,26 @@ def embed_images(
     bar = _progress(len(work), model, progress)
     pool = _pool()
     pending: deque[list[Future]] = deque()
+    submitted: list[Future] = []
+    halt = stop if stop is not None else getattr(ctx, "stop", None)
+    left = sum(len(idx) for _key, idx in work)  # rows still to compute; the others are done
 
     def submit(batch: list[tuple[Any, list[int]]]) -> list[Future]:
-        return [pool.submit(carried(_decode_one), spec, images[idx[0]]) for _key, idx in batch]
+        futures = [pool.submit(carried(_decode_one), spec, images[idx[0]]) for _key, idx in batch]
+        submitted.extend(futures)
+        return futures
+
+    def check() -> None:
+        if halt is not None and halt.is_set():
+            raise Interrupted(f"interrupted after {n - left} of {n} images; finished ones are cached")
+
+    def result(fut: Future) -> Any:
+        # Waits in short steps so that a stop asked from another thread is seen at once.
+        while True:
+            try:
+                return fut.result(timeout=0.1)
+            except concurrent.futures.TimeoutError:
+                check()
 
     try:
         # Batches decoded while the model runs. On a GPU the CPU is free, so decoding
@@ -377,12 +401,13 @@ def embed_images(
         for b in batches[: max(1, ahead)]:
             pending.append(submit(b))
         for bi, batch in enumerate(batches):
+            check()
             futures = pending.popleft()
             if ahead and bi + ahead < len(batches):
                 pending.append(submit(batches[bi + ahead]))
             arrays, rows = [], []
             for (key, idx), fut in zip(batch, futures):
-                res = fut.result()
+                res = result(fut)
                 if isinstance(res, ImageLoadError):
                     report_failure(res.source, res.reason)
                     continue
@@ -403,14 +428,18 @@ def embed_images(
                         to_cache.append((key, vec))
                 if cache is not None:
                     cache.put_many(ns, to_cache)
+            left -= sum(len(idx) for _key, idx in batch)
             if next_batch is not None:
                 pending.append(submit(next_batch))
             if bar is not None:
                 bar.update(len(batch))
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:  # Ctrl-C in this thread: one line, what was kept
+        raise Interrupted(f"interrupted after {n - left} of {n} images; finished ones are cached") from None
     finally:
-        for futures in pending:
-            for f in futures:
-                f.cancel()
+        for f in submitted:
+            f.cancel()
         if bar is not None:
             bar.close()
     return feats, ok

@@ -1,0 +1,114 @@
+"""Ctrl-C during embedding: it stops within about a batch, keeps the finished
+batches in the cache and says so in one line."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import mlnb
+from mlnb.exceptions import Interrupted
+from mlnb.features import engine
+
+MESSAGE = re.compile(r"^interrupted after (\d+) of (\d+) images; finished ones are cached$")
+
+
+@pytest.fixture
+def slow_forward(monkeypatch):
+    """A model pass of 0.2 s giving a fixed vector: timing without inference."""
+    calls = []
+
+    def forward(self, batch, layer="pool"):
+        calls.append(len(batch))
+        time.sleep(0.2)
+        return np.ones((len(batch), self.dim(layer) if layer != "pool" else 1280), dtype=np.float32)
+
+    monkeypatch.setattr(engine.Loaded, "forward", forward)
+    monkeypatch.setattr(mlnb.config, "batch_size", 4)
+    return calls
+
+
+@pytest.fixture
+def pictures(tmp_path):
+    paths = []
+    for i in range(64):
+        p = tmp_path / f"p{i}.png"
+        Image.new("RGB", (32, 32), (i * 4, 0, 0)).save(p)
+        paths.append(str(p))
+    return paths
+
+
+def test_stop_from_another_thread_keeps_finished_batches(pictures, slow_forward):
+    stop = threading.Event()
+    threading.Timer(0.8, stop.set).start()
+    start = time.perf_counter()
+    with pytest.raises(Interrupted) as info:
+        engine.embed_images(pictures, progress=False, stop=stop)
+    late = time.perf_counter() - start - 0.8
+    m = MESSAGE.match(str(info.value))
+    assert m, str(info.value)
+    done, total = int(m[1]), int(m[2])
+    assert total == 64 and 0 < done < 64
+    assert late < 1.0
+    assert len(mlnb.cache) == done  # every finished batch is in the cache, nothing else
+    assert isinstance(info.value, KeyboardInterrupt)
+    slow_forward.clear()
+    feats, ok = engine.embed_images(pictures, progress=False)  # the rest only
+    assert ok.all() and sum(slow_forward) == 64 - done
+
+
+_CHILD = """
+import sys, time
+import numpy as np
+from PIL import Image
+import mlnb
+from mlnb.features import engine
+mlnb.config.workspace = sys.argv[1]
+mlnb.config.batch_size = 4
+def forward(self, batch, layer="pool"):
+    time.sleep(0.2)
+    return np.ones((len(batch), 1280), dtype=np.float32)
+engine.Loaded.forward = forward
+paths = []
+for i in range(200):
+    p = f"{sys.argv[1]}/p{i}.png"
+    Image.new("RGB", (32, 32), (i, 0, 0)).save(p)
+    paths.append(p)
+import polars as pl
+frame = pl.DataFrame({"path": paths})
+from mlnb.config import DEFAULT_MODEL
+engine.get_loaded(DEFAULT_MODEL)  # loaded before the timing
+print("ready", flush=True)
+try:
+    mlnb.embed_frame(frame, "path", progress=False)
+except KeyboardInterrupt as exc:
+    print(time.time(), type(exc).__name__, exc, flush=True)
+    print(len(mlnb.cache), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_main_thread(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready", child.stderr.read()
+    time.sleep(1.5)
+    sent = time.time()
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    lines = out.strip().splitlines()
+    assert len(lines) == 2, (out, err)
+    stamp, kind, message = lines[0].split(" ", 2)
+    assert kind == "Interrupted"
+    m = MESSAGE.match(message)
+    assert m and int(m[2]) == 200 and 0 < int(m[1]) < 200, message
+    assert float(stamp) - sent < 1.0
+    assert int(lines[1]) == int(m[1])  # finished images are cached
+    print(f"\nFIGURE Ctrl-C while embedding 200 images: stopped {float(stamp) - sent:.2f}s after SIGINT; {message}")
