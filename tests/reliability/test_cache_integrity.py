@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 import warnings
 import zlib
 
@@ -17,6 +13,8 @@ import numpy as np
 import pytest
 
 from mlnb.features.cache import SCHEMA_VERSION, CacheWarning, EmbeddingCache, checksum
+
+from ._sigkill import kill_loop
 
 DIM = 64
 
@@ -165,17 +163,7 @@ while True:
 def test_sigkill_while_embedding_serves_no_corrupt_vector(tmp_path):
     path = tmp_path / "e.sqlite"
     rng = random.Random(12)
-    acknowledged: list[int] = []
-    start = 0
-    for _round in range(25):
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), str(start)], stdout=subprocess.PIPE, text=True)
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.3))
-        os.kill(child.pid, signal.SIGKILL)
-        out, _ = child.communicate()
-        got = [int(x) for x in out.split()]
-        acknowledged += got
-        start = (got[-1] if got else start) + 1000  # batch ids never repeat, even unacknowledged ones
+    acknowledged = kill_loop(_CHILD, path, 25, rng)
     cache = EmbeddingCache(path)
     keys = [f"k{b}-{j}" for b in acknowledged for j in range(16)]
     with warnings.catch_warnings():

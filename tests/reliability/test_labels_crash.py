@@ -4,17 +4,14 @@ label, and SIGKILL at random points loses no acknowledged label."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from mlnb.labels import LabelStore
 from mlnb.workspace import read_jsonl
+
+from ._sigkill import kill_loop
 
 
 def test_torn_last_line_does_not_swallow_the_next_label(tmp_path):
@@ -62,26 +59,19 @@ while True:
 def test_sigkill_while_labelling_loses_no_acknowledged_label(tmp_path):
     path = tmp_path / "labels.jsonl"
     rng = random.Random(13)
-    acknowledged: list[int] = []
-    start = 0
-    torn = 0
-    for _round in range(25):
+    torn = [0]
+
+    def tear() -> None:
         if rng.random() < 0.4:  # as if a crash had cut the last write short
             line = json.dumps({"seq": 10**6, "ts": 1.0, "dataset": "crash", "item": "unacknowledged", "label": "x"})
             with open(path, "ab") as fh:
                 fh.write(line[: rng.randrange(1, len(line) - 1)].encode())
-            torn += 1
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), str(start)], stdout=subprocess.PIPE, text=True)
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(rng.uniform(0.0, 0.3))
-        os.kill(child.pid, signal.SIGKILL)
-        out, _ = child.communicate()
-        got = [int(x) for x in out.split()]
-        acknowledged += got
-        start = (got[-1] + 1 if got else start) + 1000  # ids never repeat, even unacknowledged ones
+            torn[0] += 1
+
+    acknowledged = kill_loop(_CHILD, path, 25, rng, before=tear)
     items = set(LabelStore(path).history()["item"].to_list())
     lost = [i for i in acknowledged if f"item{i}" not in items]
-    print(f"\nFIGURE labels: 25 SIGKILLs ({torn} torn lines added), {len(acknowledged)} acknowledged, {len(lost)} lost")
+    print(f"\nFIGURE labels: 25 SIGKILLs ({torn[0]} torn lines added), {len(acknowledged)} acknowledged, {len(lost)} lost")
     assert len(acknowledged) > 25
     assert lost == []
     assert "unacknowledged" not in items
