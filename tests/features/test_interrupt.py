@@ -73,12 +73,13 @@ import mlnb
 from mlnb.features import engine
 mlnb.config.workspace = sys.argv[1]
 mlnb.config.batch_size = 4
+N_IMAGES = 200
 def forward(self, batch, layer="pool"):
     time.sleep(0.2)
     return np.ones((len(batch), 1280), dtype=np.float32)
 engine.Loaded.forward = forward
 paths = []
-for i in range(200):
+for i in range(N_IMAGES):
     p = f"{sys.argv[1]}/p{i}.png"
     Image.new("RGB", (32, 32), (i, 0, 0)).save(p)
     paths.append(p)
@@ -112,3 +113,85 @@ def test_ctrl_c_in_the_main_thread(tmp_path):
     assert float(stamp) - sent < 1.0
     assert int(lines[1]) == int(m[1])  # finished images are cached
     print(f"\nFIGURE Ctrl-C while embedding 200 images: stopped {float(stamp) - sent:.2f}s after SIGINT; {message}")
+
+
+_KERNEL_SETUP = """
+import time
+import numpy as np
+import polars as pl
+from PIL import Image
+import mlnb
+from mlnb.config import DEFAULT_MODEL
+from mlnb.features import engine
+mlnb.config.workspace = {ws!r}
+mlnb.config.batch_size = 4
+N_IMAGES = 200
+def _forward(self, batch, layer="pool"):
+    time.sleep(0.2)
+    return np.ones((len(batch), 1280), dtype=np.float32)
+engine.Loaded.forward = _forward
+paths = []
+for i in range(N_IMAGES):
+    p = f"{ws}/p{{i}}.png"
+    Image.new("RGB", (32, 32), (i, 0, 0)).save(p)
+    paths.append(p)
+photos = pl.DataFrame({{"path": paths}})
+engine.get_loaded(DEFAULT_MODEL)
+%load_ext mlnb
+"""
+
+
+def _run(kc, code, timeout=120):
+    """Execute ``code``; returns (error content or None, stdout text)."""
+    msg_id = kc.execute(code)
+    error, out = None, []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "error":
+            error = content
+        elif kind == "stream":
+            out.append(content["text"])
+        elif kind == "status" and content["execution_state"] == "idle":
+            return error, "".join(out)
+
+
+@pytest.mark.slow
+def test_interrupting_percent_embed_in_a_real_kernel(tmp_path):
+    from jupyter_client import KernelManager
+
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(tmp_path), env={**__import__("os").environ, "MLNB_WORKSPACE": str(tmp_path / ".mlnb")})
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        error, _ = _run(kc, _KERNEL_SETUP.format(ws=str(tmp_path)))
+        assert error is None, error
+        msg_id = kc.execute("%embed photos.path -o feats")
+        time.sleep(2.0)
+        sent = time.perf_counter()
+        km.interrupt_kernel()
+        error = None
+        while True:
+            msg = kc.get_iopub_msg(timeout=60)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "error":
+                error = msg["content"]
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        took = time.perf_counter() - sent
+        assert error is not None
+        assert error["ename"] == "Interrupted" and MESSAGE.match(error["evalue"]), error
+        assert error["traceback"] == [f"KeyboardInterrupt: {error['evalue']}"]  # one line, no traceback wall
+        assert took < 1.5
+        done = int(MESSAGE.match(error["evalue"])[1])
+        _, out = _run(kc, "print(len(mlnb.cache))")
+        assert int(out.strip()) == done > 0
+        print(f"\nFIGURE %embed interrupted in a real kernel: idle {took:.2f}s after interrupt_kernel; {error['evalue']}")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
