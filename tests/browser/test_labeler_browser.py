@@ -116,6 +116,10 @@ def _run_first_cell(page, url: str, name: str) -> None:
     prompt = page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").first
     deadline = time.time() + 90
     while time.time() < deadline:
+        # JupyterLab sometimes asks for a kernel although the notebook names one: take the preferred one.
+        select = page.locator(".jp-Dialog button.jp-mod-accept")
+        if select.count():
+            select.first.click()
         page.locator(".jp-Cell .jp-InputArea-editor").first.click()
         page.keyboard.press("Shift+Enter")
         for _ in range(20):
@@ -275,23 +279,51 @@ def test_explorer_scatter_and_hover_thumbnail(lab_server):
             (OUT / "explorer-console.txt").write_text("\n".join(console))
 
 
+def _curve_points(page) -> int:
+    """Points of the trainer's learning curve as plotly.js drew them (markers in the SVG)."""
+    return page.evaluate(
+        "() => { const g = document.querySelector('.mlnb-trainer .js-plotly-plot');"
+        " if (!g) return -1; return g.querySelectorAll('.scatterlayer .trace .points path').length; }"
+    )
+
+
 def test_trainer_renders_and_runs(lab_server):
     url, root = lab_server
     _write_notebook(
         root,
         "train.ipynb",
-        "import mlnb, polars as pl\nd = mlnb.datasets.digits('digits').filter(pl.col('label').is_in(['1', '7'])).head(60)\n"
+        "import mlnb, polars as pl\nd = mlnb.datasets.digits('digits').filter(pl.col('label').is_in(['1', '7', '8'])).head(90)\n"
         "tr = mlnb.train(d, features='pixels', label='label', image='path', folds=3)\ntr",
     )
     with _page(1400) as page:
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
         try:
             _run_first_cell(page, url, "train.ipynb")
             page.wait_for_selector(".mlnb-trainer", timeout=120_000)
+            page.wait_for_selector(".mlnb-trainer .js-plotly-plot", timeout=60_000)
+            # two heads, three folds each: the curve gets one point per finished fold
+            page.locator(".mlnb-trainer select").nth(1).select_option(["logistic", "knn"])
             page.get_by_role("button", name="Run CV").click()
-            page.wait_for_selector(".mlnb-trainer table.mlnb-runs td", timeout=120_000)
+            page.wait_for_function(
+                "() => document.querySelectorAll('.mlnb-trainer .js-plotly-plot .scatterlayer .trace .points path').length >= 6", timeout=120_000
+            )
+            page.wait_for_selector(".mlnb-trainer .mlnb-runs td", timeout=120_000)
             page.wait_for_function("() => document.querySelector('.mlnb-trainer').textContent.includes('accuracy')", timeout=60_000)
+            assert _curve_points(page) == 6
+            # the run selector shows the best run; a click on a header sorts the runs table by it
+            best = page.evaluate(
+                "() => Math.max(...[...document.querySelectorAll('.mlnb-runs tbody tr')].map(r => parseFloat(r.cells[4].textContent)))"
+            )
+            assert f"{best:.3f}" in page.locator(".mlnb-trainer select").nth(2).evaluate("s => s.options[s.selectedIndex].text")
+            page.locator(".mlnb-runs th[data-col='log_loss']").click()
+            page.wait_for_selector(".mlnb-runs th[data-col='log_loss']:has-text('▼'), .mlnb-runs th[data-col='log_loss']:has-text('▲')")
+            losses = page.locator(".mlnb-runs tbody tr td:nth-child(8)").all_inner_texts()
+            assert [float(x) for x in losses] == sorted(float(x) for x in losses)
+            page.screenshot(path=str(OUT / "trainer-sorted.png"), full_page=True)
         finally:
             page.screenshot(path=str(OUT / "trainer.png"), full_page=True)
+            (OUT / "trainer-console.txt").write_text("\n".join(console))
 
 
 def test_labeler_in_notebook_7(lab_server):

@@ -70,7 +70,7 @@ def test_view_runs_and_clicks_a_cell(data):
     ui = box._mlnb
     ui["algos"].value = ("logistic",)
     ui["work"]()  # what the Run button's thread does
-    assert "logistic" in ui["runs"].value and ui["run_pick"].value
+    assert [r["algorithm"] for r in ui["runs"].rows] == ["logistic"] and ui["run_pick"].value
     assert len(ui["curve"].data[0].x) == 3
     rows = ui["matrix"].children
     assert len(rows) == 4  # header + 3 classes
@@ -90,3 +90,37 @@ def test_options_apply_to_the_heads_that_take_them(data):
     assert _parse_options("C=0.5, k=7, algo=x") == {"C": 0.5, "k": 7, "algo": "x"}
     with pytest.raises(mlnb.MlnbError, match="name=value"):
         _parse_options("C")
+
+
+def test_view_picks_the_best_run_sorts_on_a_header_and_the_gallery_follows_the_run(data):
+    tr = Trainer(data, features=["pixels", "noisy"], label="label", image="path", folds=3)
+    ui = tr.widget._mlnb
+    ui["feats"].value = ("pixels", "noisy")
+    ui["algos"].value = ("logistic", "knn")
+    ui["work"]()
+    curve = ui["curve"]
+    assert len(curve.data) == 4 and all(len(t.x) == 3 for t in curve.data)  # a trace per run, a point per fold
+    best = max(tr.meta, key=lambda r: tr.meta[r]["accuracy"])
+    assert tr.meta[ui["run_pick"].value]["accuracy"] == tr.meta[best]["accuracy"]
+    table = ui["runs"]
+    assert table.selected == ui["run_pick"].value
+    table.sort_by, table.descending = "log_loss", False  # what a click on the header sends
+    losses = [float(r["log_loss"]) for r in table.rows]
+    assert losses == sorted(losses)
+    table.descending = True
+    assert [float(r["log_loss"]) for r in table.rows] == sorted(losses, reverse=True)
+    # a cell of the first run, then another run is picked (a click on its row): the gallery follows
+    first = ui["run_pick"].value
+    ui["show_cell"](first, "1", "7")
+    other = next(r for r in tr.evaluations if r != first)
+    table.selected = other
+    assert ui["run_pick"].value == other
+    n = int(tr.confusion(other).filter(pl.col("true") == "1")["7"].item())
+    assert f"predicted 7: {n} rows" in ui["cell_view"].value and tr.meta[other]["algorithm"] in ui["cell_view"].value
+
+
+def test_register_without_a_run_is_said_in_the_widget(data):
+    tr = Trainer(data, features="pixels", label="label", folds=3)
+    ui = tr.widget._mlnb
+    ui["register"](None)
+    assert "no run to register" in ui["error_box"].value
