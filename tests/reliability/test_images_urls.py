@@ -96,10 +96,17 @@ def server():
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     # a fresh client per test: connections to an earlier test's server must not be reused
-    images_mod._CLIENT = None
+    _close_client()
     yield srv, f"http://127.0.0.1:{srv.server_address[1]}"
+    _close_client()
     srv.shutdown()
     srv.server_close()
+
+
+def _close_client():
+    if images_mod._CLIENT is not None:
+        images_mod._CLIENT.close()
+        images_mod._CLIENT = None
 
 
 def test_a_good_url_loads(server):
@@ -167,3 +174,17 @@ def test_a_replaced_fetcher_is_capped_too(monkeypatch):
             images_mod.load_image("http://127.0.0.1:9/x.png")
     finally:
         images_mod.set_url_fetcher(None)
+
+
+def test_refused_connection_is_retried_then_reported():
+    import socket
+
+    with socket.socket() as s:  # a port on 127.0.0.1 that nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _close_client()
+    start = time.perf_counter()
+    with pytest.raises(ImageLoadError, match="cannot fetch"):
+        images_mod.load_image(f"http://127.0.0.1:{port}/x.png")
+    assert time.perf_counter() - start < 5
+    _close_client()
