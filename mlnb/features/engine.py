@@ -52,16 +52,37 @@ def _global_pool(t: Any) -> Any:
     return t.float().flatten(1)
 
 
+#: Names of classifier outputs, not feature layers.
+_HEAD_LAYERS = ("softmax", "logits", "classifier", "fc", "_fc", "head", "predictions")
+
+
+def check_layer(layer: str, suggested: tuple[str, ...] = ("pool",), *, head: bool = False) -> None:
+    """Refuse a layer that is the ImageNet classifier rather than a feature layer."""
+    if layer != "pool" and (head or layer.lower() in _HEAD_LAYERS):
+        raise MlnbError(
+            f"Layer {layer!r} is the ImageNet classifier, not a feature layer: for ImageNet classes call "
+            f"imagenet_labels(image); for features use one of {', '.join(suggested)}."
+        )
+
+
 class LayerTap:
     """Run ``module`` and return the global-average-pooled output of its sub-module ``layer``."""
 
-    def __init__(self, module: Any, layer: str) -> None:
+    def __init__(self, module: Any, layer: str, suggested: tuple[str, ...] = ("pool",)) -> None:
+        import torch
+
         modules = dict(module.named_modules())
         if layer not in modules:
             import difflib
 
             close = difflib.get_close_matches(layer, [n for n in modules if n], n=5, cutoff=0.3)
-            raise MlnbError(f"The model has no layer {layer!r}. Close names: {', '.join(close) or 'none'}; use 'pool' for the penultimate layer.")
+            raise MlnbError(
+                f"The model has no layer {layer!r}. Feature layers: {', '.join(suggested)}; "
+                f"close names: {', '.join(close) or 'none'}."
+            )
+        if isinstance(modules[layer], torch.nn.Identity):
+            # The classifier mlnb took off the backbone (its output would be the pool vector again).
+            check_layer(layer, suggested, head=True)
         self.module = module
         self.target = modules[layer]
 
@@ -115,7 +136,7 @@ class Loaded:
         if layer == "pool":
             return self.backbone
         if layer not in self.taps:
-            self.taps[layer] = LayerTap(self.backbone, layer)
+            self.taps[layer] = LayerTap(self.backbone, layer, self.spec.layers)
         return self.taps[layer]
 
     def dim(self, layer: str) -> int:
@@ -176,6 +197,7 @@ def cache_namespace(spec: ModelSpec, layer: str, precision: str | None = None) -
 def feature_dim(model: str, layer: str = "pool") -> int:
     """Length of the feature vector, without loading the model where the spec knows it."""
     spec = get_spec(model)
+    check_layer(layer, spec.layers)
     if layer == "pool" and spec.feature_dim:
         return spec.feature_dim
     return get_loaded(model).dim(layer)
