@@ -259,6 +259,8 @@ def _decode_one(spec: ModelSpec, src: Any) -> Any:
         return load_image(src, draft=(spec.resize_size, spec.resize_size), then=lambda img: preprocess(spec, img))
     except ImageLoadError as exc:
         return exc
+    except MlnbError as exc:  # e.g. a .zst file without zstandard installed: its own message
+        return ImageLoadError(src, str(exc))
     except Exception as exc:  # noqa: BLE001 - a bad image must not end the query
         return ImageLoadError(src, f"cannot preprocess: {exc}")
 
