@@ -56,6 +56,8 @@ class Config:
         Largest image decoded, in pixels (default Pillow's warning level, 89,478,485: about 9500 x 9500).
     url_timeout : float
         Seconds one URL may take in total: connecting, waiting and reading (default 10).
+    remote_thumbnails : bool
+        Fetch URL images to draw thumbnails in result tables (default ``False``: a link, no fetch).
     """
 
     def __init__(self) -> None:
@@ -72,6 +74,7 @@ class Config:
         self._max_image_bytes = 64 << 20
         self._max_image_pixels = _PILLOW_WARNING_PIXELS
         self._url_timeout = 10.0
+        self.remote_thumbnails = False
 
     @property
     def max_image_bytes(self) -> int:
