@@ -478,8 +478,11 @@ def features_series(name: str, feats: np.ndarray, ok: np.ndarray) -> Any:
 
 
 def _progress(total: int, model: str, progress: bool | None) -> Any:
-    if progress is False or (progress is None and total < 256):
+    """A tqdm bar for every embedding that takes more than about two seconds: from the start
+    when there are many images, else once two seconds have passed (tqdm's ``delay``)."""
+    if progress is False or total == 0:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"embed ({model})", unit="img", smoothing=0.1)
+    delay = 0.0 if progress or total >= 64 else 2.0
+    return tqdm(total=total, desc=f"embed ({model})", unit="img", smoothing=0.1, delay=delay, mininterval=0.5)
