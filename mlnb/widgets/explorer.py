@@ -48,14 +48,27 @@ def umap_coordinates(
     reducer = umap.UMAP(
         n_components=n_components, n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, metric=metric, random_state=random_state,
         init="random" if n < 10 else "spectral",
-        verbose=n >= 5000,  # long runs print umap's own epoch progress in the cell
-    )
+        verbose=False, tqdm_kwds={"disable": True},  # umap's own log and epoch bars never spill into the cell
+    )  # fmt: skip
+    import contextlib
     import warnings
 
-    with warnings.catch_warnings():
-        # umap warns that a fixed random_state turns off its parallelism: that is the point of a seed.
+    from tqdm.auto import tqdm
+
+    # One progress indicator of our own for layouts that take a while.
+    bar = tqdm(total=1, desc=f"UMAP layout of {n:,} points", bar_format="{desc} {elapsed}") if n >= 2000 else None
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        # umap warns that a fixed random_state turns off its parallelism (that is the point of a seed);
+        # numba and pynndescent warn about their own internals. None of it is the user's to act on.
         warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
-        coords = reducer.fit_transform(X).astype(np.float32)
+        warnings.filterwarnings("ignore", module=r"(umap|numba|pynndescent)")
+        warnings.filterwarnings("ignore", category=Warning, message=r".*numba.*")
+        try:
+            coords = reducer.fit_transform(X).astype(np.float32)
+        finally:
+            if bar is not None:
+                bar.update(1)
+                bar.close()
     buf = io.BytesIO()
     np.save(buf, coords, allow_pickle=False)
     ws.write_bytes(str(path.relative_to(ws.root)), buf.getvalue())

@@ -85,3 +85,16 @@ def test_colour_by_prediction_confidence_and_error(digits):
 def test_three_d_layout(digits):
     ex = Explorer(digits, features="pixels", image="path", n_components=3)
     assert ex.coords.shape == (90, 3) and ex.widget.dims == 3 and len(ex.widget.xy) == 90 * 12
+
+
+def test_umap_says_nothing_in_the_cell(capsys):
+    import warnings
+
+    from mlnb.widgets.explorer import umap_coordinates
+
+    X = np.random.default_rng(1).normal(size=(80, 8)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        coords = umap_coordinates(X, n_neighbors=10)
+    out = capsys.readouterr()
+    assert coords.shape == (80, 2) and out.out == "" and out.err == "" and not caught
