@@ -80,14 +80,19 @@ def check_syntax(stmt: Statement) -> None:
         raise from_engine(exc, statement=stmt, executed=text, frames=()) from None
 
 
-def in_cell(exc: QueryError, stmt: Statement) -> QueryError:
-    """``exc`` saying which statement of a cell of several failed."""
+def in_cell(exc: QueryError, stmt: Statement, *, ran: bool) -> QueryError:
+    """``exc`` saying which statement of a cell of several failed (``ran``: at run time,
+    after the ones before it; else found before anything ran)."""
     if stmt.count == 1:
         return exc
-    ran = "; the ones before it ran" if stmt.number > 1 else ""
-    later = ", the rest did not run" if stmt.number < stmt.count else ""
+    if not ran:
+        message = f"Statement {stmt.number} of {stmt.count} cannot be parsed; nothing ran: {exc.message}"
+    else:
+        before = "; the ones before it ran" if stmt.number > 1 else ""
+        later = ", the rest did not run" if stmt.number < stmt.count else ""
+        message = f"Statement {stmt.number} of {stmt.count} failed{before}{later}: {exc.message}"
     return QueryError(
-        f"Statement {stmt.number} of {stmt.count} failed{ran}{later}: {exc.message}",
+        message,
         statement=exc.statement, position=exc.position, hint=exc.hint,
     )
 

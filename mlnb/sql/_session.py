@@ -122,7 +122,10 @@ class Session:
             raise QueryError("Nothing to run: the query is empty. Write a SQL statement, e.g. SELECT 42.")
         if len(statements) > 1:
             for stmt in statements:
-                _errors.check_syntax(stmt)
+                try:
+                    _errors.check_syntax(stmt)
+                except QueryError as exc:
+                    raise _errors.in_cell(exc, stmt, ran=False) from None
         result: Any = pl.DataFrame()
         with self._lock:
             for stmt in statements:
@@ -130,7 +133,7 @@ class Session:
                 try:
                     result = self._run_one(stmt, namespace, lazy=lazy and last)
                 except QueryError as exc:
-                    raise _errors.in_cell(exc, stmt) from None
+                    raise _errors.in_cell(exc, stmt, ran=True) from None
         return result
 
     def _run_one(self, stmt: Statement, namespace: Mapping[str, Any], *, lazy: bool) -> Any:
