@@ -349,3 +349,12 @@ def test_labeler_in_notebook_7(lab_server):
             assert events[-1]["label"] == "2" and events[-1]["item"].endswith("digit00005.png")
         finally:
             page.screenshot(path=str(OUT / "labeler-notebook7.png"))
+
+
+def test_a_browser_that_cannot_start_fails_under_ci(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        _unavailable("Chromium did not start")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        _unavailable("Chromium did not start")
