@@ -56,6 +56,8 @@ class Handler(BaseHTTPRequestHandler):
             elif path.startswith("/slow"):
                 time.sleep(1.0)
                 self._send(PNG)
+            elif path == "/silent":  # accepts, then never answers
+                time.sleep(30)
             elif path == "/trickle":  # 20 bytes every 0.5 s, forever (until the client goes)
                 self.send_response(200)
                 self.send_header("Content-Length", "100000")
@@ -123,6 +125,15 @@ def test_trickling_server_meets_one_total_deadline(server, monkeypatch):
     took = time.perf_counter() - start
     print(f"\nFIGURE trickling server (20 B / 0.5 s), deadline 2 s: gave up after {took:.2f}s")
     assert took < 3.0
+
+
+def test_a_server_that_never_answers_meets_the_deadline(server, monkeypatch):
+    _, base = server
+    monkeypatch.setattr(mlnb.config, "url_timeout", 1.5)
+    start = time.perf_counter()
+    with pytest.raises(ImageLoadError, match="timed out after 1.5s"):
+        images_mod.load_image(f"{base}/silent")
+    assert time.perf_counter() - start < 2.5
 
 
 @pytest.mark.parametrize("path", ["/huge-declared", "/huge-chunked"])
