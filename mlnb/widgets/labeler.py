@@ -388,8 +388,8 @@ class Labeler(Controller):
         acts = (key.isdigit() and len(key) == 1) or key in ("Enter", " ", "Spacebar") or (k == "u" and not ctrl)
         if items is not None and acts and not ctrl:
             self.adopt(items, cursor)
-        elif items and cursor is not None and not ctrl:
-            self.cursor = self._on_page([cursor])[0]
+        elif cursor is not None and not ctrl and cursor in self.page_ids():
+            self.cursor = self._on_page([cursor])[0]  # arrows move from the tile the view shows as current
         if ctrl and k == "z":
             self.redo() if shift else self.undo()
         elif ctrl and k == "y":
