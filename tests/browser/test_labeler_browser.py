@@ -8,6 +8,7 @@ instead of skipping them.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -205,11 +206,15 @@ def test_a_person_labels_twelve_digits_while_the_head_retrains(lab_server):
                 cell = page.locator(".mlnb-labeler .cell.selected:not(.done)")
                 cell.first.wait_for(timeout=30_000)
                 assert cell.count() == 1
-                page.wait_for_function(
-                    "() => { const i = document.querySelector('.mlnb-labeler .cell.selected img'); return i && i.complete && i.naturalWidth > 0; }",
+                # The selected tile's own pixels, read in one step (a redraw cannot slip in between).
+                png = page.wait_for_function(
+                    "() => { const i = document.querySelector('.mlnb-labeler .cell.selected img');"
+                    " if (!i || !i.complete || !i.naturalWidth) return null;"
+                    " const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;"
+                    " c.getContext('2d').drawImage(i, 0, 0); return c.toDataURL('image/png'); }",
                     timeout=30_000,
-                )
-                digit = read(cell.first.locator("img").screenshot())
+                ).json_value()
+                digit = read(base64.b64decode(png.split(",", 1)[1]))
                 pressed.append(digit)
                 page.keyboard.press(digit)
                 # a person looks again once the tile shows its label (the count of unlabelled items drops)

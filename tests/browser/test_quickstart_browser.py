@@ -45,7 +45,10 @@ def test_dev_quickstart_opens_the_notebook(tmp_path):
                 page.goto(url, wait_until="domcontentloaded")
                 page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=90_000)
                 assert page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel").first.inner_text() == "01_quickstart.ipynb"
-                assert "mlnb quickstart" in page.locator(".jp-NotebookPanel .jp-Cell").first.inner_text()
+                page.wait_for_function(
+                    "() => (document.querySelector('.jp-NotebookPanel .jp-Cell') || {}).innerText?.includes('mlnb quickstart')",
+                    timeout=60_000,
+                )
             finally:
                 page.screenshot(path=str(OUT / "quickstart-opened.png"))
     finally:
