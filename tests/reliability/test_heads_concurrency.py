@@ -1,0 +1,93 @@
+"""Head names never leave the workspace; processes writing one head name wait for each other."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+import mlnb
+from mlnb.heads import drop_classifier, load_classifier, store, train_classifier
+
+
+def _frame(seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(["a", "b"], 10)
+    X = rng.normal(size=(20, 4)).astype(np.float32) + np.repeat(np.eye(2, 4) * 3, 10, axis=0)
+    return pl.DataFrame({"features": X.tolist(), "label": y.tolist()})
+
+
+BAD_NAMES = ["../../outside", "../outside", "a/b", "/etc/passwd", "..", "", "x.y", "1abc", "a b", "x" * 101]
+
+
+@pytest.mark.parametrize("bad", BAD_NAMES)
+def test_names_that_are_not_identifiers_are_refused_everywhere(bad):
+    with pytest.raises(mlnb.MlnbError, match="Classifier names are SQL identifiers"):
+        load_classifier(bad)
+    with pytest.raises(mlnb.MlnbError, match="Classifier names are SQL identifiers"):
+        train_classifier(_frame(), name=bad)
+    with pytest.raises(mlnb.MlnbError, match="Classifier names are SQL identifiers"):
+        drop_classifier(bad)
+
+
+def test_a_head_outside_the_workspace_is_not_loaded(_workspace, tmp_path):
+    train_classifier(_frame(), name="outside", folds=None)
+    shutil.move(_workspace / "heads" / "outside", tmp_path / "outside")  # now at heads/../../outside
+    mlnb.heads.head._loaded.clear()
+    for ref in ("../../outside", "../../outside@1"):
+        with pytest.raises(mlnb.MlnbError, match="SQL identifiers"):
+            load_classifier(ref)
+    assert mlnb.classifiers().height == 0
+
+
+_WRITER = textwrap.dedent(
+    """
+    import pathlib, sys, time
+    import numpy as np, polars as pl
+    import mlnb
+    from mlnb.heads import store, train_classifier
+
+    mlnb.config.workspace = sys.argv[1]
+    rng = np.random.default_rng(int(sys.argv[2]))
+    y = np.repeat(["a", "b"], 10)
+    df = pl.DataFrame({"features": rng.normal(size=(20, 4)).tolist(), "label": y.tolist()})
+    head = train_classifier(df, name="shared", folds=None, replace=True)
+    # start together, so that the writes overlap
+    ready = pathlib.Path(sys.argv[1]).parent / "ready"
+    ready.mkdir(exist_ok=True)
+    (ready / sys.argv[2]).touch()
+    while len(list(ready.iterdir())) < 2:
+        time.sleep(0.01)
+    for i in range(40):  # what CREATE OR REPLACE and CREATE write, without the training in between
+        store.save("shared", head.estimator, head.meta, replace=(i % 2 == 0))
+    train_classifier(df, name="shared", folds=None, replace=True)
+    train_classifier(df, name="shared", folds=None)
+    """
+)
+
+
+def test_two_processes_replacing_one_head(_workspace, tmp_path):
+    script = tmp_path / "writer.py"
+    script.write_text(_WRITER)
+    env = {**os.environ, "PYTHONPATH": str(Path(mlnb.__file__).parents[1])}  # the mlnb under test
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(_workspace), str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for seed in (1, 2)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    vs = store.versions("shared")
+    assert vs == list(range(1, len(vs) + 1)) and 1 <= len(vs) <= 4
+    for v in vs:
+        assert load_classifier(f"shared@{v}").meta["n_rows"] == 20
+    assert [p.name for p in (_workspace / "heads" / "shared").iterdir() if p.name.startswith(".")] == []
