@@ -142,7 +142,7 @@ def test_labeler_renders_and_a_key_press_is_saved(lab_server):
             assert page.locator(".mlnb-labeler .cell").count() == 24
             page.screenshot(path=str(OUT / "labeler-rendered.png"))
             page.locator(".mlnb-labeler .cell").nth(3).click()
-            page.keyboard.press("7")  # digit classes: key 7 is class "7"
+            page.keyboard.press("3")  # the tile shows a 3; digit classes: key 3 is class "3"
             page.wait_for_selector(".mlnb-labeler .cell .tag", timeout=30_000)
             page.screenshot(path=str(OUT / "labeler-labelled.png"))
             log = root / ".mlnb" / "labels" / "labels.jsonl"
@@ -150,7 +150,7 @@ def test_labeler_renders_and_a_key_press_is_saved(lab_server):
             while time.time() < deadline and not log.exists():
                 time.sleep(0.2)
             events = [json.loads(line) for line in log.read_text().splitlines()]
-            assert events[-1]["label"] == "7" and events[-1]["item"].endswith("digit00003.png")
+            assert events[-1]["label"] == "3" and events[-1]["item"].endswith("digit00003.png")
             # the key did not reach the notebook: still one cell, no new cell inserted by a shortcut
             assert page.locator(".jp-NotebookPanel:visible .jp-Cell").count() <= 2
         finally:
@@ -348,10 +348,10 @@ def test_labeler_in_notebook_7(lab_server):
                 time.sleep(1)
             page.wait_for_selector(".mlnb-labeler .cell img[src^='blob:']", timeout=120_000)
             page.locator(".mlnb-labeler .cell").nth(5).click()
-            page.keyboard.press("2")  # class "2"
+            page.keyboard.press("5")  # the tile shows a 5: class "5"
             page.wait_for_function("() => document.querySelector('.mlnb-labeler .status').textContent.startsWith('saved')", timeout=30_000)
             events = [json.loads(line) for line in (root / ".mlnb" / "labels" / "labels.jsonl").read_text().splitlines()]
-            assert events[-1]["label"] == "2" and events[-1]["item"].endswith("digit00005.png")
+            assert events[-1]["label"] == "5" and events[-1]["item"].endswith("digit00005.png")
         finally:
             page.screenshot(path=str(OUT / "labeler-notebook7.png"))
 
