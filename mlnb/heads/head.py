@@ -285,10 +285,7 @@ def classifiers() -> Any:
     for n in store.names():
         for v in store.versions(n):
             try:
-                m = store.read_meta(n, v)
-                model = store.heads_root() / n / f"v{v}" / ("model.safetensors" if m["format"] == "safetensors" else "model.skops")
-                if not model.is_file() or model.stat().st_size == 0:
-                    raise MlnbError(f"Classifier {n}@{v} is damaged: {model.name} is missing or empty.")
+                m = store.check_files(n, v)
             except MlnbError as exc:
                 rows.append({"name": n, "version": v, "error": str(exc)})
                 continue

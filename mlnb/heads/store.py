@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import MlnbError, ModelNotFoundError
-from ..workspace import get_workspace
+from ..workspace import _fsync_dir, get_workspace
 
 TRUSTED_TYPES = frozenset(
     {
@@ -210,15 +210,6 @@ def save(name: str, estimator: Any, meta: dict[str, Any], *, replace: bool = Fal
     return final
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _dump_checked(name: str, estimator: Any) -> bytes:
     """The skops file for ``estimator``; refused, before anything is written, when we would not load it back."""
     import io
@@ -349,6 +340,29 @@ def read_meta(name: str, version: int) -> dict[str, Any]:
     if meta["format"] not in ("skops", "safetensors"):
         raise _damaged(name, version, f"{path.name} names an unknown format {meta['format']!r}")
     return {**meta, "name": name, "version": version}
+
+
+def check_files(name: str, version: int) -> dict[str, Any]:
+    """meta.json, once a quick look at the model file found it whole (cheaper than loading it)."""
+    import struct
+
+    meta = read_meta(name, version)
+    path = heads_root() / name / f"v{version}" / ("model.safetensors" if meta["format"] == "safetensors" else "model.skops")
+    try:
+        size = path.stat().st_size
+        if meta["format"] == "skops":
+            whole = zipfile.is_zipfile(path)
+        else:  # 8 bytes of header length, the JSON header, then the tensors
+            with open(path, "rb") as fh:
+                head = fh.read(8)
+            whole = len(head) == 8 and 8 + struct.unpack("<Q", head)[0] <= size
+    except FileNotFoundError:
+        raise _damaged(name, version, f"{path} is missing") from None
+    except OSError as exc:
+        raise _damaged(name, version, f"{path.name} cannot be read ({exc.strerror})") from None
+    if not whole:
+        raise _damaged(name, version, f"{path.name} is truncated or not a {meta['format']} file")
+    return meta
 
 
 def drop(name: str) -> int:

@@ -167,7 +167,7 @@ def test_damaged_head_gives_an_error_naming_it_and_show_lists_the_rest(_workspac
     assert shown["name"].to_list() == ["broken", "good"]
     good = shown.row(1, named=True)
     assert good["error"] is None and good["algorithm"] == "logistic"
-    if case in ("meta_missing", "meta_truncated", "meta_not_an_object", "skops_missing", "safetensors_missing"):
+    if case != "torch_size_mismatch":  # found only by loading the weights
         assert "broken@1 is damaged" in shown.row(0, named=True)["error"]
     assert mlnb.sql("SHOW CLASSIFIERS").height == 2
     assert (load_classifier("good").predict(t) == t["label"].to_numpy()).mean() > 0.8
