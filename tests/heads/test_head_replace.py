@@ -97,3 +97,14 @@ def test_a_head_replaced_by_another_process_is_not_served_from_memory(_workspace
     other = train_classifier(t, algo="knn", folds=3)
     store.save("shared", other.estimator, other.meta, replace=True)
     assert load_classifier("shared").meta["algorithm"] == "knn"
+
+
+def test_sql_create_or_replace_with_a_typo_keeps_the_old_head():
+    t = _frame()
+    mlnb.sql("CREATE CLASSIFIER kept AS SELECT features, label FROM t", t=t)
+    with pytest.raises(mlnb.MlnbError, match="Unknown option 'hiden' for mlp"):
+        mlnb.sql("CREATE OR REPLACE CLASSIFIER kept USING mlp WITH (hiden = 8) AS SELECT features, label FROM t", t=t)
+    assert mlnb.sql("SHOW CLASSIFIERS")["name"].to_list() == ["kept"]
+    assert mlnb.sql("SELECT kept(features) AS p FROM t", t=t)["p"].null_count() == 0
+    mlnb.sql("CREATE OR REPLACE CLASSIFIER kept USING knn AS SELECT features, label FROM t", t=t)
+    assert mlnb.classifiers()[["version", "algorithm"]].rows() == [(1, "knn")]
