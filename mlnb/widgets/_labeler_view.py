@@ -83,6 +83,8 @@ class LabelerView(anywidget.AnyWidget):
         items = [str(i) for i in items] if isinstance(items, list) else None
         try:
             with c.lock:
+                if isinstance(content.get("clicks"), int):
+                    c.clicks_seen = max(c.clicks_seen, content["clicks"])
                 if kind == "click":
                     item = content.get("item")
                     c.click(int(content.get("pos", 0)), shift=bool(content.get("shift")), ctrl=bool(content.get("ctrl")),

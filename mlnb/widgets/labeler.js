@@ -15,6 +15,9 @@ function render({ model, el }) {
   let cursor = null;
   let anchor = null;
   let order = [];
+  // Clicks are numbered; the kernel echoes the last one it has seen, so a reply that left before
+  // the person's latest click cannot take that click's selection away.
+  let clicks = 0;
 
   function send(msg) { model.send(msg); }
   function selected() { return order.filter((id) => sel.includes(id)); }
@@ -31,10 +34,14 @@ function render({ model, el }) {
     const items = page.items || [];
     const thumbs = page.thumbs || {};
     order = items.map((it) => it.item);
-    sel = items.filter((it) => it.selected).map((it) => it.item);
-    const cur = items.find((it) => it.cursor);
-    cursor = cur ? cur.item : sel[sel.length - 1] ?? null;
-    anchor = cursor;
+    if ((page.clicks ?? 0) >= clicks || !sel.some((id) => order.includes(id))) {
+      sel = items.filter((it) => it.selected).map((it) => it.item);
+      const cur = items.find((it) => it.cursor);
+      cursor = cur ? cur.item : sel[sel.length - 1] ?? null;
+      anchor = cursor;
+    } else {
+      sel = sel.filter((id) => order.includes(id));
+    }
 
     const bar = document.createElement("div");
     bar.className = "bar classes";
@@ -94,10 +101,10 @@ function render({ model, el }) {
     const grid = document.createElement("div");
     grid.className = "grid";
     const size = model.get("thumb_size") * (model.get("focus") ? 4 : 1);
-    items.filter((it) => !model.get("focus") || it.selected).forEach((it) => {
+    items.filter((it) => !model.get("focus") || sel.includes(it.item)).forEach((it) => {
       const cell = document.createElement("div");
       cell._id = it.item;
-      cell.className = "cell" + (it.selected ? " selected" : "") + (it.kind ? " done" : "");
+      cell.className = "cell" + (sel.includes(it.item) ? " selected" : "") + (it.kind ? " done" : "");
       cell.dataset.pos = it.pos;
       const img = document.createElement("img");
       img.width = size; img.height = size; img.alt = "";
@@ -121,7 +128,7 @@ function render({ model, el }) {
         if (dragStart !== null && dragStart !== it.item) {
           const [a, b] = [order.indexOf(dragStart), order.indexOf(it.item)].sort((x, y) => x - y);
           sel = order.slice(a, b + 1);
-          send({ type: "drag", items: [dragStart, it.item] });
+          send({ type: "drag", items: [dragStart, it.item], clicks: ++clicks });
         } else {
           const shift = e.shiftKey, ctrl = e.ctrlKey || e.metaKey;
           if (shift && anchor !== null) {
@@ -134,7 +141,7 @@ function render({ model, el }) {
             sel = [it.item];
             anchor = it.item;
           }
-          send({ type: "click", item: it.item, pos: it.pos, shift, ctrl });
+          send({ type: "click", item: it.item, pos: it.pos, shift, ctrl, clicks: ++clicks });
         }
         cursor = it.item;
         dragStart = null;

@@ -108,6 +108,7 @@ class Labeler(Controller):
         self._since_train = 0
         self._pending: list[int] | None = None  # a new ranking, used from the next page on
         self._token = 0
+        self.clicks_seen = 0
         self._train_lock = threading.Lock()
         # One lock for every state change: the retrain thread and the view's messages take turns.
         self.lock = threading.RLock()
@@ -493,6 +494,7 @@ class Labeler(Controller):
                 "items": items,
                 "thumbs": self.thumbnails(),
                 "ranking_waiting": self._pending is not None,
+                "clicks": self.clicks_seen,  # the view's last click this page reflects
             }
 
     # -- what to label next -------------------------------------------------------------
