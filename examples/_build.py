@@ -84,7 +84,8 @@ write("02_label_and_learn.ipynb", [
     code("%embed unlabelled.path -o unlabelled"),
     code("lab = mlnb.label(unlabelled, image='path', classes=[str(i) for i in range(10)], features='features',\n"
          "                 retrain_every=10, random_share=0.5)\nlab"),
-    md("Click a digit and press its key (1-9, 0 for the tenth class), or Enter to accept the suggestion. "
+    md("Click a digit and press that digit's key (the classes are the digits, so key 7 is class \"7\"), or Enter to accept "
+       "the suggestion. After a retrain the least certain digits come from the next page on, or at once with `r`. "
        "The next cell plays the part of a user who labels 80 digits, so this notebook also runs unattended; "
        "after every 10 labels it measures how often the head agrees with the hidden truth on all 1,797 digits."),
     code("def agreement():\n"
@@ -95,6 +96,7 @@ write("02_label_and_learn.ipynb", [
          "    lab.label(truth[item])\n"
          "    if len(lab.state) % 10 == 0:\n"
          "        lab.retrain()   # what the background thread does every 10 labels\n"
+         "        lab.apply_ranking()   # the user presses r: the least certain digits next\n"
          "        curve.append((len(lab.state), round(agreement(), 3)))\n"
          "curve"),
     md("How good is the head on *all* the digits, against the hidden truth?"),
