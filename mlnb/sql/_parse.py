@@ -16,7 +16,7 @@ import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 #: Token kinds (DuckDB's names, shortened): keyword identifier string number operator comment, plus ``param``.
 _KINDS = {
@@ -27,8 +27,9 @@ _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {v: k for k, v in _OPEN.items()}
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
+    """One token (a tuple: a long query has a hundred thousand of them)."""
+
     kind: str  # keyword identifier string number operator comment param
     text: str
     start: int  # offset in the statement's text
@@ -60,7 +61,7 @@ class Token:
         return self.name if self.quoted else self.text.lower()
 
     def shifted(self, by: int) -> Token:
-        return Token(self.kind, self.text, self.start + by, self.end + by)
+        return self if by == 0 else Token(self.kind, self.text, self.start + by, self.end + by)
 
 
 @dataclass(frozen=True)
@@ -267,16 +268,20 @@ def _tokens(text: str) -> list[Token]:
         raw = [(int(chars_before[o]), k) for o, k in raw]
     out: list[Token] = []
     n = len(raw)
+    kinds: dict[int, str] = {}  # by id(): the token kinds are a handful of enum members
+    prev: Token | None = None
     for i, (start, kind) in enumerate(raw):
         end = raw[i + 1][0] if i + 1 < n else len(text)
         piece = text[start:end].rstrip()
-        name = getattr(kind, "name", str(kind).rsplit(".", 1)[-1]).upper()
-        tok = Token(_KINDS.get(name, "operator"), piece, start, start + len(piece))
-        prev = out[-1] if out else None
-        if prev is not None and prev.kind == "operator" and prev.text == "$" and prev.end == start and tok.is_name:
-            out[-1] = Token("param", "$" + piece, prev.start, tok.end)
+        k = kinds.get(id(kind))
+        if k is None:
+            name = getattr(kind, "name", str(kind).rsplit(".", 1)[-1]).upper()
+            k = kinds[id(kind)] = _KINDS.get(name, "operator")
+        if prev is not None and k in ("identifier", "keyword") and prev.text == "$" and prev.end == start and prev.kind == "operator":
+            prev = out[-1] = Token("param", "$" + piece, prev.start, start + len(piece))
             continue
-        out.append(tok)
+        prev = Token(k, piece, start, start + len(piece))
+        out.append(prev)
     return out
 
 
@@ -295,7 +300,7 @@ def parse(query: str) -> list[Statement]:
         if not sig:
             continue
         s, e = piece[0].start, piece[-1].end
-        stmts.append(Statement(query[s:e], s, [t.shifted(-s) for t in sig]))
+        stmts.append(Statement(query[s:e], s, [t.shifted(-s) for t in sig] if s else sig))
     for i, st in enumerate(stmts):
         st.number, st.count = i + 1, len(stmts)
     return stmts
