@@ -27,6 +27,7 @@ class StatementContext:
     gather: dict[tuple[str, str], dict[str, Any]] | None = None  # images wanted (Ray dry run)
     overlay: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # features held for it
     error: BaseException | None = None  # the first exception raised inside one of its functions
+    stop: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C: its workers stop too
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def put_error(self, exc: BaseException) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from .._context import StatementContext, entered
 from .._frames import is_frame, to_polars  # noqa: F401 - re-exported by mlnb.sql
 from .._report import collecting
-from ..exceptions import MlnbError, QueryError
+from ..exceptions import Interrupted, MlnbError, QueryError
 from ..functions import registry
 from . import _errors
 from ._parse import Statement, parse
@@ -179,18 +179,28 @@ class Session:
                 return rel.pl().lazy() if lazy else rel.pl()
         except MlnbError:
             raise
-        except KeyboardInterrupt:
-            self.con.interrupt()
-            raise
+        except KeyboardInterrupt as exc:
+            raise self._interrupted(ctx, exc) from None
         except Exception as exc:  # noqa: BLE001 - every engine error is a query error
             inner = ctx.take_error()
             if isinstance(inner, MlnbError):
                 raise inner from None
-            if isinstance(inner, KeyboardInterrupt):
-                raise inner from None
+            if isinstance(inner, KeyboardInterrupt) or "INTERRUPT" in str(exc).split(":", 1)[0].upper():
+                raise self._interrupted(ctx, inner or exc) from None
             if not type(exc).__module__.startswith(("duckdb", "_duckdb")):
                 raise
             raise _errors.from_engine(exc, statement=stmt, executed=executed, frames=frames) from None
+
+    def _interrupted(self, ctx: StatementContext, exc: BaseException | None) -> BaseException:
+        """Ctrl-C: the statement's workers stop at their next batch, DuckDB stops, and one
+        line says what was kept (finished batches are in the cache)."""
+        ctx.stop.set()
+        self.con.interrupt()
+        inner = ctx.take_error()
+        for e in (exc, inner):
+            if isinstance(e, Interrupted):
+                return e
+        return Interrupted("interrupted; finished batches are cached")
 
     def _scopes(self, stmt: Statement, probe: str, params: dict[str, Any]) -> dict[int, str]:
         """Bind ``probe`` (EXPLAIN: nothing runs) and return the scopes it captured."""

@@ -20,7 +20,10 @@ def _show_functions(session: Session, m: Match[str], stmt: Statement, ns: Mappin
 
 
 #: Settings SQL may change: ``SET mlnb_<name> = value`` is ``mlnb.config.<name> = value``.
-_SETTINGS = ("engine", "device", "precision", "batch_size", "display_limit", "workspace", "ray_address", "ray_workers", "ray_output")
+_SETTINGS = (
+    "engine", "device", "precision", "batch_size", "display_limit", "workspace", "ray_address", "ray_workers", "ray_output",
+    "max_image_bytes", "max_image_pixels", "url_timeout", "remote_thumbnails",
+)
 
 
 def _setting(name: str) -> str:
@@ -40,11 +43,14 @@ def _literal(text: str) -> Any:
         return None
     if len(text) >= 2 and text[0] == text[-1] == "'":
         return text[1:-1].replace("''", "'")
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    raise QueryError(f"Cannot read the value {text}: write a quoted string ('ray'), a whole number, or NULL.")
+    if text.upper() in ("TRUE", "FALSE"):
+        return text.upper() == "TRUE"
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    raise QueryError(f"Cannot read the value {text}: write a quoted string ('ray'), a number, true/false, or NULL.")
 
 
 def _show_setting(key: str) -> Any:

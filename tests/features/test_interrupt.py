@@ -159,7 +159,16 @@ def _run(kc, code, timeout=120):
 
 
 @pytest.mark.slow
-def test_interrupting_percent_embed_in_a_real_kernel(tmp_path):
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "%embed photos.path -o feats",
+        "%%mlsql\nSELECT path, embed(path) AS f FROM photos",
+        "%%mlsql\nCREATE CLASSIFIER c AS SELECT embed(path) AS features, 'x' || (hash(path) % 2) AS label FROM photos",
+    ],
+    ids=["embed-magic", "sql", "create-classifier"],
+)
+def test_interrupting_percent_embed_in_a_real_kernel(tmp_path, cell):
     from jupyter_client import KernelManager
 
     km = KernelManager(kernel_name="python3")
@@ -170,7 +179,7 @@ def test_interrupting_percent_embed_in_a_real_kernel(tmp_path):
         kc.wait_for_ready(timeout=60)
         error, _ = _run(kc, _KERNEL_SETUP.format(ws=str(tmp_path)))
         assert error is None, error
-        msg_id = kc.execute("%embed photos.path -o feats")
+        msg_id = kc.execute(cell)
         time.sleep(2.0)
         sent = time.perf_counter()
         km.interrupt_kernel()
