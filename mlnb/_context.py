@@ -28,6 +28,7 @@ class StatementContext:
     overlay: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # features held for it
     error: BaseException | None = None  # the first exception raised inside one of its functions
     stop: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C: its workers stop too
+    memo: dict[Any, Any] = field(default_factory=dict)  # what its functions load once per statement
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def put_error(self, exc: BaseException) -> None:

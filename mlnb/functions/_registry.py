@@ -146,7 +146,7 @@ class Function:
             else:
                 udf_types.append(p.type)
                 # Options, and list columns (so DOUBLE[] or FLOAT[n] arrays fit a FLOAT[] parameter), are cast.
-                cast = p.is_option or p.type.endswith("[]")
+                cast = p.is_option or p.type.endswith("]")
                 call_args.append(f"CAST({p.name} AS {p.type})" if cast else p.name)
         try:
             con.remove_function(self._udf_name)
@@ -203,7 +203,7 @@ class Function:
                 paths, blobs = next(it).to_pylist(), next(it).to_pylist()
                 columns.append([b if b is not None else s for s, b in zip(paths, blobs)])
             else:
-                columns.append(next(it))
+                columns.append(_one_array(next(it)))
         option_arrays = list(it)
         n = len(arrays[0]) if arrays else 0
         groups = _option_groups(self.options, option_arrays, n)
@@ -218,6 +218,15 @@ class Function:
             for i, v in zip(rows, part):
                 out[i] = v
         return pa.array(out, type=_arrow_type(self.returns))
+
+
+def _one_array(arr: Any) -> Any:
+    """DuckDB hands a chunk over as a ChunkedArray of one chunk: take it without copying."""
+    import pyarrow as pa
+
+    if isinstance(arr, pa.ChunkedArray):
+        return arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    return arr
 
 
 def _option_groups(options: Sequence[Param], arrays: Sequence[Any], n: int) -> dict[tuple, list[int]]:

@@ -67,6 +67,17 @@ def vectors(features: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
         return feature_matrix(pl.Series(features), expect_dim=dim)
     n = len(features)
     ok = ~np.asarray(features.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    if pa.types.is_fixed_size_list(features.type) and features.type.list_size == dim:
+        # FLOAT[dim] (what embed() gives): its values buffer already is the (n, dim) matrix,
+        # null rows included as slots, so no copy is needed for float32.
+        values = features.values.slice(features.offset * dim, n * dim)
+        if values.null_count:
+            values = values.fill_null(np.nan)
+        X = values.to_numpy(zero_copy_only=False).reshape(n, dim)
+        if X.dtype != np.float32:
+            X = X.astype(np.float32)
+        # One pass: a NaN or inf anywhere in a row makes its sum non-finite.
+        return X, ok & np.isfinite(X.sum(axis=1))
     X = np.zeros((n, dim), dtype=np.float32)
     if not ok.any():
         return X, ok
@@ -99,11 +110,15 @@ def score(head: Any, features: Any, *, proba: bool = False) -> Any:
     classes = np.array([str(c) for c in head.meta["classes"]], dtype=object)
     n, k = len(ok), len(classes)
     rows = np.flatnonzero(ok)
-    p = head.estimator.predict_proba(X[rows]) if len(rows) else np.zeros((0, k))
+    if len(rows) == n:
+        p = head.estimator.predict_proba(X)  # every row has features: no copy of the block
+    else:
+        p = head.estimator.predict_proba(X[rows]) if len(rows) else np.zeros((0, k))
     if not proba:
-        labels = np.full(n, None, dtype=object)
-        labels[rows] = classes[np.argmax(p, axis=1)] if len(rows) else []
-        return pa.array(labels, type=pa.string(), mask=~ok)
+        idx = np.zeros(n, dtype=np.int32)
+        if len(rows):
+            idx[rows] = np.argmax(p, axis=1)
+        return pa.array(classes, type=pa.string()).take(pa.array(idx, mask=~ok))
     # One map per row: offsets into flat key / value arrays (k entries for each scored row).
     counts = np.where(ok, k, 0)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
@@ -112,11 +127,18 @@ def score(head: Any, features: Any, *, proba: bool = False) -> Any:
     return pa.MapArray.from_arrays(pa.array(offsets, type=pa.int32(), mask=None), keys, values, mask=pa.array(~ok))
 
 
-def _make(ref: str, proba: bool) -> Function:
+def _make(ref: str, proba: bool, dim: int | None = None) -> Function:
     def impl(features: Any) -> Any:
+        from .._context import current
         from .head import load_classifier
 
-        return score(load_classifier(ref), features, proba=proba)
+        # Loaded (and its files checked) once per statement, not once per 2,048-row chunk.
+        ctx = current()
+        memo = ctx.memo if ctx is not None else {}
+        head = memo.get(("head", ref))
+        if head is None:
+            head = memo[("head", ref)] = load_classifier(ref)
+        return score(head, features, proba=proba)
 
     base, _, ver = ref.partition("@")
     name = f"{base}_proba" if proba else base
@@ -126,7 +148,8 @@ def _make(ref: str, proba: bool) -> Function:
     fn = Function(
         name=name,
         impl=impl,
-        params=(Param("features", "FLOAT[]"),),
+        # FLOAT[dim]: embed()'s FLOAT[d] arrives as it is (a list column is cast to it).
+        params=(Param("features", f"FLOAT[{dim}]" if dim else "FLOAT[]"),),
         returns="MAP(VARCHAR, FLOAT)" if proba else "VARCHAR",
         doc=f"Classifier head {ref}: {what} for a feature vector (NULL for NULL features).",
     )
@@ -174,11 +197,19 @@ class HeadResolver:
 
     def _function(self, head: str, ver: str, proba: bool) -> Function:
         ref = f"{head}@{ver}" if ver else head
-        key = (str(store.heads_root()), ref + ("_proba" if proba else ""))
+        version = int(ver) if ver else store.versions(head)[-1]
+        # A new version under the same name is a new function (its dimension may differ).
+        key = (str(store.heads_root()), ref + ("_proba" if proba else ""), version)
         with _made_lock:
             fn = _made.get(key)
-            if fn is None:
-                fn = _made[key] = _make(ref, proba)
+        if fn is None:
+            try:
+                dim = int(store.read_meta(head, version)["dim"])
+            except (MlnbError, KeyError, TypeError, ValueError):
+                dim = None  # a damaged head: calling it gives the store's error
+            fn = _make(ref, proba, dim)
+            with _made_lock:
+                fn = _made.setdefault(key, fn)
         return fn
 
 

@@ -12,6 +12,7 @@ from ._parse import Statement
 _LINE = re.compile(r"LINE (\d+): (.*)\n( *)\^", re.MULTILINE)
 _MISSING_TABLE = re.compile(r"Table with name (\S+) does not exist")
 _QUOTED = re.compile(r'"([^"]+)"')
+_DIM = re.compile(r"Cannot cast (?:list with length|array of size) (\d+) to array (?:with length|of size) (\d+)")
 
 
 def from_engine(exc: BaseException, *, statement: Statement, executed: str, frames: Iterable[str]) -> QueryError:
@@ -25,7 +26,15 @@ def from_engine(exc: BaseException, *, statement: Statement, executed: str, fram
     hint = None
     position = None
 
+    dm = _DIM.search(raw)
     m = _MISSING_TABLE.search(raw)
+    if dm and not m:
+        # A head's scorer takes FLOAT[d]: vectors of another length cannot be its features.
+        message = (
+            f"The features have dimension {dm.group(1)}, but the head was trained on {dm.group(2)}: "
+            "score it with the same model and layer it was trained on."
+        )
+        return QueryError(message, statement=statement_text)
     if m:
         name = m.group(1)
         frames = sorted(set(frames))
