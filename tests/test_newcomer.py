@@ -51,8 +51,10 @@ def test_quickstart_command_sets_up_and_serves_the_notebook(tmp_path):
         assert any("No display" in ln for ln in lines)
         base = url.split("/lab")[0]
         token = re.search(r"token=([0-9a-f]+)", url)
-        # the server opens in examples/
-        req = urllib.request.Request(base + "/api/contents/01_quickstart.ipynb?content=0")
+        # the printed URL opens the quickstart notebook itself (not the Launcher)
+        nb = re.search(r"/lab/tree/(\S+?\.ipynb)", url)
+        assert nb and nb.group(1).endswith("01_quickstart.ipynb"), url
+        req = urllib.request.Request(base + f"/api/contents/{nb.group(1)}?content=0")
         if token:
             req.add_header("Authorization", f"token {token.group(1)}")
         for _ in range(60):
