@@ -43,7 +43,7 @@ import numpy as np
 
 from .._report import capturing, report_failure
 from ..config import DEFAULT_MODEL
-from ..exceptions import MissingDependencyError, MlnbError
+from ..exceptions import Interrupted, MissingDependencyError, MlnbError
 
 PART = "part-{:05d}.parquet"
 CONNECT_TIMEOUT_S = 3.0
@@ -491,8 +491,9 @@ def run_job(
                         on_shard(finished, shards)
         except KeyboardInterrupt:
             kept = len(_finished_shards(filesystem, folder))
-            print(f"Interrupted: {kept} of {shards} shards are saved in {output}; run the same call again to finish.")
-            raise
+            raise Interrupted(
+                f"interrupted after {kept} of {shards} shards; they are saved in {output}: run the same call again to finish"
+            ) from None
         except MlnbError:
             raise
         except Exception as exc:  # noqa: BLE001 - a Ray failure, made short

@@ -110,7 +110,7 @@ def test_interrupted_job_resumes_without_lost_or_duplicated_rows(image_files, tm
         if done >= 2:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(mlnb.exceptions.Interrupted, match=r"interrupted after \d+ of 10 shards"):
         ray_engine.run_job(frame, "path", shard_size=6, workers=1, progress=False, on_shard=stop_after_two)
     (folder,) = (tmp_path / "ray-ws" / "ray").iterdir()
     kept = len(list(folder.glob("part-*.parquet")))
