@@ -173,6 +173,14 @@ def _where_edits(stmt: Statement, select: int, capture: str) -> list[tuple[int, 
     g = group[select]
     end_of_query = stmt.match[g] if g >= 0 else len(toks)
     frm = where = clause_end = None
+    # DuckDB's FROM-first form (FROM t SELECT ... WHERE ...): the FROM stands before the SELECT.
+    for j in range(select - 1, g, -1):
+        if group[j] == g and toks[j].kind == "keyword":
+            if toks[j].upper == "FROM":
+                frm = select
+                break
+            if toks[j].upper in ("SELECT", "UNION", "EXCEPT", "INTERSECT"):
+                break
     for j in range(select + 1, end_of_query):
         if group[j] != g or toks[j].kind != "keyword":
             continue
@@ -194,6 +202,17 @@ def _where_edits(stmt: Statement, select: int, capture: str) -> list[tuple[int, 
     if where is not None:
         return [(toks[where].end, toks[where].end, f" {capture} AND ("), (end_pos, end_pos, ") ")]
     return [(end_pos, end_pos, f" WHERE {capture} ")]
+
+
+def _query_of_create(stmt: Statement) -> int | None:
+    """Where the query of ``CREATE [OR REPLACE] [TEMP] VIEW name AS <query>`` starts, if it is one."""
+    toks, group = stmt.tokens, stmt.group
+    if not toks or toks[0].upper != "CREATE" or not any(t.upper == "VIEW" for t in toks[1:5]):
+        return None
+    for j, t in enumerate(toks):
+        if group[j] == -1 and t.upper == "AS" and j + 1 < len(toks) and toks[j + 1].upper in ("SELECT", "WITH", "FROM", "("):
+            return toks[j + 1].start
+    return None
 
 
 def _parse_struct(type_text: str) -> list[tuple[str, str]]:
@@ -293,7 +312,12 @@ def row_expr_edits(stmt: Statement, scopes: Callable[[str], dict[int, str]]) -> 
             star = "*" if q is None else f"{quote_ident(q)}.*"
             capture = f"{SCOPE_UDF}({pid}, typeof(struct_pack(*COLUMNS({star}))))"
             edits += _where_edits(stmt, select, capture)
-        captured = scopes(apply_edits(stmt.text, edits))
+        probe = apply_edits(stmt.text, edits)
+        captured = scopes(probe)
+        start = _query_of_create(stmt)
+        if len(captured) < len(probes) and start is not None:
+            # EXPLAIN of CREATE VIEW plans nothing: bind the view's query (edits all lie after its AS).
+            captured = scopes(probe[start:])
         for key, pid in probes.items():
             if pid not in captured:
                 raise QueryError(

@@ -93,6 +93,8 @@ CASES = [
     # $params, patterns, plain EXCLUDING
     (f"SELECT count(*) AS n FROM iris WHERE flower({R}) = $want", f"SELECT count(*) AS n FROM iris WHERE flower({E}) = 'setosa'"),
     ("SELECT * EXCLUDING (f*, id) FROM iris ORDER BY label LIMIT 3", "SELECT label FROM iris ORDER BY label LIMIT 3"),
+    # DuckDB's FROM-first form
+    (f"FROM iris SELECT id, flower({R}) AS p WHERE id % 7 = 0 ORDER BY id", f"SELECT id, flower({E}) AS p FROM iris WHERE id % 7 = 0 ORDER BY id"),
     ("SELECT {f1, f0} AS f FROM iris ORDER BY id", "SELECT array_value(f1::FLOAT, f0::FLOAT) AS f FROM iris ORDER BY id"),
     ("SELECT {f*} AS f FROM iris ORDER BY id", f"SELECT {E} AS f FROM iris ORDER BY id"),
     ("SELECT {* EXCLUDING(f2*, f3)} AS f FROM iris ORDER BY id", "SELECT array_value(f0::FLOAT, f1::FLOAT, id::FLOAT) AS f FROM iris ORDER BY id"),
@@ -104,6 +106,8 @@ MULTI = [
       "SELECT * FROM preds ORDER BY id"], f"SELECT id, flower({E}) AS p FROM iris ORDER BY id"),
     ([f"CREATE OR REPLACE TABLE t2 AS SELECT id, {R} AS f FROM iris", "SELECT * FROM t2 ORDER BY id"],
      f"SELECT id, {E} AS f FROM iris ORDER BY id"),
+    ([f"CREATE OR REPLACE VIEW pv AS SELECT id, flower({R}) AS p FROM iris", "SELECT * FROM pv ORDER BY id"],
+     f"SELECT id, flower({E}) AS p FROM iris ORDER BY id"),
     ([f"COPY (SELECT id, flower({R}) AS p FROM iris) TO '{{tmp}}/p.csv' (HEADER)", "SELECT * FROM read_csv('{tmp}/p.csv') ORDER BY id"],
      f"SELECT id, flower({E}) AS p FROM iris ORDER BY id"),
 ]
@@ -139,7 +143,7 @@ def test_statement(tables, query, plain):
     _same(got, mlnb.sql(plain, **tables))
 
 
-@pytest.mark.parametrize("statements,plain", MULTI, ids=["insert", "ctas", "copy"])
+@pytest.mark.parametrize("statements,plain", MULTI, ids=["insert", "ctas", "view", "copy"])
 def test_writing_statements(tables, tmp_path, statements, plain):
     cell = ";\n".join(s.replace("{tmp}", str(tmp_path)) for s in statements)
     _same(mlnb.sql(cell, **tables), mlnb.sql(plain, **tables))
