@@ -32,8 +32,10 @@ def feature_matrix(series: Any, *, expect_dim: int | None = None, what: str = "f
             raise MlnbError(f"The {what} column mixes vector lengths {sorted(dims)[:5]}: all rows need the same dimension.")
         dim = dims.pop() if dims else 0
         X = np.zeros((n, dim), dtype=np.float32)
-        if ok.any():
-            X[ok] = np.asarray(series.filter(pl.Series(ok)).to_list(), dtype=np.float32)
+        if ok.any() and dim:
+            # One flat buffer (explode), not a Python list per row.
+            flat = series.filter(pl.Series(ok)).explode().cast(pl.Float32).to_numpy()
+            X[ok] = flat.reshape(-1, dim)
     elif dtype.is_numeric():
         dim = 1
         X = series.cast(pl.Float32).fill_null(0).to_numpy().reshape(-1, 1)

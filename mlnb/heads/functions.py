@@ -2,8 +2,8 @@
 ``name_proba(features)`` a map of class → probability; ``"name@2"(...)`` a
 given version.
 
-Heads belong to the workspace in use: the registry asks :func:`resolve` for a
-name it does not know when a statement runs, and the answer comes from the
+Heads belong to the workspace in use: the registry asks :class:`HeadResolver` for
+a name it does not know when a statement runs, and the answer comes from the
 current workspace's head store — after ``mlnb.config.workspace = other`` every
 head listed there is callable (even one another process saved a moment ago)
 and none of the old workspace's is.
@@ -51,15 +51,14 @@ def _checker(ref: str):
 
 
 def vectors(features: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(X[n, dim] float32, ok[n])`` from an Arrow column of vectors (``FLOAT[d]`` or lists),
-    through one flat NumPy buffer: no Python objects per row or per value."""
+    """``(X[n, dim] float32, ok[n])`` from an Arrow column of vectors. ``FLOAT[dim]`` (what
+    embed() gives, and what a head's SQL function takes) is read straight from its values
+    buffer; anything else goes through the one frame-column reader, ``feature_matrix``."""
     import pyarrow as pa
 
     if isinstance(features, pa.ChunkedArray):
-        features = features.combine_chunks()
-    if not isinstance(features, pa.Array) or not (
-        pa.types.is_list(features.type) or pa.types.is_large_list(features.type) or pa.types.is_fixed_size_list(features.type)
-    ):
+        features = features.chunk(0) if features.num_chunks == 1 else features.combine_chunks()
+    if not (isinstance(features, pa.Array) and pa.types.is_fixed_size_list(features.type) and features.type.list_size == dim):
         import polars as pl
 
         from ._data import feature_matrix
@@ -67,38 +66,15 @@ def vectors(features: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
         return feature_matrix(pl.Series(features), expect_dim=dim)
     n = len(features)
     ok = ~np.asarray(features.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-    if pa.types.is_fixed_size_list(features.type) and features.type.list_size == dim:
-        # FLOAT[dim] (what embed() gives): its values buffer already is the (n, dim) matrix,
-        # null rows included as slots, so no copy is needed for float32.
-        values = features.values.slice(features.offset * dim, n * dim)
-        if values.null_count:
-            values = values.fill_null(np.nan)
-        X = values.to_numpy(zero_copy_only=False).reshape(n, dim)
-        if X.dtype != np.float32:
-            X = X.astype(np.float32)
-        # One pass: a NaN or inf anywhere in a row makes its sum non-finite.
-        return X, ok & np.isfinite(X.sum(axis=1))
-    X = np.zeros((n, dim), dtype=np.float32)
-    if not ok.any():
-        return X, ok
-    if pa.types.is_fixed_size_list(features.type):
-        width = features.type.list_size
-        lens = np.full(n, width)
-    else:
-        offsets = features.offsets.to_numpy()
-        lens = np.diff(offsets)
-    bad = ok & (lens != dim)
-    if bad.any():
-        got = sorted(set(lens[bad].tolist()))[:3]
-        raise MlnbError(
-            f"The features have dimension {', '.join(map(str, got))}, but the head was trained on {dim}: "
-            "score it with the same model and layer it was trained on."
-        )
-    # flatten() drops the values behind null rows and honours the array's offset.
-    flat = features.filter(pa.array(ok)).flatten().cast(pa.float32()).to_numpy(zero_copy_only=False)
-    X[ok] = flat.reshape(-1, dim)
-    finite = np.isfinite(X).all(axis=1)
-    return X, ok & finite
+    # The values buffer already is the (n, dim) matrix, null rows included as slots: no copy for float32.
+    values = features.values.slice(features.offset * dim, n * dim)
+    if values.null_count:
+        values = values.fill_null(np.nan)
+    X = values.to_numpy(zero_copy_only=False).reshape(n, dim)
+    if X.dtype != np.float32:
+        X = X.astype(np.float32)
+    # One pass: a NaN or inf anywhere in a row makes its sum non-finite.
+    return X, ok & np.isfinite(X.sum(axis=1))
 
 
 def score(head: Any, features: Any, *, proba: bool = False) -> Any:

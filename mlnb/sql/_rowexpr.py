@@ -41,7 +41,8 @@ _NUMERIC = (
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
     "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "BOOLEAN",
 )
-_CLAUSES = {"WHERE", "GROUP", "HAVING", "WINDOW", "QUALIFY", "ORDER", "LIMIT", "OFFSET", "UNION", "EXCEPT", "INTERSECT", "USING"}
+#: Keywords that end a SELECT's FROM clause (or its WHERE clause) at the SELECT's own depth.
+_CLAUSES = {"WHERE", "GROUP", "HAVING", "WINDOW", "QUALIFY", "ORDER", "LIMIT", "OFFSET", "UNION", "EXCEPT", "INTERSECT"}
 SCOPE_UDF = "__mlnb_scope"
 
 
@@ -189,7 +190,7 @@ def _where_edits(stmt: Statement, select: int, capture: str) -> list[tuple[int, 
             frm = j
         elif frm is not None and up == "WHERE" and where is None:
             where = j
-        elif frm is not None and up in _CLAUSES and up != "USING" and up != "WHERE":
+        elif frm is not None and up in _CLAUSES and up != "WHERE":
             clause_end = j
             break
     if frm is None:
