@@ -21,6 +21,7 @@ DEFAULT_MODEL = "efficientnet_lite0"
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _ENGINES = ("local", "ray")
+_CACHE_DTYPES = ("float32", "float16")
 #: ``PIL.Image.MAX_IMAGE_PIXELS``: Pillow warns above it and refuses twice as many (not imported here: Pillow is slow to import).
 _PILLOW_WARNING_PIXELS = 89_478_485
 
@@ -49,6 +50,10 @@ class Config:
         Actors for a Ray job; ``None``: one per GPU of the cluster, or one per 4 CPUs where there is none.
     ray_output : str or None
         Folder or URI for Ray jobs' Parquet shards (default ``<workspace>/ray``).
+    cache_dtype : str
+        How the embedding cache stores new vectors: ``"float32"`` (default) or ``"float16"`` (half the
+        disk; cosine similarity to the float32 vector above 0.999). Vectors come back as float32 either
+        way, and vectors stored before a change still read.
     max_image_bytes : int
         Most bytes read for one image: a file, an archive member, a decompressed ``.gz``/``.bz2``/``.xz``
         or a URL body (default 64 MiB). Larger ones give NULL with the reason "too large".
@@ -71,6 +76,7 @@ class Config:
         self._ray_workers: int | None = None
         #: Where Ray jobs write their Parquet shards (default: ``<workspace>/ray``); a folder or URI (``s3://...``).
         self.ray_output: str | None = None
+        self._cache_dtype = "float32"
         self._max_image_bytes = 64 << 20
         self._max_image_pixels = _PILLOW_WARNING_PIXELS
         self._url_timeout = 10.0
@@ -156,6 +162,16 @@ class Config:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise MlnbError(f"ray_workers must be a positive whole number or None, got {value!r}.")
         self._ray_workers = value
+
+    @property
+    def cache_dtype(self) -> str:
+        return self._cache_dtype
+
+    @cache_dtype.setter
+    def cache_dtype(self, value: str) -> None:
+        if value not in _CACHE_DTYPES:
+            raise MlnbError(f"Unknown cache_dtype {value!r}: use one of {', '.join(_CACHE_DTYPES)}.")
+        self._cache_dtype = value
 
     def __repr__(self) -> str:
         return (

@@ -348,21 +348,30 @@ def embed_images(
 
     keys: list[str | None] = [None if im is None else source_key(im) for im in images]
     known = [k for k in dict.fromkeys(keys) if k is not None]
-    hits = cache.get_many(ns, known) if cache is not None else {}
+    # Cache hits come as one block: rows are copied into feats in one step, not one by one.
+    found, block = cache.get_block(ns, known, dim) if cache is not None else (np.zeros(len(known), bool), None)
+    slot = {k: j for j, k in enumerate(k for k, f in zip(known, found) if f)}
     ctx = current_context()
     given = ctx.overlay.get((model, layer)) if ctx is not None else None
-    if given:
-        hits = {**{k: given[k] for k in known if k in given}, **hits}
     # Work: one entry per distinct image not in the cache (duplicates computed once).
     todo: dict[Any, list[int]] = {}
+    hit_rows: list[int] = []
+    hit_slots: list[int] = []
     for i, (im, k) in enumerate(zip(images, keys)):
         if im is None:
             continue
-        if k is not None and k in hits and hits[k].shape[0] == dim:
-            feats[i] = hits[k]
+        if k is not None and k in slot:
+            hit_rows.append(i)
+            hit_slots.append(slot[k])
+            continue
+        if given and k is not None and k in given and given[k].shape[0] == dim:
+            feats[i] = given[k]
             ok[i] = True
             continue
         todo.setdefault(k if k is not None else ("obj", i), []).append(i)
+    if hit_rows:
+        feats[hit_rows] = block[hit_slots]
+        ok[hit_rows] = True
     if not todo:
         return feats, ok
     gather = ctx.gather if ctx is not None else None

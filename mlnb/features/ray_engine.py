@@ -607,5 +607,5 @@ def _remember(cache: Any, ns: str, keys: Sequence[Any], feats: np.ndarray, ok: n
     wanted = [(k, i) for i, k in enumerate(keys) if isinstance(k, str) and ok[i]]
     if not wanted:
         return
-    have = cache.get_many(ns, [k for k, _ in wanted])
-    cache.put_many(ns, [(k, feats[i]) for k, i in wanted if k not in have])
+    new = set(cache.missing(ns, [k for k, _ in wanted]))
+    cache.put_many(ns, [(k, feats[i]) for k, i in wanted if k in new])
