@@ -1,5 +1,5 @@
 """Widgets: a Python controller per widget (state, logic, persistence) and a thin
-anywidget view. Only the labeler exists so far; the explorer and trainer are to come."""
+anywidget view: the labeler, the embedding explorer, the trainer."""
 
 from __future__ import annotations
 

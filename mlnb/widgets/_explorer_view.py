@@ -1,6 +1,6 @@
-"""The explorer's view: a canvas scatter (coordinates and colours sent once as
-float32 buffers), hover previews fetched from the kernel on demand, lasso
-selections sent back as point indices, a linked grid of the selected images."""
+"""The explorer's view: the synced traits of a WebGL scatter (coordinates and colour codes
+as float32 buffers, sent once per change) and the messages it exchanges with the
+controller (hover, thumbnails, selections, labels). No state of its own."""
 
 from __future__ import annotations
 
@@ -11,75 +11,103 @@ import anywidget
 import numpy as np
 import traitlets
 
-from ..exceptions import MlnbError
+from ..exceptions import MlnbError, QueryError
 
 
 class ExplorerView(anywidget.AnyWidget):
+    # Built from js/src/explorer.js by js/build.sh (regl-scatterplot bundled in).
     _esm = Path(__file__).with_name("explorer.js")
     _css = Path(__file__).with_name("explorer.css")
 
     xy = traitlets.Bytes(b"").tag(sync=True)  # float32 coordinates, `dims` per point, interleaved
     dims = traitlets.Int(2).tag(sync=True)
-    codes = traitlets.Bytes(b"").tag(sync=True)  # float32 category code or value per point
-    categories = traitlets.List().tag(sync=True)
+    n = traitlets.Int(0).tag(sync=True)
+    size = traitlets.List([640, 480]).tag(sync=True)
+    codes = traitlets.Bytes(b"").tag(sync=True)  # float32 colour code per point
+    color_spec = traitlets.Dict().tag(sync=True)
     color_columns = traitlets.List().tag(sync=True)
-    color = traitlets.Unicode("").tag(sync=True)
-    n_selected = traitlets.Int(0).tag(sync=True)
-    hover_info = traitlets.Dict().tag(sync=True)
-    hover_thumb = traitlets.Bytes(b"").tag(sync=True)
-    grid = traitlets.List().tag(sync=True)  # JPEG bytes of the first selected images
+    layouts = traitlets.List().tag(sync=True)
+    layout = traitlets.Unicode("").tag(sync=True)
+    has_images = traitlets.Bool(False).tag(sync=True)
+    progress = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
+    message = traitlets.Unicode("").tag(sync=True)
+    problem = traitlets.Unicode("").tag(sync=True)
 
     def __init__(self, controller: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.controller = controller
-        c = controller
-        self.dims = 3 if c.coords.shape[1] >= 3 else 2
-        self.xy = np.ascontiguousarray(c.coords[:, : self.dims], dtype=np.float32).tobytes()
-        self.color_columns = [n for n in c.frame.columns if n != c.features]
-        self._set_color(c.color or "")
+        self.controller = c = controller
+        self.size = list(c.size)
+        self.problem = c.problem
+        self.has_images = c.image is not None
+        if not c.problem:
+            self.color_columns = c.color_columns()
+            self.layouts = list(c.layouts)
+            self.show_colors()
+            self.show_coords()
         self.status = c.status
+        self.progress = c.progress
         self.on_msg(self._on_msg)
 
-    def _set_color(self, column: str) -> None:
-        cats, values = self.controller.color_values(column or None)
-        self.categories = cats
-        self.codes = np.ascontiguousarray(values, dtype=np.float32).tobytes()
-        self.color = column
+    # -- controller -> browser -------------------------------------------------------------
+    def show_coords(self) -> None:
+        from .explorer import METHODS
 
-    def _on_msg(self, _w: Any, content: dict[str, Any], _buffers: Any) -> None:
+        c = self.controller
+        dims = 2  # 3-D layouts are drawn by their first two axes
+        with self.hold_sync():
+            self.n = len(c.coords)
+            self.dims = dims
+            self.xy = np.ascontiguousarray(c.coords[:, :dims], dtype=np.float32).tobytes()
+            self.layout = METHODS[c.method]
+            self.progress = c.progress
+            if c.status:
+                self.status = c.status
+
+    def show_colors(self) -> None:
+        c = self.controller
+        with self.hold_sync():
+            self.color_spec = c.color_spec
+            self.message = c.message
+            self.codes = np.ascontiguousarray(c.codes, dtype=np.float32).tobytes()
+
+    def show_selection(self) -> None:
+        """Tell the browser about a selection made from Python."""
+        c = self.controller
+        self.send({"type": "select", "n": len(c.selected)}, buffers=[np.asarray(c.selected, dtype=np.int32).tobytes()])
+        self.status = c.status
+
+    # -- browser -> controller -------------------------------------------------------------
+    def _on_msg(self, _w: Any, content: dict[str, Any], buffers: Any) -> None:
         c = self.controller
         kind = content.get("type")
         try:
             if kind == "hover":
                 info = c.hover(int(content["index"]))
-                self.hover_thumb = info["thumb"]
-                self.hover_info = {"index": info["index"], "fields": info["fields"]}
-            elif kind == "select":
-                c.select(content.get("indices", []))
-                self._after_selection()
+                self.send({"type": "hover", "index": info["index"], "fields": info["fields"]}, buffers=[info["thumb"]])
+                return
+            if kind == "thumbs":
+                idx = [int(i) for i in content.get("indices", [])][:400]
+                shots = [c.thumbnail(i) for i in idx]
+                titles = [p or c.title(i) for i, (_b, p) in zip(idx, shots)]
+                self.send({"type": "thumbs", "indices": idx, "titles": titles}, buffers=[b for b, _p in shots])
+                return
+            if kind == "select":
+                raw = bytes(buffers[0]) if buffers else b""
+                c._set_selected(np.frombuffer(raw, dtype=np.int32))
+                self.status = c.status
             elif kind == "label":
-                c.label_selection(str(content["label"]))
+                c.label_selection(str(content.get("label", "")))
+                self.status = c.status
+            elif kind == "save":
+                c.save_selection(str(content.get("name", "")))
                 self.status = c.status
             elif kind == "color":
-                self._set_color(str(content.get("column") or ""))
+                c.set_color(str(content.get("column") or "") or None)
+            elif kind == "layout":
+                c.set_layout(str(content.get("method", "")))
+                self.progress = c.progress
             self.error = ""
-        except MlnbError as exc:
+        except (MlnbError, QueryError) as exc:
             self.error = str(exc)
-
-    def _after_selection(self) -> None:
-        from ..exceptions import ImageLoadError
-        from ..images import thumbnail
-
-        c = self.controller
-        self.n_selected = len(c.selected)
-        thumbs = []
-        if c.image is not None:
-            for v in c.selection.get_column(c.image).head(24).to_list():
-                try:
-                    thumbs.append(thumbnail(v, 64))
-                except ImageLoadError:
-                    thumbs.append(b"")
-        self.grid = thumbs
-        self.status = f"{len(c.selected)} selected (explorer.selection)"

@@ -1,15 +1,20 @@
-"""The embedding explorer's controller: UMAP coordinates (cached in the
-workspace), colours, hover previews and selections — no browser needed.
+"""The embedding explorer's controller: layouts (PCA at once, UMAP or t-SNE in the
+background, cached in the workspace), colours, hover previews, selections — no
+browser needed.
 
-The view (:mod:`mlnb.widgets._explorer_view`) draws the points on a canvas,
-sends hovers and lasso/box selections back as point indices, and asks for a
-thumbnail only when a point is hovered.
+The view (:mod:`mlnb.widgets._explorer_view`) is a WebGL scatter; it sends what a
+person does (hover, lasso, box, legend clicks, label) as messages naming point
+indices, and draws what this controller sends back. Tests drive this class the
+same way.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
+import re
+import sys
+import threading
+from collections import OrderedDict
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -19,70 +24,26 @@ from ..labels import get_label_store
 from ..workspace import get_workspace
 from ._base import Controller
 
-
-def umap_coordinates(
-    X: np.ndarray,
-    *,
-    n_components: int = 2,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-    metric: str = "cosine",
-    random_state: int = 0,
-) -> np.ndarray:
-    """UMAP of ``X`` (rows = points), cached in the workspace by data hash and parameters."""
-    params = (n_components, n_neighbors, min_dist, metric, random_state, X.shape)
-    h = hashlib.sha1(np.ascontiguousarray(X, dtype=np.float32).tobytes() + repr(params).encode()).hexdigest()[:20]
-    ws = get_workspace()
-    path = ws.path("umap", f"{h}.npy")
-    if path.exists():
-        return np.load(path, allow_pickle=False)
-    try:
-        import umap
-    except ImportError:
-        from ..exceptions import MissingDependencyError
-
-        raise MissingDependencyError("umap-learn", "widgets", "The embedding explorer") from None
-    n = len(X)
-    if n < 4:
-        raise MlnbError(f"UMAP needs at least 4 points; the frame has {n} with features.")
-    reducer = umap.UMAP(
-        n_components=n_components, n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, metric=metric, random_state=random_state,
-        init="random" if n < 10 else "spectral",
-        verbose=False, tqdm_kwds={"disable": True},  # umap's own log and epoch bars never spill into the cell
-    )  # fmt: skip
-    import contextlib
-    import warnings
-
-    from tqdm.auto import tqdm
-
-    # One progress indicator of our own for layouts that take a while.
-    bar = tqdm(total=1, desc=f"UMAP layout of {n:,} points", bar_format="{desc} {elapsed}") if n >= 2000 else None
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        # umap warns that a fixed random_state turns off its parallelism (that is the point of a seed);
-        # numba and pynndescent warn about their own internals. None of it is the user's to act on.
-        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
-        warnings.filterwarnings("ignore", module=r"(umap|numba|pynndescent)")
-        warnings.filterwarnings("ignore", category=Warning, message=r".*numba.*")
-        try:
-            coords = reducer.fit_transform(X).astype(np.float32)
-        finally:
-            if bar is not None:
-                bar.update(1)
-                bar.close()
-    buf = io.BytesIO()
-    np.save(buf, coords, allow_pickle=False)
-    ws.write_bytes(str(path.relative_to(ws.root)), buf.getvalue())
-    return coords
+MAX_CATEGORIES = 50
+BINS = 64  # steps of the continuous colour scale
+LABELS_COLUMN = "label store"  # the labeler's current labels, offered as a colour
+METHODS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE", "given": "given"}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Explorer(Controller):
     """Look at a frame's embeddings: ``mlnb.explore(df, features="features", color="label", image="path")``.
 
-    ``coords=`` gives a layout of your own instead of UMAP. ``head=`` (a head or
-    its name) adds ``predicted`` and ``confidence`` columns, and ``is_error``
-    when ``label=`` names the true labels, to colour by. ``selection`` is the
-    selected rows as a frame of the input's columns;
-    ``label_selection("cat")`` writes them to the same label store as the labeler.
+    A PCA layout is drawn at once; ``layout="umap"`` (default) or ``"tsne"`` runs in
+    the background and the points move to their places when it is done (cached in
+    the workspace, so the second time is instant). ``coords=`` gives a layout of
+    your own. ``head=`` (a head or its name) adds ``predicted`` and ``confidence``
+    columns, and ``is_error`` when ``label=`` names the true labels, to colour by.
+
+    ``selection`` is the selected rows as a Polars frame of the input's columns;
+    ``select(query="confidence < 0.5")`` selects from Python or SQL;
+    ``label_selection("cat")`` writes to the labeler's label store;
+    ``save_selection("cats")`` makes the selection a SQL table.
     """
 
     def __init__(
@@ -94,116 +55,428 @@ class Explorer(Controller):
         image: str | None = None,
         item: str | None = None,
         dataset: str | None = None,
+        layout: str = "umap",
         n_components: int = 2,
         coords: Any = None,
         head: Any = None,
         label: str | None = None,
-        **umap_options: Any,
+        size: tuple[int, int] = (640, 480),
+        **layout_options: Any,
     ) -> None:
         from .._frames import to_polars
         from ..heads._data import feature_matrix
 
         df = to_polars(frame)
-        if df.height == 0:
-            raise MlnbError("The frame is empty: there is nothing to explore.")
         for col in (features, image, item, label):
             if col is not None and col not in df.columns:
                 raise MlnbError(f"No column {col!r} in the frame; columns: {', '.join(df.columns)}.")
-        X, ok = feature_matrix(df.get_column(features))
-        if not ok.any():
-            raise MlnbError(f"No row has features in {features!r}.")
-        self.skipped = int((~ok).sum())
-        if head is not None:
-            df = _with_predictions(df, X, ok, head, label)
-        if color is not None and color not in df.columns:
-            raise MlnbError(f"No column {color!r} to colour by; columns: {', '.join(df.columns)}.")
-        self.frame = df.filter(ok)
-        self.rows = np.flatnonzero(ok)  # positions in the input frame
-        self.features = features
-        self.image = image
-        self.item_col = item or image
-        self.dataset = dataset
-        if coords is not None:  # the user's own 2-D layout (t-SNE, PCA ...): no UMAP
-            coords = np.asarray(coords, dtype=np.float32)
-            if coords.shape != (df.height, coords.shape[1]) or coords.shape[1] < 2:
-                raise MlnbError(f"coords must have one row per input row and 2 or 3 columns; got {coords.shape}.")
-            self.coords = coords[ok]
-        else:
-            self.coords = umap_coordinates(X[ok], n_components=n_components, **umap_options)
-        self.color = color
+        method = layout.lower().replace("-", "")
+        if method not in METHODS or method == "given":
+            raise MlnbError(f"layout={layout!r} is not a layout; use 'umap', 'tsne' or 'pca' (or coords= for your own).")
+        self.features, self.image, self.item_col, self.dataset = features, image, item or image, dataset
+        self.size = (int(size[0]), int(size[1]))
+        self.problem = ""  # a whole-frame problem: the widget shows this message instead of a plot
+        self.notes: list[str] = []
+        self.message = ""  # a passing problem (a colour that cannot be used), shown over the plot
+        self.status = ""
         self.selected: np.ndarray = np.zeros(0, dtype=np.int64)
-        self.status = f"{self.skipped} rows without features are not shown" if self.skipped else ""
+        self.color: str | None = None
+        self._lock = threading.Lock()
+        self._job: Any = None
+        self._thumbs: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
+        self._layout_options = dict(layout_options)
+        self._n_components = n_components
+        self._done = threading.Event()
 
-    # -- colours ------------------------------------------------------------
-    def color_values(self, column: str | None = None) -> tuple[list[str], np.ndarray]:
-        """``(categories, codes)`` for a categorical column, or ``([], values)`` for a numeric one."""
-        col = column if column is not None else self.color
-        if col is None:
-            return [], np.zeros(self.frame.height, dtype=np.float32)
-        s = self.frame.get_column(col)
-        if s.dtype.is_numeric():
-            v = s.cast(float).fill_null(float("nan")).to_numpy().astype(np.float32)
-            return [], v
-        cats = sorted({str(x) for x in s.to_list() if x is not None})
-        index = {c: i for i, c in enumerate(cats)}
-        codes = np.array([index.get(str(x), -1) if x is not None else -1 for x in s.to_list()], dtype=np.float32)
-        return cats, codes
+        X = np.zeros((df.height, 0), dtype=np.float32)
+        ok = np.zeros(df.height, dtype=bool)
+        if df.height:
+            X, ok = feature_matrix(df.get_column(features))
+            missing = int(df.get_column(features).is_null().sum())
+            bad = int(df.height - missing - ok.sum())
+            if missing:
+                self.notes.append(f"{missing:,} rows without features left out")
+            if bad:
+                self.notes.append(f"{bad:,} rows with NaN/inf features left out")
+        if head is not None and ok.any():
+            df = _with_predictions(df, X, ok, head, label)
+        self.rows = np.flatnonzero(ok)  # positions in the input frame
+        self.frame = df.filter(ok) if df.height else df
+        self.X = X[ok]
+        n = len(self.rows)
+        if n < 3:
+            self.problem = (
+                f"Nothing to draw: the frame has {n} row{'s' if n != 1 else ''} with features in {features!r}"
+                + (f" ({'; '.join(self.notes)})" if self.notes else "")
+                + ". The explorer needs at least 3."
+            )
+            self.coords = np.zeros((n, 2), dtype=np.float32)
+            self.method = "pca"
+            self.layouts = ["PCA"]
+            self._done.set()
+            return
 
-    # -- interaction ---------------------------------------------------------------
-    def select(self, indices: Any) -> None:
-        """Select points by index (what a lasso or box selection sends)."""
-        idx = np.unique(np.asarray(list(indices), dtype=np.int64))
-        if len(idx) and (idx.min() < 0 or idx.max() >= self.frame.height):
-            raise MlnbError("A selected point is out of range.")
+        from ._layout import cached_layout, pca_layout
+
+        self.layouts = ["PCA", "UMAP", "t-SNE"]
+        if coords is not None:  # the user's own layout
+            c = np.asarray(coords, dtype=np.float32)
+            if c.ndim != 2 or c.shape[0] != df.height or c.shape[1] < 2:
+                raise MlnbError(f"coords must have one row per input row and 2 or 3 columns; got shape {c.shape}.")
+            c = c[ok]
+            if not np.isfinite(c).all():
+                raise MlnbError("coords has NaN or inf values in rows that have features.")
+            self.coords, self.method = c[:, :3], "given"
+            self.layouts = ["given", *self.layouts]
+            self._done.set()
+        else:
+            self.coords, self.method = pca_layout(self.X, n_components=n_components), "pca"
+            if np.ptp(self.X, axis=0).max() == 0:
+                self.notes.append("all rows have the same features, so every point is in one place")
+                self._done.set()
+            elif method == "pca":
+                self._done.set()
+            else:
+                cached = cached_layout(self.X, method, n_components=n_components, **layout_options)
+                if cached is not None:
+                    self.coords, self.method = cached, method
+                    self._done.set()
+                else:
+                    self._start(method)
+        self.set_color(color)
+        self.status = "; ".join(self.notes)
+
+    # -- layout ------------------------------------------------------------------------------
+    @property
+    def layout(self) -> str:
+        """The layout on screen: ``"pca"``, ``"umap"``, ``"tsne"`` or ``"given"``."""
+        return self.method
+
+    @property
+    def progress(self) -> str:
+        job = self._job
+        return job.progress if job is not None and not job.done else ""
+
+    def set_layout(self, method: str) -> None:
+        """Switch layout; UMAP and t-SNE run in the background (cached ones are instant)."""
+        from ._layout import cached_layout, pca_layout
+
+        m = method.lower().replace("-", "")
+        if m not in METHODS or METHODS[m] not in self.layouts:
+            raise MlnbError(f"No layout {method!r}; choose from {', '.join(self.layouts)}.")
+        if self.problem or m == self.method:
+            return
+        self._cancel()
+        if m == "pca":
+            self._set_coords(pca_layout(self.X, n_components=self._n_components), "pca")
+        elif m == "given":
+            raise MlnbError("The given coords were replaced; make a new explorer to get them back.")
+        else:
+            cached = cached_layout(self.X, m, n_components=self._n_components, **self._layout_options)
+            if cached is not None:
+                self._set_coords(cached, m)
+            else:
+                self._start(m)
+
+    def wait(self, timeout: float | None = None) -> Explorer:
+        """Block until the background layout is on screen (for scripts and tests)."""
+        if not self._done.wait(timeout):
+            raise MlnbError(f"The layout is still running after {timeout} s.")
+        job = self._job
+        if job is not None and job.error:
+            raise MlnbError(job.error)
+        return self
+
+    def _start(self, method: str) -> None:
+        from ._layout import LayoutJob
+
+        self._done.clear()
+        job = LayoutJob(self.X, method=method, n_components=self._n_components, **self._layout_options)
+        self._job = job
+        self.pending_method = method
+
+        def done(coords: np.ndarray) -> None:
+            if self._job is job:
+                self._set_coords(coords, method)
+                self._done.set()
+
+        def failed(message: str) -> None:
+            if self._job is job:
+                self.status = f"{METHODS[method]} failed: {message}; showing PCA"
+                self._push(status=self.status, progress="")
+                self._done.set()
+
+        def progress(line: str) -> None:
+            if self._job is job:
+                self._push(progress=line)
+
+        job.start(on_done=done, on_error=failed, on_progress=progress)
+
+    def _cancel(self) -> None:
+        job, self._job = self._job, None
+        if job is not None and not job.done:
+            job.cancel()
+        self._done.set()
+
+    def _set_coords(self, coords: np.ndarray, method: str) -> None:
+        with self._lock:
+            self.coords, self.method = np.asarray(coords, dtype=np.float32), method
+        if self._view is not None:
+            self._view.show_coords()
+
+    def _push(self, **traits: Any) -> None:
+        if self._view is not None:
+            for k, v in traits.items():
+                setattr(self._view, k, v)
+
+    # -- colours ------------------------------------------------------------------------------
+    def color_columns(self) -> list[str]:
+        """The columns a colour can come from: categorical ones with at most 50 values, numeric
+        ones, and the label store's labels. Paths, arrays and many-valued strings are left out."""
+        import polars as pl
+
+        out = []
+        for name, dtype in self.frame.schema.items():
+            if name in (self.features, self.image) or isinstance(dtype, (pl.List, pl.Array, pl.Struct, pl.Binary, pl.Object)):
+                continue
+            s = self.frame.get_column(name)
+            if s.null_count() == len(s):
+                continue
+            if dtype.is_numeric() or dtype == pl.Boolean:
+                out.append(name)
+            elif s.n_unique() <= MAX_CATEGORIES + 1 and not _looks_like_paths(s):
+                out.append(name)
+        if self.item_col is not None:
+            out.append(LABELS_COLUMN)
+        return out
+
+    def color_values(self, column: str | None = None) -> tuple[dict[str, Any], np.ndarray]:
+        """``(spec, codes)``: codes are float32 per point, a category index (categories, then
+        nulls) or a step of the continuous scale (``BINS`` for a missing value)."""
+        import polars as pl
+
+        n = self.frame.height
+        if column is None:
+            return {"kind": "none", "column": ""}, np.zeros(n, dtype=np.float32)
+        s = self._column(column)
+        if s.dtype.is_numeric() and not (s.dtype.is_integer() and s.n_unique() <= MAX_CATEGORIES):
+            v = s.cast(pl.Float64).to_numpy().astype(np.float64, copy=False)
+            fin = np.isfinite(v)
+            if not fin.any():
+                codes = np.full(n, BINS, dtype=np.float32)
+                return {"kind": "continuous", "column": column, "min": None, "max": None, "bins": BINS, "nulls": n}, codes
+            lo, hi = float(v[fin].min()), float(v[fin].max())
+            steps = np.zeros(n, dtype=np.float32)
+            steps[fin] = np.clip(np.floor((v[fin] - lo) / ((hi - lo) or 1.0) * BINS), 0, BINS - 1)
+            steps[~fin] = BINS
+            return {"kind": "continuous", "column": column, "min": lo, "max": hi, "bins": BINS, "nulls": int((~fin).sum())}, steps
+        uniq = s.drop_nulls().unique().sort()
+        if len(uniq) > MAX_CATEGORIES:
+            raise MlnbError(f"{column!r} has {len(uniq):,} distinct values: colour by a column with at most {MAX_CATEGORIES}, or a numeric one.")
+        k = len(uniq)
+        codes_s = s.replace_strict(uniq, pl.int_range(k, eager=True), default=k, return_dtype=pl.Int32).fill_null(k)
+        codes = codes_s.to_numpy().astype(np.float32)
+        counts = np.bincount(codes.astype(np.int64), minlength=k + 1)
+        spec = {"kind": "categorical", "column": column, "categories": [str(c) for c in uniq.to_list()],
+                "counts": counts[:k].tolist() + ([int(counts[k])] if counts[k] else []), "nulls": int(counts[k])}  # fmt: skip
+        return spec, codes
+
+    def set_color(self, column: str | None) -> None:
+        """Colour by ``column`` (``None``: one colour). A column that cannot colour leaves a message."""
+        self.message = ""
+        try:
+            spec, codes = self.color_values(column or None)
+        except MlnbError as exc:
+            self.message = str(exc)
+            spec, codes = self.color_values(None)
+        self.color = spec["column"] or None
+        self.color_spec, self.codes = spec, codes
+        if self._view is not None:
+            self._view.show_colors()
+
+    def _column(self, name: str) -> Any:
+        import polars as pl
+
+        if name == LABELS_COLUMN and name not in self.frame.columns:
+            if self.item_col is None:
+                raise MlnbError("Colouring by labels needs image= or item= to name the items.")
+            cur = get_label_store().current(self._dataset())
+            mapping = dict(zip(cur.get_column("item").to_list(), cur.get_column("label").to_list())) if cur.height else {}
+            items = self.frame.get_column(self.item_col).cast(pl.String)
+            return items.replace_strict(list(mapping), list(mapping.values()), default=None, return_dtype=pl.String).alias(name)
+        if name not in self.frame.columns:
+            raise MlnbError(f"No column {name!r} to colour by; choose from {', '.join(self.color_columns())}.")
+        s = self.frame.get_column(name)
+        if isinstance(s.dtype, (pl.List, pl.Array, pl.Struct, pl.Binary, pl.Object)):
+            raise MlnbError(f"{name!r} holds {s.dtype} values, which cannot be a colour.")
+        return s.cast(pl.String) if s.dtype == pl.Boolean else s
+
+    # -- selection -----------------------------------------------------------------------------
+    def select(self, indices: Any = None, *, query: str | None = None, **frames: Any) -> int:
+        """Select points by index (what a lasso or box sends), or by SQL over the points.
+
+        ``query`` is a condition (``"confidence < 0.5 AND predicted = 'cat'"``) or a whole
+        query over the table ``explorer`` (the explorer's rows with a ``_row`` column);
+        mlnb's functions and your frames can be used in it. Returns how many are selected.
+        """
+        if query is not None:
+            idx = self._query_rows(query, frames, sys._getframe(1))
+        else:
+            idx = np.asarray(indices if indices is not None else [], dtype=np.int64).ravel()
+        self._set_selected(idx)
+        if self._view is not None:
+            self._view.show_selection()
+        return len(idx)
+
+    def _set_selected(self, idx: np.ndarray) -> None:
+        """What a lasso or box in the browser does (the browser already shows it)."""
+        idx = np.unique(np.asarray(idx, dtype=np.int64))
+        if len(idx) and (idx[0] < 0 or idx[-1] >= self.frame.height):
+            raise MlnbError(f"A selected point is out of range (the explorer has {self.frame.height:,} points).")
         self.selected = idx
+        self.status = f"{len(idx):,} selected (explorer.selection)" if len(idx) else ""
 
-    def select_box(self, x0: float, x1: float, y0: float, y1: float) -> None:
+    def _query_rows(self, query: str, frames: dict[str, Any], caller: Any) -> np.ndarray:
+        from ..sql import get_session
+
+        q = query.strip().rstrip(";")
+        if not re.match(r"(?is)^(select|with|from)\b", q):
+            q = f"SELECT _row FROM explorer WHERE {q}"
+        namespace = {**caller.f_globals, **caller.f_locals, **frames, "explorer": self.frame.with_row_index("_row")}
+        out = get_session().run(q, namespace, lazy=False)
+        if "_row" not in out.columns:
+            raise MlnbError("The query must return the explorer's _row column: SELECT * FROM explorer WHERE ...")
+        return out.get_column("_row").drop_nulls().to_numpy().astype(np.int64)
+
+    def select_box(self, x0: float, x1: float, y0: float, y1: float) -> int:
+        """Select the points inside a rectangle, in layout coordinates."""
         x, y = self.coords[:, 0], self.coords[:, 1]
-        self.select(np.flatnonzero((x >= min(x0, x1)) & (x <= max(x0, x1)) & (y >= min(y0, y1)) & (y <= max(y0, y1))))
+        return self.select(np.flatnonzero((x >= min(x0, x1)) & (x <= max(x0, x1)) & (y >= min(y0, y1)) & (y <= max(y0, y1))))
 
-    def select_lasso(self, polygon: list[tuple[float, float]]) -> None:
-        self.select(np.flatnonzero(_inside(self.coords[:, :2], np.asarray(polygon, dtype=np.float64))))
+    def select_lasso(self, polygon: list[tuple[float, float]]) -> int:
+        """Select the points inside a polygon, in layout coordinates."""
+        return self.select(np.flatnonzero(_inside(self.coords[:, :2], np.asarray(polygon, dtype=np.float64))))
 
     @property
     def selection(self) -> Any:
         """The selected rows, with the input's own columns."""
-        return self.frame[self.selected.tolist()] if len(self.selected) else self.frame.clear()
-
-    def hover(self, index: int) -> dict[str, Any]:
-        """What a hover shows: the row's fields and (lazily) its thumbnail bytes."""
-        from ..exceptions import ImageLoadError
-        from ..images import thumbnail
-
-        row = self.frame.row(int(index), named=True)
-        fields = {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)[:60]) for k, v in row.items() if k != self.features}
-        thumb = b""
-        if self.image is not None:
-            try:
-                thumb = thumbnail(row[self.image], 128)
-            except ImageLoadError as exc:
-                fields["image error"] = exc.reason
-        return {"index": int(index), "fields": fields, "thumb": thumb}
+        return self.frame[self.selected] if len(self.selected) else self.frame.clear()
 
     def label_selection(self, label: str) -> int:
         """Write ``label`` for every selected row into the label store (the labeler's)."""
         if self.item_col is None:
             raise MlnbError("Labelling a selection needs image= or item= to name the items.")
+        label = str(label).strip()
+        if not label:
+            raise MlnbError("Type a label first.")
         if not len(self.selected):
             raise MlnbError("Nothing is selected.")
         items = [str(v) for v in self.selection.get_column(self.item_col).to_list()]
-        dataset = self.dataset
-        if dataset is None:
+        n = get_label_store().add(self._dataset(), items, label, source="explorer")  # on disk when this returns
+        self.status = f"labelled {n:,} points as {label!r}"
+        if self.color == LABELS_COLUMN:
+            self.set_color(LABELS_COLUMN)
+        return n
+
+    def save_selection(self, name: str) -> str:
+        """Save the selection as the SQL table ``name`` (a Parquet file in the workspace)."""
+        import io
+
+        from ..sql import table_provider
+
+        if not _NAME.match(name or ""):
+            raise MlnbError(f"{name!r} is not a table name: use letters, digits and _, starting with a letter.")
+        if not len(self.selected):
+            raise MlnbError("Nothing is selected.")
+        buf = io.BytesIO()
+        self.selection.write_parquet(buf)
+        ws = get_workspace()
+        ws.write_bytes(f"selections/{name}.parquet", buf.getvalue())
+        path = ws.path("selections", f"{name}.parquet")
+        table_provider(name, lambda: _read_parquet(path))
+        self.status = f"saved {len(self.selected):,} rows as the SQL table {name}"
+        return name
+
+    # -- hover and thumbnails -------------------------------------------------------------------
+    def hover(self, index: int) -> dict[str, Any]:
+        """What a hover shows: a few fields of the row and its thumbnail (JPEG bytes, may be empty)."""
+        i = int(index)
+        if not 0 <= i < self.frame.height:
+            raise MlnbError("No such point.")
+        row = self.frame.row(i, named=True)
+        fields: dict[str, Any] = {}
+        if self.item_col is not None:
+            fields["item"] = _short(row[self.item_col], name=True)
+        for k in ([self.color] if self.color and self.color in row else []) + [c for c in ("predicted", "confidence", "is_error") if c in row]:
+            fields[k] = _short(row[k])
+        if self.color == LABELS_COLUMN:
+            fields[LABELS_COLUMN] = self._column(LABELS_COLUMN)[i]
+        thumb, problem = self.thumbnail(i)
+        if problem:
+            fields["image"] = problem
+        fields["row"] = int(self.rows[i])
+        return {"index": i, "fields": fields, "thumb": thumb}
+
+    def thumbnail(self, index: int, size: int = 128) -> tuple[bytes, str]:
+        """``(jpeg, problem)`` for point ``index``: bytes are empty when there is no image."""
+        from ..exceptions import ImageLoadError
+        from ..images import thumbnail
+
+        if self.image is None:
+            return b"", ""
+        hit = self._thumbs.get(index)
+        if hit is not None:
+            self._thumbs.move_to_end(index)
+            return hit
+        try:
+            out = (thumbnail(self.frame.get_column(self.image)[int(index)], size), "")
+        except ImageLoadError as exc:
+            out = (b"", f"cannot be read: {exc.reason}")
+        self._thumbs[index] = out
+        if len(self._thumbs) > 4000:
+            self._thumbs.popitem(last=False)
+        return out
+
+    def title(self, index: int) -> str:
+        """A short name for a point (its item, or its row)."""
+        if self.item_col is not None:
+            return str(_short(self.frame.get_column(self.item_col)[int(index)], name=True))
+        return f"row {int(self.rows[int(index)])}"
+
+    def _dataset(self) -> str:
+        if self.dataset is None:
             from .labeler import _dataset_id
 
-            dataset = _dataset_id(self.item_col, [str(v) for v in self.frame.get_column(self.item_col).to_list()])
-        n = get_label_store().add(dataset, items, label, source="explorer")
-        self.status = f"labelled {n} points as {label!r}"
-        return n
+            self.dataset = _dataset_id(self.item_col, [str(v) for v in self.frame.get_column(self.item_col).to_list()])
+        return self.dataset
 
     def _make_view(self) -> Any:
         from ._explorer_view import ExplorerView
 
         return ExplorerView(self)
+
+
+def _read_parquet(path: Any) -> Any:
+    import polars as pl
+
+    return pl.read_parquet(path)
+
+
+def _looks_like_paths(s: Any) -> bool:
+    """Strings that are mostly file paths or URLs (never a colour)."""
+    sample = [v for v in s.drop_nulls().head(200).to_list() if isinstance(v, str)]
+    return bool(sample) and sum(("/" in v or "\\" in v or "://" in v) for v in sample) > len(sample) / 2
+
+
+def _short(v: Any, *, name: bool = False) -> Any:
+    if isinstance(v, float):
+        return round(v, 4)
+    if isinstance(v, (int, bool)) or v is None:
+        return v
+    s = str(v)
+    if name and ("/" in s or "\\" in s):
+        s = PurePath(s.split("::")[0].split("#")[-1]).name or s
+    return s if len(s) <= 48 else s[:45] + "..."
 
 
 def _with_predictions(df: Any, X: np.ndarray, ok: np.ndarray, head: Any, label: str | None) -> Any:
@@ -213,13 +486,16 @@ def _with_predictions(df: Any, X: np.ndarray, ok: np.ndarray, head: Any, label: 
     from ..heads import load_classifier
 
     h = load_classifier(head) if isinstance(head, str) else head
-    proba = h.predict_proba(X)
-    cls = h.classes_
-    pred = [str(cls[int(np.nanargmax(p))]) if k and np.isfinite(p).all() else None for p, k in zip(proba, ok)]
-    conf = [float(np.nanmax(p)) if k and np.isfinite(p).all() else None for p, k in zip(proba, ok)]
-    out = df.with_columns(pl.Series("predicted", pred, dtype=pl.String), pl.Series("confidence", conf, dtype=pl.Float64))
+    proba = np.full((len(X), len(h.classes_)), np.nan)
+    proba[ok] = h.predict_proba(X[ok])
+    good = ok & np.isfinite(proba).all(axis=1)
+    best = np.argmax(np.where(np.isfinite(proba), proba, -np.inf), axis=1)
+    names = np.asarray([str(c) for c in h.classes_], dtype=object)
+    pred = pl.Series("predicted", np.where(good, names[best], None), dtype=pl.String)
+    conf = pl.Series("confidence", np.where(good, np.nanmax(np.where(good[:, None], proba, 0), axis=1), np.nan)).fill_nan(None)
+    out = df.with_columns(pred, conf)
     if label is not None:
-        out = out.with_columns((pl.col("predicted") != pl.col(label).cast(pl.String)).cast(pl.Int8).alias("is_error"))
+        out = out.with_columns((pl.col("predicted") != pl.col(label).cast(pl.String)).alias("is_error"))
     return out
 
 
@@ -237,5 +513,10 @@ def _inside(points: np.ndarray, poly: np.ndarray) -> np.ndarray:
 
 
 def explore(frame: Any, *, features: str = "features", color: str | None = None, image: str | None = None, **kwargs: Any) -> Explorer:
-    """Open the embedding explorer (UMAP scatter, hover thumbnails, lasso selection)."""
+    """Open the embedding explorer: a WebGL scatter of ``features`` (PCA at once, UMAP in the
+    background), hover thumbnails, lasso/box selection, colours, labels.
+
+    >>> ex = mlnb.explore(df, features="features", color="label", image="path")  # doctest: +SKIP
+    >>> ex.selection  # the rows you lassoed  # doctest: +SKIP
+    """
     return Explorer(frame, features=features, color=color, image=image, **kwargs)

@@ -239,51 +239,6 @@ def test_a_person_labels_twelve_digits_while_the_head_retrains(lab_server):
     assert len(events) == 12 and "head retrained on 12 labels, CV accuracy" in heads[-1], heads
 
 
-def test_explorer_scatter_and_hover_thumbnail(lab_server):
-    url, root = lab_server
-    _write_notebook(
-        root,
-        "explore.ipynb",
-        "import mlnb, polars as pl\nd = mlnb.datasets.digits('digits').head(150)\n"
-        "ex = mlnb.explore(d, features='pixels', color='label', image='path')\nex",
-    )
-    with _page(900) as page:
-        console: list[str] = []
-        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-        try:
-            _run_first_cell(page, url, "explore.ipynb")
-            canvas = page.wait_for_selector(".mlnb-explorer canvas", timeout=120_000)
-            # the points are drawn: some pixel of the canvas is coloured
-            drawn = page.evaluate(
-                "() => { const c = document.querySelector('.mlnb-explorer canvas'); const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-                " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }"
-            )
-            assert drawn > 150
-            box = canvas.bounding_box()
-            found = False
-            for gx in range(10, 630, 12):
-                for gy in range(10, 470, 24):
-                    page.mouse.move(box["x"] + gx, box["y"] + gy)
-                    if page.locator(".mlnb-explorer .hover img").count():
-                        found = True
-                        break
-                if found:
-                    break
-            page.wait_for_selector(".mlnb-explorer .hover img", timeout=10_000)
-            assert found
-            # box mode: a box over the whole canvas selects every point and fills the linked grid
-            page.select_option(".mlnb-explorer select.mode", "box")
-            page.mouse.move(box["x"] + 2, box["y"] + 2)
-            page.mouse.down()
-            page.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] - 2, steps=5)
-            page.mouse.up()
-            page.wait_for_function("() => document.querySelector('.mlnb-explorer .status').textContent.startsWith('150 selected')", timeout=20_000)
-            assert page.locator(".mlnb-explorer .grid img").count() == 24
-        finally:
-            page.screenshot(path=str(OUT / "explorer-hover.png"))
-            (OUT / "explorer-console.txt").write_text("\n".join(console))
-
-
 def _curve_points(page) -> int:
     """Points of the trainer's learning curve as plotly.js drew them (markers in the SVG)."""
     return page.evaluate(

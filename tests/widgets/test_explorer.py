@@ -1,4 +1,10 @@
+"""The explorer's controller, driven the way the browser drives it: traits read, messages sent."""
+
 from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -14,87 +20,252 @@ def digits(tmp_path_factory):
     return d.filter(pl.col("label").is_in(["0", "1", "7"])).head(90)
 
 
-def send(ex, **msg):
-    ex.widget._on_msg(ex.widget, msg, [])
+class Sent(list):
+    """What the view sent to the browser as custom messages."""
 
 
-def test_umap_is_cached_and_separates_classes(digits, _workspace):
+def view(ex):
+    w = ex.widget
+    if not hasattr(w, "sent"):
+        w.sent = Sent()
+        w.send = lambda content, buffers=None: w.sent.append((content, buffers or []))
+    return w
+
+
+def send(ex, buffers=(), **msg):
+    w = view(ex)
+    w._on_msg(w, msg, list(buffers))
+    return w
+
+
+def f32(b):
+    return np.frombuffer(b, dtype=np.float32)
+
+
+def test_pca_at_once_then_umap_in_the_background_and_cached(digits, _workspace):
     ex = Explorer(digits, features="pixels", color="label", image="path", random_state=0)
-    assert ex.coords.shape == (90, 2)
-    assert len(list((_workspace / "umap").glob("*.npy"))) == 1
-    again = Explorer(digits, features="pixels", color="label", image="path", random_state=0)
-    assert np.array_equal(again.coords, ex.coords)
+    w = view(ex)
+    assert w.layout == "PCA" and len(w.xy) == 90 * 8  # PCA drawn at once, before UMAP is done
+    ex.wait(120)
+    assert ex.layout == "umap" and w.layout == "UMAP" and w.progress == ""
+    assert np.array_equal(f32(w.xy).reshape(-1, 2), ex.coords[:, :2])  # the browser got the UMAP layout
     # classes form clusters: each point's nearest neighbour in 2-D mostly shares its label
     d = ((ex.coords[:, None] - ex.coords[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     labels = np.array(digits["label"].to_list())
     assert (labels[d.argmin(1)] == labels).mean() > 0.9
+    again = Explorer(digits, features="pixels", color="label", image="path", random_state=0)
+    assert again.layout == "umap" and np.array_equal(again.coords, ex.coords)  # from the workspace cache, no wait
 
 
-def test_colours_hover_selection_and_labelling(digits):
-    ex = Explorer(digits, features="pixels", color="label", image="path")
-    w = ex.widget
-    assert w.categories == ["0", "1", "7"] and len(w.codes) == 90 * 4 and len(w.xy) == 90 * 8
-    send(ex, type="color", column="label")
-    send(ex, type="hover", index=4)
-    assert w.hover_thumb[:3] == b"\xff\xd8\xff" and w.hover_info["fields"]["path"] == digits["path"][4]
-    send(ex, type="select", indices=[0, 1, 2, 10])
+def test_layout_switching_from_the_browser(digits):
+    ex = Explorer(digits, features="pixels", image="path", layout="pca")
+    w = view(ex)
+    assert ex.layout == "pca" and w.layouts == ["PCA", "UMAP", "t-SNE"]
+    send(ex, type="layout", method="t-SNE")
+    ex.wait(120)
+    assert ex.layout == "tsne" and w.layout == "t-SNE" and np.isfinite(ex.coords).all()
+    send(ex, type="layout", method="PCA")
+    assert ex.layout == "pca" and w.layout == "PCA"
+    send(ex, type="layout", method="spiral")
+    assert "No layout 'spiral'" in w.error
+
+
+def test_colours_offered_and_encoded(digits):
+    df = digits.with_columns(
+        pl.int_range(pl.len()).alias("row_id"),
+        pl.col("path").alias("other_path"),
+        (pl.int_range(pl.len()) % 3 == 0).alias("flag"),
+        pl.int_range(pl.len()).cast(pl.String).alias("many"),
+        (pl.int_range(pl.len()).cast(pl.Float64) / 7).alias("score"),
+    )
+    ex = Explorer(df, features="pixels", color="label", image="path", layout="pca")
+    w = view(ex)
+    offered = w.color_columns
+    assert {"label", "flag", "row_id", "score", "label store"} <= set(offered)
+    assert not {"pixels", "path", "other_path"} & set(offered)  # arrays and paths are never colours
+    assert "many" not in offered  # 90 distinct strings: no legend can show them
+
+    spec = w.color_spec
+    assert spec["kind"] == "categorical" and spec["categories"] == ["0", "1", "7"] and sum(spec["counts"]) == 90
+    codes = f32(w.codes)
+    assert len(codes) == 90 and set(codes.tolist()) == {0.0, 1.0, 2.0}
+    assert [spec["categories"][int(c)] for c in codes] == df["label"].to_list()
+
+    send(ex, type="color", column="score")
+    spec, codes = w.color_spec, f32(w.codes)
+    assert spec["kind"] == "continuous" and spec["min"] == 0 and spec["max"] == pytest.approx(89 / 7)
+    assert codes[0] == 0 and codes[-1] == spec["bins"] - 1 and (np.diff(codes) >= 0).all()
+
+    send(ex, type="color", column="many")  # asked for by name: a message in the widget, one colour
+    assert "90 distinct values" in w.message and w.color_spec["kind"] == "none"
+    send(ex, type="color", column="")
+    assert w.color_spec["kind"] == "none" and w.message == ""
+
+
+def test_colour_with_nulls_nan_and_a_huge_category_column():
+    rng = np.random.default_rng(0)
+    n = 100_000
+    df = pl.DataFrame({
+        "f": rng.normal(size=(n, 4)).astype(np.float32),
+        "id": [f"x{i}" for i in range(n)],
+        "v": np.where(np.arange(n) % 10 == 0, np.nan, rng.normal(size=n)),
+        "c": pl.Series(["a", None, "b", "a"] * (n // 4)),
+    })  # fmt: skip
+    ex = Explorer(df, features="f", color="id", layout="pca")
+    w = view(ex)
+    assert "100,000 distinct values" in w.message and "id" not in w.color_columns
+    ex.set_color("v")
+    spec, codes = ex.color_spec, ex.codes
+    assert spec["nulls"] == n // 10 and (codes[::10] == spec["bins"]).all()
+    ex.set_color("c")
+    assert ex.color_spec["categories"] == ["a", "b"] and ex.color_spec["counts"] == [n // 2, n // 4, n // 4]
+    assert (ex.codes[1::4] == 2).all()  # nulls: the grey category after the named ones
+
+
+def test_hover_fields_and_thumbnail(digits):
+    ex = Explorer(digits, features="pixels", color="label", image="path", layout="pca")
+    w = send(ex, type="hover", index=4)
+    content, buffers = w.sent[-1]
+    assert content["type"] == "hover" and content["index"] == 4
+    assert buffers[0][:3] == b"\xff\xd8\xff"  # a JPEG thumbnail
+    fields = content["fields"]
+    assert fields["item"] == Path(digits["path"][4]).name  # the file name, not the full path
+    assert fields["label"] == digits["label"][4] and fields["row"] == 4
+
+
+def test_selection_from_the_browser_from_python_and_from_sql(digits):
+    ex = Explorer(digits, features="pixels", color="label", image="path", layout="pca")
+    w = send(ex, [np.array([10, 2, 1, 0], dtype=np.int32).tobytes()], type="select", n=4)
     sel = ex.selection
     assert isinstance(sel, pl.DataFrame) and sel["path"].to_list() == digits["path"][[0, 1, 2, 10]].to_list()
-    assert w.n_selected == 4 and len(w.grid) == 4
+    assert sel.columns == digits.columns and w.status.startswith("4 selected")
+    # the grid asks for thumbnails as tiles come into view
+    send(ex, type="thumbs", indices=[0, 1, 2, 10])
+    content, buffers = w.sent[-1]
+    assert content["indices"] == [0, 1, 2, 10] and all(b[:3] == b"\xff\xd8\xff" for b in buffers)
+    # from Python: the browser is told
+    assert ex.select([5, 6]) == 2
+    content, buffers = w.sent[-1]
+    assert content["type"] == "select" and np.frombuffer(buffers[0], dtype=np.int32).tolist() == [5, 6]
+    # from SQL: a condition, or a whole query over the table `explorer`
+    assert ex.select(query="label = '7'") == (digits["label"] == "7").sum()
+    assert set(ex.selection["label"]) == {"7"}
+    lo = 3
+    assert ex.select(query="SELECT _row FROM explorer WHERE _row < $lo") == 3
+    with pytest.raises(mlnb.MlnbError, match="_row"):
+        ex.select(query="SELECT label FROM explorer")
+    with pytest.raises(mlnb.MlnbError, match="out of range"):
+        ex.select([90])
+    # Esc in the browser: an empty selection
+    send(ex, [b""], type="select", n=0)
+    assert ex.selection.height == 0 and w.status == ""
+
+
+def test_label_selection_is_on_disk_and_colours_by_labels(digits):
+    ex = Explorer(digits, features="pixels", image="path", layout="pca")
+    w = send(ex, [np.arange(4, dtype=np.int32).tobytes()], type="select", n=4)
+    send(ex, type="color", column="label store")
+    assert w.color_spec["kind"] == "categorical" and w.color_spec["categories"] == []
     send(ex, type="label", label="zero-ish")
+    assert w.status == "labelled 4 points as 'zero-ish'" and w.error == ""
     cur = mlnb.sql("SELECT item, label, source FROM labels")
-    assert cur.height == 4 and set(cur["source"]) == {"explorer"}
+    assert cur.height == 4 and set(cur["source"]) == {"explorer"} and set(cur["label"]) == {"zero-ish"}
+    assert w.color_spec["categories"] == ["zero-ish"] and w.color_spec["counts"] == [4, 86]  # recoloured
+    send(ex, type="label", label="  ")
+    assert "Type a label" in w.error
 
 
-def test_box_and_lasso(digits):
-    ex = Explorer(digits, features="pixels", image="path")
+def test_saved_selection_is_a_sql_table(digits, _workspace):
+    ex = Explorer(digits, features="pixels", color="label", image="path", layout="pca")
+    ex.select(query="label = '1'")
+    send(ex, type="save", name="ones")
+    assert ex.widget.status.startswith("saved") and (_workspace / "selections" / "ones.parquet").exists()
+    out = mlnb.sql("SELECT count(*) AS n, min(label) AS l FROM ones")
+    assert out["n"][0] == (digits["label"] == "1").sum() and out["l"][0] == "1"
+    send(ex, type="save", name="drop table x")
+    assert "not a table name" in ex.widget.error
+
+
+def test_box_and_lasso_in_layout_coordinates(digits):
+    ex = Explorer(digits, features="pixels", image="path", layout="pca")
     x0, y0 = ex.coords.min(0)
     x1, y1 = ex.coords.max(0)
-    ex.select_box(x0, x1, y0, y1)
-    assert len(ex.selected) == 90
-    ex.select_lasso([(x0 - 1, y0 - 1), (x1 + 1, y0 - 1), (x1 + 1, y1 + 1), (x0 - 1, y1 + 1)])
-    assert len(ex.selected) == 90
+    assert ex.select_box(x0, x1, y0, y1) == 90
+    assert ex.select_lasso([(x0 - 1, y0 - 1), (x1 + 1, y0 - 1), (x1 + 1, y1 + 1), (x0 - 1, y1 + 1)]) == 90
+    mid = (x0 + x1) / 2
+    assert ex.select_box(x0, mid, y0, y1) == (ex.coords[:, 0] <= mid).sum()
 
 
-def test_bad_input(digits, tmp_path):
-    with pytest.raises(mlnb.MlnbError, match="empty"):
-        Explorer(digits.clear(), features="pixels")
+def test_bad_input_is_a_message_in_the_widget(digits, tmp_path):
+    # whole-frame problems: a message in the widget's own area, no plot
+    for frame, what in [
+        (digits.clear(), "0 rows"),
+        (digits.head(2), "2 rows"),
+        (digits.with_columns(pl.lit(None, dtype=pl.List(pl.Float32)).alias("pixels")), "90 rows without features"),
+    ]:
+        ex = Explorer(frame, features="pixels")
+        w = view(ex)
+        assert what in w.problem and "at least 3" in w.problem and w.xy == b""
+    nan = np.ones((4, 3), dtype=np.float32)
+    nan[1, 0], nan[3, 2] = np.nan, np.inf
+    ex = Explorer(pl.DataFrame({"f": nan}), features="f")
+    assert "at least 3" in view(ex).problem and "2 rows with NaN/inf" in view(ex).problem
+    # rows left out and counted
+    X = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    X[5] = np.nan
+    df = pl.DataFrame({"f": X}).with_columns(pl.when(pl.int_range(pl.len()) == 7).then(None).otherwise(pl.col("f")).alias("f"))
+    ex = Explorer(df, features="f", layout="pca")
+    assert view(ex).problem == "" and ex.frame.height == 38 and ex.rows.tolist() == [i for i in range(40) if i not in (5, 7)]
+    assert "1 rows without features" in view(ex).status and "1 rows with NaN/inf" in view(ex).status
+    # constant features: drawn (all in one place), said
+    ex = Explorer(pl.DataFrame({"f": np.ones((10, 4), dtype=np.float32)}), features="f")
+    assert np.isfinite(ex.coords).all() and "same features" in view(ex).status
+    # argument mistakes are errors at the call
     with pytest.raises(mlnb.MlnbError, match="No column 'feats'"):
         Explorer(digits, features="feats")
-    mixed = pl.DataFrame({"f": [[1.0, 2.0], [1.0]]})
     with pytest.raises(mlnb.MlnbError, match="mixes vector lengths"):
-        Explorer(mixed, features="f")
-    ex = Explorer(digits.with_columns(pl.lit(str(tmp_path / "gone.png")).alias("path")), features="pixels", image="path")
-    send(ex, type="hover", index=0)
-    assert ex.widget.hover_thumb == b"" and "file not found" in ex.widget.hover_info["fields"]["image error"]
+        Explorer(pl.DataFrame({"f": [[1.0, 2.0], [1.0]]}), features="f")
+    with pytest.raises(mlnb.MlnbError, match="layout="):
+        Explorer(digits, features="pixels", layout="spiral")
+    with pytest.raises(mlnb.MlnbError, match="coords"):
+        Explorer(digits, features="pixels", coords=np.zeros((3, 2)))
+    # unreadable images: the hover says why, the grid tile names it
+    ex = Explorer(digits.with_columns(pl.lit(str(tmp_path / "gone.png")).alias("path")), features="pixels", image="path", layout="pca")
+    w = send(ex, type="hover", index=0)
+    content, buffers = w.sent[-1]
+    assert buffers == [b""] and "cannot be read" in content["fields"]["image"]
+    send(ex, type="thumbs", indices=[0])
+    assert "cannot be read" in w.sent[-1][0]["titles"][0]
     send(ex, type="label", label="x")
-    assert "Nothing is selected" in ex.widget.error
+    assert "Nothing is selected" in w.error
 
 
 def test_colour_by_prediction_confidence_and_error(digits):
     head = mlnb.train_classifier(digits, features="pixels", label="label", folds=None)
-    ex = Explorer(digits, features="pixels", image="path", head=head, label="label", color="is_error")
+    ex = Explorer(digits, features="pixels", image="path", head=head, label="label", color="is_error", layout="pca")
     assert {"predicted", "confidence", "is_error"} <= set(ex.frame.columns)
-    cats, values = ex.color_values("confidence")
-    assert cats == [] and values.min() > 0
-    cats, codes = ex.color_values("predicted")
-    assert cats == ["0", "1", "7"]
+    assert {"predicted", "confidence", "is_error"} <= set(view(ex).color_columns)
+    assert ex.color_spec["kind"] == "categorical" and set(ex.color_spec["categories"]) <= {"false", "true"}
+    ex.set_color("confidence")
+    assert ex.color_spec["kind"] == "continuous" and 0 < ex.color_spec["min"] <= ex.color_spec["max"] <= 1
+    ex.set_color("predicted")
+    assert ex.color_spec["categories"] == ["0", "1", "7"]
 
 
-def test_three_d_layout(digits):
-    ex = Explorer(digits, features="pixels", image="path", n_components=3)
-    assert ex.coords.shape == (90, 3) and ex.widget.dims == 3 and len(ex.widget.xy) == 90 * 12
+def test_given_coords_and_three_d(digits):
+    rng = np.random.default_rng(0)
+    ex = Explorer(digits, features="pixels", coords=rng.normal(size=(90, 3)))
+    w = view(ex)
+    assert ex.layout == "given" and w.layouts[0] == "given" and len(w.xy) == 90 * 8  # drawn by its first two axes
+    ex = Explorer(digits, features="pixels", layout="pca", n_components=3)
+    assert ex.coords.shape == (90, 3)
 
 
-def test_umap_says_nothing_in_the_cell(capsys):
-    import warnings
-
-    from mlnb.widgets.explorer import umap_coordinates
-
-    X = np.random.default_rng(1).normal(size=(80, 8)).astype(np.float32)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        coords = umap_coordinates(X, n_neighbors=10)
-    out = capsys.readouterr()
-    assert coords.shape == (80, 2) and out.out == "" and out.err == "" and not caught
+def test_bundle_is_built_from_the_current_source():
+    """js/build.sh stamps a hash of the source into the built file: edit the source, rebuild."""
+    root = Path(__file__).resolve().parents[2]
+    built = (root / "mlnb" / "widgets" / "explorer.js").read_text()
+    stamp = re.search(r"source hash ([0-9a-f]{16})", built.splitlines()[0]).group(1)
+    src = (root / "js" / "src" / "explorer.js").read_bytes() + (root / "js" / "package-lock.json").read_bytes()
+    assert stamp == hashlib.sha256(src).hexdigest()[:16], "mlnb/widgets/explorer.js is stale: run `bash dev js`"

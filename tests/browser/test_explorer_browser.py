@@ -1,0 +1,156 @@
+"""The explorer in JupyterLab + Chromium, used as a person uses it: wheel and drag,
+a lasso around one cluster, Esc, hover, scrolling the grid, a growing side panel.
+
+Three well-apart clusters of 1,000 points (given coordinates, digit images), so
+what a lasso should select is known exactly. Screenshots go to test-output/.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from test_labeler_browser import OUT, _page, _run_first_cell, _write_notebook
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CELL = """import mlnb, numpy as np, polars as pl
+d = mlnb.datasets.digits('digits')
+rng = np.random.default_rng(0)
+centres = np.array([[-6.0, -4.0], [6.0, -4.0], [0.0, 6.0]])
+cluster = np.repeat(np.arange(3), 1000)
+xy = centres[cluster] + rng.normal(scale=1.0, size=(3000, 2))
+paths = d['path'].to_list()
+df = pl.DataFrame({'path': [paths[i % len(paths)] for i in range(3000)], 'cluster': [f'c{k}' for k in cluster],
+                   'many': [f'group {i % 45:02d}' for i in range(3000)], 'features': xy.astype(np.float32)})
+ex = mlnb.explore(df, features='features', image='path', coords=xy, color='cluster')
+ex"""
+
+
+def _js(page, body: str, arg=None):
+    return page.evaluate(f"(arg) => {{ const api = window.__mlnbExplorer[window.__mlnbExplorer.length - 1]; {body} }}", arg)
+
+
+def _screen(page, indices):
+    """Page coordinates of points, through the plot's current camera."""
+    box = page.locator(".mlnb-explorer .mlnb-plot canvas").bounding_box()
+    pos = _js(page, "return arg.map(i => api.scatterplot.getScreenPosition(i));", list(indices))
+    return [(box["x"] + x, box["y"] + y) for x, y in pos]
+
+
+def _drag(page, path, steps=4):
+    page.mouse.move(*path[0])
+    page.mouse.down()
+    for p in path[1:]:
+        page.mouse.move(*p, steps=steps)
+    page.mouse.up()
+
+
+def _status(page) -> str:
+    return page.locator(".mlnb-explorer .mlnb-status").inner_text()
+
+
+def test_explorer_zoom_lasso_escape_hover_grid_and_aspect(lab_server):
+    url, root = lab_server
+    _write_notebook(root, "explore.ipynb", CELL)
+    with _page(1000) as page:
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        try:
+            _run_first_cell(page, url, "explore.ipynb")
+            page.wait_for_selector(".mlnb-explorer[data-drawn-points='3000']", timeout=120_000)
+            plot = page.locator(".mlnb-explorer .mlnb-plot canvas")
+            box0 = plot.bounding_box()
+            assert (round(box0["width"]), round(box0["height"])) == (640, 480)
+            page.screenshot(path=str(OUT / "explorer-1-drawn.png"))
+
+            # -- zoom and pan change the view; the notebook does not scroll ------------------------
+            before = _screen(page, [0, 2500])
+            scroller = "document.querySelector('.jp-WindowedPanel-outer') || document.querySelector('.jp-Notebook')"
+            top = page.evaluate(f"() => ({scroller}).scrollTop")
+            page.mouse.move(box0["x"] + 320, box0["y"] + 240)
+            for _ in range(5):
+                page.mouse.wheel(0, -240)
+                time.sleep(0.05)
+            time.sleep(0.4)
+            zoomed = _screen(page, [0, 2500])
+            spread = lambda p: abs(p[1][0] - p[0][0]) + abs(p[1][1] - p[0][1])  # noqa: E731
+            assert spread(zoomed) > 1.3 * spread(before), (before, zoomed)
+            assert page.evaluate(f"() => ({scroller}).scrollTop") == top
+            _drag(page, [(box0["x"] + 300, box0["y"] + 200), (box0["x"] + 400, box0["y"] + 260)])
+            panned = _screen(page, [0])
+            assert abs(panned[0][0] - zoomed[0][0] - 100) < 15 and abs(panned[0][1] - zoomed[0][1] - 60) < 15
+            page.screenshot(path=str(OUT / "explorer-2-zoomed.png"))
+            page.mouse.dblclick(box0["x"] + 5, box0["y"] + 5)  # double-click resets the view
+            time.sleep(0.6)
+            reset = _screen(page, [0, 2500])
+            assert abs(spread(reset) - spread(before)) < 3
+
+            # -- a lasso around cluster c1 selects exactly cluster c1 ------------------------------
+            pts = _screen(page, range(1000, 2000))
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            x0, x1, y0, y1 = min(xs) - 8, max(xs) + 8, min(ys) - 8, max(ys) + 8
+            page.click(".mlnb-explorer .mlnb-mode[data-mode='lasso']")
+            _drag(page, [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)], steps=6)
+            page.wait_for_function("() => document.querySelector('.mlnb-explorer .mlnb-status').textContent.startsWith('1,000 selected')", timeout=20_000)
+            chosen = _js(page, "return Array.from(api.scatterplot.get('selectedPoints')).sort((a, b) => a - b);")
+            assert chosen == list(range(1000, 2000))
+            page.screenshot(path=str(OUT / "explorer-3-lasso.png"))
+
+            # -- Esc clears --------------------------------------------------------------------------
+            page.keyboard.press("Escape")
+            page.wait_for_function("() => document.querySelector('.mlnb-explorer').dataset.selected === '0'", timeout=10_000)
+            page.wait_for_function("() => document.querySelector('.mlnb-explorer .mlnb-status').textContent === ''", timeout=10_000)
+
+            # -- hover: a thumbnail in a tooltip at the cursor ------------------------------------
+            page.click(".mlnb-explorer .mlnb-mode[data-mode='pan']")
+            (hx, hy), = _screen(page, [123])
+            page.mouse.move(hx + 20, hy + 20)
+            page.mouse.move(hx, hy, steps=3)
+            page.wait_for_function(
+                "() => { const t = document.querySelector('.mlnb-explorer .mlnb-tooltip'); const i = t.querySelector('img');"
+                " return t.style.display === 'block' && i.complete && i.naturalWidth > 0; }",
+                timeout=10_000,
+            )
+            tip = page.locator(".mlnb-explorer .mlnb-tooltip").bounding_box()
+            assert abs(tip["x"] - hx) < 200 and abs(tip["y"] - hy) < 260  # beside the cursor, not in a side panel
+            assert page.locator(".mlnb-explorer .mlnb-tooltip").get_attribute("data-index") is not None
+            page.screenshot(path=str(OUT / "explorer-4-hover.png"))
+
+            # -- the grid scrolls through all of a 3,000-point selection ---------------------------
+            page.click(".mlnb-explorer .mlnb-mode[data-mode='box']")
+            b = plot.bounding_box()  # the notebook may have scrolled since
+            _drag(page, [(b["x"] + 2, b["y"] + 2), (b["x"] + b["width"] - 2, b["y"] + b["height"] - 2)])
+            page.wait_for_function("() => document.querySelector('.mlnb-explorer .mlnb-status').textContent.startsWith('3,000 selected')", timeout=20_000)
+            page.wait_for_selector(".mlnb-explorer .mlnb-tile img", timeout=20_000)
+            first_tiles = page.locator(".mlnb-explorer .mlnb-tile").count()
+            assert 0 < first_tiles < 200  # virtualised: only what is in view
+            page.evaluate("() => { const g = document.querySelector('.mlnb-explorer .mlnb-grid'); g.scrollTop = g.scrollHeight; }")
+            page.wait_for_function("() => +document.querySelector('.mlnb-explorer').dataset.gridFirst > 2500", timeout=10_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.mlnb-explorer .mlnb-tile img')].some(i => i.complete && i.naturalWidth > 0"
+                " && +i.parentElement.dataset.index > 2500)",
+                timeout=20_000,
+            )
+            page.screenshot(path=str(OUT / "explorer-5-grid-scrolled.png"))
+
+            # -- the canvas keeps its size and mapping when the side panel grows ---------------------
+            page.select_option(".mlnb-explorer select.mlnb-color", "many")
+            page.wait_for_function("() => document.querySelectorAll('.mlnb-explorer .mlnb-legend-item').length === 45", timeout=20_000)
+            box1 = plot.bounding_box()
+            assert (round(box1["width"]), round(box1["height"])) == (640, 480)
+            page.keyboard.press("Escape")
+            page.click(".mlnb-explorer .mlnb-mode[data-mode='lasso']")
+            pts = _screen(page, range(0, 1000))
+            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+            x0, x1, y0, y1 = min(xs) - 8, max(xs) + 8, min(ys) - 8, max(ys) + 8
+            _drag(page, [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)], steps=6)
+            page.wait_for_function("() => document.querySelector('.mlnb-explorer .mlnb-status').textContent.startsWith('1,000 selected')", timeout=20_000)
+            chosen = _js(page, "return Array.from(api.scatterplot.get('selectedPoints')).sort((a, b) => a - b);")
+            assert chosen == list(range(0, 1000))
+            page.screenshot(path=str(OUT / "explorer-6-panel-grown.png"))
+            errors = [m for m in console if m.startswith("error")]
+            assert not errors, errors
+        finally:
+            page.screenshot(path=str(OUT / "explorer-last.png"))
+            (OUT / "explorer-console.txt").write_text("\n".join(console))
