@@ -151,8 +151,7 @@ def test_selection_from_the_browser_from_python_and_from_sql(digits):
     # from SQL: a condition, or a whole query over the table `explorer`
     assert ex.select(query="label = '7'") == (digits["label"] == "7").sum()
     assert set(ex.selection["label"]) == {"7"}
-    lo = 3
-    assert ex.select(query="SELECT _row FROM explorer WHERE _row < $lo") == 3
+    assert ex.select(query="SELECT _row FROM explorer WHERE _row < $lo", lo=3) == 3
     with pytest.raises(mlnb.MlnbError, match="_row"):
         ex.select(query="SELECT label FROM explorer")
     with pytest.raises(mlnb.MlnbError, match="out of range"):
