@@ -322,3 +322,18 @@ def test_archives_urls_and_bytes_are_read_as_locally(image_files, tmp_path, use_
     finally:
         server.shutdown()
     assert _close(got[:3], want) and _close(got[3:], want) and _close(got_bytes, want)
+
+
+def test_a_second_job_reuses_the_actors_and_their_model(image_files, tmp_path, use_workspace):
+    use_workspace(tmp_path / "ray-ws")
+    frame = image_files.head(12)
+    first = ray_engine.run_job(frame, "path", shard_size=6, workers=1, progress=False)
+    second = ray_engine.run_job(frame.head(6), "path", shard_size=6, workers=1, progress=False)
+    assert first.actors and second.actors == first.actors  # the same actor: the model stays loaded
+    # Another layer is another pool; Ray shut down forgets the kept one.
+    third = ray_engine.run_job(frame.head(6), "path", layer="_blocks.5", shard_size=6, workers=1, progress=False)
+    assert third.actors and set(third.actors).isdisjoint(first.actors)
+    ray_engine.close_pool()
+    assert ray_engine._POOL is None
+    again = ray_engine.run_job(frame.tail(6), "path", shard_size=6, workers=1, progress=False)
+    assert set(again.actors).isdisjoint(first.actors + third.actors)
