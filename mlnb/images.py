@@ -236,59 +236,12 @@ def _maybe_decompress(src: str, data: bytes, cap: int) -> bytes:
 
 
 def _archive_member(src: str, outer: str, member: str, timeout: float) -> bytes:
-    """One member of a zip or tar archive, streamed and capped. A local archive is
-    opened in place (it may be far larger than one image); a remote one is fetched."""
-    import tarfile
-    import zipfile
+    """One member of a zip or tar archive, streamed and capped, read from the archive
+    opened once and kept open (:mod:`mlnb._archives`): a local archive is opened in
+    place (it may be far larger than one image), a remote one is fetched once."""
+    from ._archives import read_member
 
-    cap = config.max_image_bytes
-    if "://" not in outer or outer.lower().startswith("file://"):
-        archive: Any = _local_path(outer)
-        if not os.path.isfile(archive):
-            raise ImageLoadError(src, f"archive not found: {outer}")
-    else:
-        try:
-            archive = io.BytesIO(read_source(outer, timeout=timeout))
-        except ImageLoadError as exc:
-            raise ImageLoadError(src, f"archive {exc.reason}") from None
-    try:
-        is_zip = zipfile.is_zipfile(archive)
-        if isinstance(archive, io.BytesIO):
-            archive.seek(0)
-        if is_zip:
-            with zipfile.ZipFile(archive) as zf:
-                try:
-                    info = zf.getinfo(member)
-                except KeyError:
-                    raise ImageLoadError(src, f"no member {member!r} in {outer}") from None
-                if info.is_dir():
-                    raise ImageLoadError(src, f"{member!r} is a folder in {outer}, not an image")
-                if info.file_size > cap:
-                    raise ImageLoadError(src, _too_big(cap))
-                with zf.open(info) as fh:
-                    return _read_capped(fh, src, cap)
-        try:
-            tf = tarfile.open(fileobj=archive) if isinstance(archive, io.BytesIO) else tarfile.open(archive)
-        except tarfile.TarError:
-            raise ImageLoadError(src, f"{outer} is not a zip or tar archive") from None
-        with tf:
-            try:
-                info = tf.getmember(member)
-            except KeyError:
-                raise ImageLoadError(src, f"no member {member!r} in {outer}") from None
-            if not info.isfile():
-                raise ImageLoadError(src, f"{member!r} is not a file in {outer}")
-            if info.size > cap:
-                raise ImageLoadError(src, _too_big(cap))
-            fh = tf.extractfile(info)
-            if fh is None:
-                raise ImageLoadError(src, f"{member!r} is not a file in {outer}")
-            with fh:
-                return _read_capped(fh, src, cap)
-    except ImageLoadError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - BadZipFile, zlib.error, EOFError, encrypted members ...
-        raise ImageLoadError(src, f"corrupt archive {outer}: {exc or type(exc).__name__}") from None
+    return read_member(src, outer, member, timeout, config.max_image_bytes)
 
 
 def _read_fsspec(src: str, cap: int) -> bytes:
