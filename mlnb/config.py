@@ -63,6 +63,17 @@ class Config:
         Seconds one URL may take in total: connecting, waiting and reading (default 10).
     remote_thumbnails : bool
         Fetch URL images to draw thumbnails in result tables (default ``False``: a link, no fetch).
+    decode_once : bool
+        Keep a small copy of each image read for a model or a thumbnail (shorter side ``decode_once_side``,
+        JPEG) in the workspace, so that another model, layer or thumbnail does not decode the original
+        again (default ``True``; env ``MLNB_DECODE_ONCE=0`` turns it off).
+    decode_once_side : int
+        Shorter side of those copies in pixels (default 256); a model that resizes to more reads the original.
+    decode_once_max_bytes : int
+        Disk space the copies may use (default 2 GiB); the least recently used go first.
+    gpu_decode : bool
+        On a CUDA device, decode baseline JPEGs on the GPU (nvJPEG) while CPU threads decode the rest
+        (default ``True``).
     """
 
     def __init__(self) -> None:
@@ -81,6 +92,26 @@ class Config:
         self._max_image_pixels = _PILLOW_WARNING_PIXELS
         self._url_timeout = 10.0
         self.remote_thumbnails = False
+        self.decode_once = os.environ.get("MLNB_DECODE_ONCE", "1") not in ("0", "false", "no", "off")
+        self._decode_once_side = 256
+        self._decode_once_max_bytes = 2 << 30
+        self.gpu_decode = True
+
+    @property
+    def decode_once_side(self) -> int:
+        return self._decode_once_side
+
+    @decode_once_side.setter
+    def decode_once_side(self, value: int) -> None:
+        self._decode_once_side = _positive_int("decode_once_side", value)
+
+    @property
+    def decode_once_max_bytes(self) -> int:
+        return self._decode_once_max_bytes
+
+    @decode_once_max_bytes.setter
+    def decode_once_max_bytes(self, value: int) -> None:
+        self._decode_once_max_bytes = _positive_int("decode_once_max_bytes", value)
 
     @property
     def max_image_bytes(self) -> int:

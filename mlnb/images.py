@@ -345,11 +345,14 @@ def decode(
     source: Any = None,
     draft: tuple[int, int] | None = None,
     then: Callable[[Any], Any] | None = None,
+    keep: Callable[[Any, tuple[int, int]], Any] | None = None,
 ) -> Any:
     """Decode encoded bytes into an RGB ``PIL.Image`` (see module docs for conversions).
 
     ``then(image)`` runs while the image's pixels still count against the decode
     budget (resizing, thumbnails); its result is returned instead of the image.
+    ``keep(image, original_size)`` runs before it and returns the image ``then`` gets
+    (the decode-once copy is made there).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -386,6 +389,8 @@ def decode(
                     raise
                 except Exception as exc:  # noqa: BLE001 - truncated / corrupt pixel data
                     raise ImageLoadError(src, f"corrupt or truncated image: {exc}") from None
+                if keep is not None:
+                    rgb = keep(rgb, (w, h))
                 return then(rgb) if then is not None else rgb
 
 
@@ -442,11 +447,18 @@ def load_image(
     draft: tuple[int, int] | None = None,
     timeout: float | None = None,
     then: Callable[[Any], Any] | None = None,
+    key: str | None = None,
 ) -> Any:
     """Load one image as RGB ``PIL.Image``; raises :class:`ImageLoadError` with the reason.
 
     ``then(image)``, if given, runs on the decoded image while its pixels count
     against the decode budget; its result is returned (see :func:`decode`).
+
+    With ``draft=(w, h)`` the caller says it needs no more than that many pixels:
+    the image may come smaller (down to ``w`` x ``h`` on its shorter side), and with
+    ``mlnb.config.decode_once`` it is read from the workspace's small copy of the
+    image when there is one, or such a copy is made (see :mod:`mlnb._copies`).
+    ``key`` is the image's :func:`source_key` when the caller has it already.
 
     Examples
     --------
@@ -460,7 +472,34 @@ def load_image(
         return then(img) if then is not None else img
     if src is None:
         raise ImageLoadError(src, "NULL image")
+    if draft and config.decode_once:
+        key = key if key is not None else source_key(src)
+        if key is not None:
+            return _load_once(src, key, draft, timeout, then)
     return decode(read_source(src, timeout=timeout), source=src, draft=draft, then=then)
+
+
+def _load_once(src: Any, key: str, draft: tuple[int, int], timeout: float | None, then: Any) -> Any:
+    """Decode the small copy of ``src`` if there is one large enough; else the original,
+    keeping a copy for next time (only where the original is larger than the copy)."""
+    from . import _copies
+
+    store = _copies.get_store()
+    need = max(draft)
+    data = store.get(key, need)
+    if data is not None:
+        img = _copies.decode(data)
+        return then(img) if then is not None else img
+    side = _copies.copy_side(need)
+
+    def keep(img: Any, original: tuple[int, int]) -> Any:
+        if min(original) <= side:
+            return img  # small already: decoding it again is cheap, a copy would only lose quality
+        small = _copies.shrink(img, side)
+        store.put(key, _copies.encode(small))
+        return small
+
+    return decode(read_source(src, timeout=timeout), source=src, draft=(side, side), then=then, keep=keep)
 
 
 # -- identity, for caches ---------------------------------------------------
@@ -527,7 +566,7 @@ def thumbnail(src: Any, size: int = 64) -> bytes:
         img.save(buf, format="JPEG", quality=85)
         return buf.getvalue()
 
-    data = load_image(src, draft=(size, size), then=encode)
+    data = load_image(src, draft=(size, size), then=encode, key=key)
     if key is not None:
         with _THUMBS_LOCK:
             _THUMBS[(key, size)] = data

@@ -254,9 +254,10 @@ def preprocess(spec: ModelSpec, img: Any) -> Any:
     return np.asarray(img, dtype=np.uint8)
 
 
-def _decode_one(spec: ModelSpec, src: Any) -> Any:
+def _decode_one(spec: ModelSpec, src: Any, key: Any = None) -> Any:
     try:
-        return load_image(src, draft=(spec.resize_size, spec.resize_size), then=lambda img: preprocess(spec, img))
+        need = (spec.resize_size, spec.resize_size)
+        return load_image(src, draft=need, then=lambda img: preprocess(spec, img), key=key if isinstance(key, str) else None)
     except ImageLoadError as exc:
         return exc
     except MlnbError as exc:  # e.g. a .zst file without zstandard installed: its own message
@@ -409,7 +410,7 @@ def embed_images(
     left = sum(len(idx) for _key, idx in work)  # rows still to compute; the others are done
 
     def submit(batch: list[tuple[Any, list[int]]]) -> list[Future]:
-        futures = [pool.submit(carried(_decode_one), spec, images[idx[0]]) for _key, idx in batch]
+        futures = [pool.submit(carried(_decode_one), spec, images[idx[0]], key) for key, idx in batch]
         submitted.extend(futures)
         return futures
 
