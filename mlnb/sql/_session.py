@@ -59,6 +59,21 @@ def table_provider(name: str, fn: Callable[[], Any]) -> None:
     _PROVIDERS[name] = fn
 
 
+def _saved_selection(name: str) -> Any:
+    """A selection saved from the explorer (``explorer.save_selection(name)``): a Parquet file
+    in the workspace in use, so it is a table in every later kernel too."""
+    from ..workspace import get_workspace
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        return None
+    path = get_workspace().path("selections", f"{name}.parquet")
+    if not path.is_file():
+        return None
+    import polars as pl
+
+    return pl.read_parquet(path)
+
+
 class Session:
     """A DuckDB connection with mlnb's functions installed.
 
@@ -268,6 +283,8 @@ class Session:
             obj = namespace.get(name)
             if obj is None and name in _PROVIDERS:
                 obj = _PROVIDERS[name]()  # fresh each statement: labels change between queries
+            if obj is None:
+                obj = _saved_selection(name)
             if obj is None or not is_frame(obj):
                 continue
             # pandas frames change in place, so they are registered afresh every time.

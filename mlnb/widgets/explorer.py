@@ -379,10 +379,9 @@ class Explorer(Controller):
         return n
 
     def save_selection(self, name: str) -> str:
-        """Save the selection as the SQL table ``name`` (a Parquet file in the workspace)."""
+        """Save the selection as the SQL table ``name`` (a Parquet file in the workspace, so the
+        table is there in later kernels too)."""
         import io
-
-        from ..sql import table_provider
 
         if not _NAME.match(name or ""):
             raise MlnbError(f"{name!r} is not a table name: use letters, digits and _, starting with a letter.")
@@ -391,9 +390,7 @@ class Explorer(Controller):
         buf = io.BytesIO()
         self.selection.write_parquet(buf)
         ws = get_workspace()
-        ws.write_bytes(f"selections/{name}.parquet", buf.getvalue())
-        path = ws.path("selections", f"{name}.parquet")
-        table_provider(name, lambda: _read_parquet(path))
+        ws.write_bytes(f"selections/{name}.parquet", buf.getvalue())  # atomic: a reader never sees half
         self.status = f"saved {len(self.selected):,} rows as the SQL table {name}"
         return name
 
@@ -454,12 +451,6 @@ class Explorer(Controller):
         from ._explorer_view import ExplorerView
 
         return ExplorerView(self)
-
-
-def _read_parquet(path: Any) -> Any:
-    import polars as pl
-
-    return pl.read_parquet(path)
 
 
 def _looks_like_paths(s: Any) -> bool:

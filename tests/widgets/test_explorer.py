@@ -182,6 +182,10 @@ def test_saved_selection_is_a_sql_table(digits, _workspace):
     assert ex.widget.status.startswith("saved") and (_workspace / "selections" / "ones.parquet").exists()
     out = mlnb.sql("SELECT count(*) AS n, min(label) AS l FROM ones")
     assert out["n"][0] == (digits["label"] == "1").sum() and out["l"][0] == "1"
+    from mlnb.sql import Session
+
+    later = Session()  # as in a later kernel: the table comes from the workspace
+    assert later.run("SELECT count(*) AS n FROM ones", {}, lazy=False)["n"][0] == out["n"][0]
     send(ex, type="save", name="drop table x")
     assert "not a table name" in ex.widget.error
 
