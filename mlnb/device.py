@@ -70,6 +70,12 @@ def precision_name(dtype: Any) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
+def use_gpu_decode(device: Any) -> bool:
+    """Whether images for a model on ``device`` are decoded on the GPU (nvJPEG, with
+    CPU threads alongside): on CUDA unless ``mlnb.config.gpu_decode`` is off."""
+    return device.type == "cuda" and bool(config.gpu_decode)
+
+
 #: CPU batch size. On a CPU, small batches keep activations in cache: measured on
 #: efficientnet_lite0 (2 cores, bf16): 161 img/s at 8, 113 at 16, 86 at 64.
 CPU_BATCH = 8

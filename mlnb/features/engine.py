@@ -20,7 +20,7 @@ import numpy as np
 from .._context import current as current_context
 from .._report import carried, report_failure
 from ..config import DEFAULT_MODEL, current_engine
-from ..device import autocast_dtype, default_batch_size, precision_name, resolve_device
+from ..device import autocast_dtype, default_batch_size, precision_name, resolve_device, use_gpu_decode
 from ..exceptions import ImageLoadError, Interrupted, MlnbError
 from ..images import load_image, source_key
 from .cache import get_cache
@@ -151,9 +151,12 @@ class Loaded:
     def _prepare(self, batch: Any) -> Any:
         import torch
 
-        if isinstance(batch, np.ndarray):  # N, H, W, 3 uint8: normalise on the device
-            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
-            x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        if isinstance(batch, np.ndarray) or batch.dtype == torch.uint8:  # uint8 pixels: normalise on the device
+            if isinstance(batch, np.ndarray):  # N, H, W, 3
+                x = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+            else:  # N, 3, H, W (the GPU decoder's)
+                x = batch.to(self.device)
+            x = x.float().div_(255.0)
             mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
             std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
             x = (x - mean) / std
@@ -264,6 +267,33 @@ def _decode_one(spec: ModelSpec, src: Any, key: Any = None) -> Any:
         return ImageLoadError(src, str(exc))
     except Exception as exc:  # noqa: BLE001 - a bad image must not end the query
         return ImageLoadError(src, f"cannot preprocess: {exc}")
+
+
+_FEEDER: ThreadPoolExecutor | None = None
+
+
+def _gpu_feeder() -> ThreadPoolExecutor:
+    """Threads that run the GPU decode scheduler, a batch each (not the decode pool,
+    whose threads the scheduler waits on)."""
+    global _FEEDER
+    with _POOL_LOCK:
+        if _FEEDER is None:
+            _FEEDER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlnb-gpu-decode")
+        return _FEEDER
+
+
+def _scheduler(loaded: Loaded) -> Any:
+    """The GPU decode scheduler for ``loaded`` where the device policy says so (user
+    transforms take PIL images: those stay on the CPU path)."""
+    if loaded.spec.transform is not None or not use_gpu_decode(loaded.device):
+        return None
+    from ._decode_sched import Scheduler, Share
+
+    share = _SHARES.setdefault(str(loaded.device), Share())  # the rates learnt carry over between calls
+    return Scheduler(loaded.spec, loaded.device, _pool(), share=share)
+
+
+_SHARES: dict[str, Any] = {}
 
 
 def _stack(items: list[Any]) -> Any:
@@ -409,8 +439,14 @@ def embed_images(
     halt = stop if stop is not None else getattr(ctx, "stop", None)
     left = sum(len(idx) for _key, idx in work)  # rows still to compute; the others are done
 
+    sched = _scheduler(loaded)
+
     def submit(batch: list[tuple[Any, list[int]]]) -> list[Future]:
-        futures = [pool.submit(carried(_decode_one), spec, images[idx[0]], key) for key, idx in batch]
+        if sched is not None:  # one future per batch: GPU and CPU decode it together
+            work = [(images[idx[0]], key) for key, idx in batch]
+            futures = [_gpu_feeder().submit(carried(sched.decode), work)]
+        else:
+            futures = [pool.submit(carried(_decode_one), spec, images[idx[0]], key) for key, idx in batch]
         submitted.extend(futures)
         return futures
 
@@ -440,20 +476,27 @@ def embed_images(
             if ahead and bi + ahead < len(batches):
                 pending.append(submit(batches[bi + ahead]))
             arrays, rows = [], []
-            for (key, idx), fut in zip(batch, futures):
-                res = result(fut)
-                if isinstance(res, ImageLoadError):
-                    report_failure(res.source, res.reason)
-                    continue
-                arrays.append(res)
-                rows.append((key, idx))
+            if sched is not None:
+                dec = result(futures[0])
+                for err in dec.errors.values():
+                    report_failure(err.source, err.reason)
+                rows = [batch[j] for j in dec.rows]
+                arrays = [dec.images] if rows else []
+            else:
+                for (key, idx), fut in zip(batch, futures):
+                    res = result(fut)
+                    if isinstance(res, ImageLoadError):
+                        report_failure(res.source, res.reason)
+                        continue
+                    arrays.append(res)
+                    rows.append((key, idx))
             if not ahead and bi + 1 < len(batches):
                 # CPU: let the next batch start decoding only after this forward pass.
                 next_batch = batches[bi + 1]
             else:
                 next_batch = None
             if arrays:
-                out = loaded.forward(_stack(arrays), layer)
+                out = loaded.forward(arrays[0] if sched is not None else _stack(arrays), layer)
                 to_cache = []
                 for (key, idx), vec in zip(rows, out):
                     feats[idx] = vec
