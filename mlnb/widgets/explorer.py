@@ -137,7 +137,11 @@ class Explorer(Controller):
             elif method == "pca":
                 self._done.set()
             else:
-                cached = cached_layout(self.X, method, n_components=n_components, **layout_options)
+                # Small enough to hash at once: a cached layout is drawn straight away. Larger
+                # data is hashed in the job's thread, so the PCA points come first.
+                cached = None
+                if self.X.size <= 20_000_000:
+                    cached = cached_layout(self.X, method, n_components=n_components, **layout_options)
                 if cached is not None:
                     self.coords, self.method = cached, method
                     self._done.set()
