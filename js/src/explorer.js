@@ -154,7 +154,16 @@ function render({ model, el: host }) {
 
   // The plot's size is fixed in pixels (never stretched by CSS), so the data keeps its
   // aspect ratio and screen-to-point mapping stays right whatever the side panel does.
-  const [W, H] = model.get("size");
+  // size [0, 0]: fit the output area once, beside a side panel, at 4:3; then it stays put
+  // (the area is measured when the widget is first laid out: it may not be at render time).
+  let [W, H] = model.get("size");
+  const fit = !W || !H;
+  const fitted = (width) => {
+    const w = Math.round(Math.min(640, Math.max(360, width - 290)));
+    return [w, Math.round((w * 3) / 4)];
+  };
+  if (fit) [W, H] = fitted(host.getBoundingClientRect().width || 930);
+  root.dataset.size = `${W}x${H}`;
   plot.style.width = `${W}px`;
   plot.style.height = `${H}px`;
 
@@ -179,6 +188,21 @@ function render({ model, el: host }) {
     aspectRatio: 1,
     performanceMode: n0 > 2000000,
   });
+  if (fit && !host.getBoundingClientRect().width && typeof ResizeObserver !== "undefined") {
+    const ro = new ResizeObserver((entries) => {
+      const width = entries[0].contentRect.width;
+      if (!width) return;
+      ro.disconnect();
+      [W, H] = fitted(width);
+      plot.style.width = `${W}px`;
+      plot.style.height = `${H}px`;
+      overlay.setAttribute("width", String(W));
+      overlay.setAttribute("height", String(H));
+      root.dataset.size = `${W}x${H}`;
+      scatterplot.set({ width: W, height: H });
+    });
+    ro.observe(host);
+  }
   window.__mlnbExplorer = window.__mlnbExplorer || [];
   const api = { scatterplot, root, model };
   window.__mlnbExplorer.push(api); // for browser tests and the benchmark
@@ -405,7 +429,7 @@ function render({ model, el: host }) {
   // -- selection -----------------------------------------------------------------------
   function afterSelection(send) {
     const n = selected.length;
-    selCount.textContent = n ? `${n.toLocaleString()} selected (explorer.selection)` : "Nothing selected: drag a lasso or a box.";
+    selCount.textContent = n ? `${n.toLocaleString()} points in the selection` : "Nothing selected: drag a lasso or a box.";
     root.dataset.selected = String(n);
     actions.style.display = n ? "flex" : "none";
     grid.scrollTop = 0;

@@ -22,7 +22,7 @@ class ExplorerView(anywidget.AnyWidget):
     xy = traitlets.Bytes(b"").tag(sync=True)  # float32 coordinates, `dims` per point, interleaved
     dims = traitlets.Int(2).tag(sync=True)
     n = traitlets.Int(0).tag(sync=True)
-    size = traitlets.List([640, 480]).tag(sync=True)
+    size = traitlets.List([0, 0]).tag(sync=True)  # [0, 0]: fit the output area at 4:3
     codes = traitlets.Bytes(b"").tag(sync=True)  # float32 colour code per point
     color_spec = traitlets.Dict().tag(sync=True)
     color_columns = traitlets.List().tag(sync=True)

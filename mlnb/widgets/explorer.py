@@ -60,7 +60,7 @@ class Explorer(Controller):
         coords: Any = None,
         head: Any = None,
         label: str | None = None,
-        size: tuple[int, int] = (640, 480),
+        size: tuple[int, int] | None = None,
         **layout_options: Any,
     ) -> None:
         from .._frames import to_polars
@@ -74,7 +74,7 @@ class Explorer(Controller):
         if method not in METHODS or method == "given":
             raise MlnbError(f"layout={layout!r} is not a layout; use 'umap', 'tsne' or 'pca' (or coords= for your own).")
         self.features, self.image, self.item_col, self.dataset = features, image, item or image, dataset
-        self.size = (int(size[0]), int(size[1]))
+        self.size = (int(size[0]), int(size[1])) if size else (0, 0)  # (0, 0): the view fits its area
         self.problem = ""  # a whole-frame problem: the widget shows this message instead of a plot
         self.notes: list[str] = []
         self.message = ""  # a passing problem (a colour that cannot be used), shown over the plot
