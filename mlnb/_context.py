@@ -30,6 +30,18 @@ class StatementContext:
     stop: threading.Event = field(default_factory=threading.Event)  # set on Ctrl-C: its workers stop too
     memo: dict[Any, Any] = field(default_factory=dict)  # what its functions load once per statement
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    active: int = 0  # its function calls running now (on DuckDB's threads)
+
+    @contextlib.contextmanager
+    def calling(self) -> Iterator[None]:
+        """Count a function call of this statement while it runs."""
+        with self.lock:
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.active -= 1
 
     def put_error(self, exc: BaseException) -> None:
         with self.lock:

@@ -5,7 +5,7 @@
 // Built into mlnb/widgets/explorer.js by `bash dev js` (esbuild); users need no Node.
 // All state that matters lives in the Python controller: this view sends the events
 // a person makes (hover, select, label, colour, layout) and draws what it is sent.
-import createScatterplot from "regl-scatterplot";
+import createScatterplot, { createRenderer } from "regl-scatterplot";
 
 const TAB20 = [
   "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
@@ -169,7 +169,17 @@ function render({ model, el: host }) {
 
   const n0 = model.get("n");
   const pointSize = n0 > 500000 ? 1.5 : n0 > 100000 ? 2 : n0 > 20000 ? 3 : n0 > 2000 ? 4 : 6;
+  // The library's default renderer draws into a window-sized framebuffer; one the size of
+  // the plot halves the cost of a redraw.
+  const glCanvas = document.createElement("canvas");
+  glCanvas.width = W * window.devicePixelRatio;
+  glCanvas.height = H * window.devicePixelRatio;
+  const renderer = createRenderer({ canvas: glCanvas });
   const scatterplot = createScatterplot({
+    renderer,
+    // Events as they happen, not after the next (at a million points, slow) redraw: a
+    // selection reaches the kernel and a hover asks for its thumbnail at once.
+    syncEvents: true,
     canvas,
     width: W,
     height: H,
@@ -199,6 +209,7 @@ function render({ model, el: host }) {
       overlay.setAttribute("width", String(W));
       overlay.setAttribute("height", String(H));
       root.dataset.size = `${W}x${H}`;
+      renderer.resize(W, H);
       scatterplot.set({ width: W, height: H });
     });
     ro.observe(host);
@@ -521,6 +532,7 @@ function render({ model, el: host }) {
   }, true);
   window.addEventListener("mousemove", (e) => {
     if (!lasso) return;
+    e.stopPropagation(); // no hover tests (each a redraw) while a shape is drawn
     const p = canvasXY(e), q = lasso.pts[lasso.pts.length - 1];
     if (lasso.box) lasso.pts[1] = p;
     else if (Math.hypot(p[0] - q[0], p[1] - q[1]) >= 1) lasso.pts.push(p);
@@ -528,6 +540,7 @@ function render({ model, el: host }) {
   }, true);
   window.addEventListener("mouseup", (e) => {
     if (!lasso) return;
+    e.stopPropagation();
     const p = canvasXY(e);
     if (lasso.box) lasso.pts[1] = p;
     else lasso.pts.push(p);
@@ -734,6 +747,7 @@ function render({ model, el: host }) {
   return () => {
     for (const v of thumbs.values()) if (v.url) URL.revokeObjectURL(v.url);
     scatterplot.destroy();
+    renderer.destroy();
     const k = window.__mlnbExplorer.indexOf(api);
     if (k >= 0) window.__mlnbExplorer.splice(k, 1);
   };

@@ -11,6 +11,7 @@ Python runs the same code.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import functools
@@ -157,7 +158,8 @@ class Function:
                 return self._arrow_udf(*arrays)
             from .._context import entered
 
-            with entered(context()):
+            ctx = context()
+            with entered(ctx), (ctx.calling() if ctx is not None else contextlib.nullcontext()):
                 return self._arrow_udf(*arrays)
 
         # DuckDB reads the arity from the signature.

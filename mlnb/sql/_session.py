@@ -13,6 +13,7 @@ import contextlib
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -212,6 +213,12 @@ class Session:
         ctx.stop.set()
         self.con.interrupt()
         inner = ctx.take_error()
+        # Functions still running stop at their next batch and say how far they got: wait for
+        # that line (briefly) rather than answer before they have noticed.
+        deadline = time.monotonic() + 1.0
+        while inner is None and ctx.active > 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+            inner = ctx.take_error()
         for e in (exc, inner):
             if isinstance(e, Interrupted):
                 return e
