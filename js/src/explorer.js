@@ -598,8 +598,13 @@ function render({ model, el: host }) {
     }
     if (merge) for (const i of selected) out.push(i);
     root.dataset.lassoMs = String(Math.round(performance.now() - t0));
-    if (out.length) scatterplot.select(merge ? Array.from(new Set(out)) : out);
-    else deselect();
+    if (!out.length) return deselect();
+    // The kernel hears first; the (at a million points, slow) redraw comes a moment later,
+    // so the message is on the wire before the page is busy drawing.
+    const pts = merge ? Array.from(new Set(out)) : out;
+    selected = Int32Array.from(pts);
+    afterSelection(true);
+    setTimeout(() => scatterplot.select(pts, { preventEvent: true }), 40);
   }
 
   // -- virtualised grid of the selection ---------------------------------------------------
