@@ -46,6 +46,17 @@ def _drag(page, path, steps=4):
     page.mouse.up()
 
 
+def _drawn_selection(page, n: int) -> list[int]:
+    """The points the plot shows as selected (drawn just after the kernel is told)."""
+    page.wait_for_function(
+        "(n) => { const a = window.__mlnbExplorer[window.__mlnbExplorer.length - 1];"
+        " return a.scatterplot.get('selectedPoints').length === n; }",
+        arg=n,
+        timeout=10_000,
+    )
+    return _js(page, "return Array.from(api.scatterplot.get('selectedPoints')).sort((a, b) => a - b);")
+
+
 def _status(page) -> str:
     return page.locator(".mlnb-explorer .mlnb-status").inner_text()
 
@@ -94,7 +105,7 @@ def test_explorer_zoom_lasso_escape_hover_grid_and_aspect(lab_server):
             page.click(".mlnb-explorer .mlnb-mode[data-mode='lasso']")
             _drag(page, [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)], steps=6)
             page.wait_for_function("() => document.querySelector('.mlnb-explorer .mlnb-status').textContent.startsWith('1,000 selected')", timeout=20_000)
-            chosen = _js(page, "return Array.from(api.scatterplot.get('selectedPoints')).sort((a, b) => a - b);")
+            chosen = _drawn_selection(page, 1000)
             assert chosen == list(range(1000, 2000))
             page.screenshot(path=str(OUT / "explorer-3-lasso.png"))
 
@@ -148,7 +159,7 @@ def test_explorer_zoom_lasso_escape_hover_grid_and_aspect(lab_server):
             x0, x1, y0, y1 = min(xs) - 8, max(xs) + 8, min(ys) - 8, max(ys) + 8
             _drag(page, [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)], steps=6)
             page.wait_for_function("() => document.querySelector('.mlnb-explorer .mlnb-status').textContent.startsWith('1,000 selected')", timeout=20_000)
-            chosen = _js(page, "return Array.from(api.scatterplot.get('selectedPoints')).sort((a, b) => a - b);")
+            chosen = _drawn_selection(page, 1000)
             assert chosen == list(range(0, 1000))
             page.screenshot(path=str(OUT / "explorer-6-panel-grown.png"))
             errors = [m for m in console if m.startswith("error")]
