@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import sys
 import threading
-from collections import OrderedDict
 from pathlib import PurePath
 from typing import Any
 
@@ -83,7 +82,6 @@ class Explorer(Controller):
         self.color: str | None = None
         self._lock = threading.Lock()
         self._job: Any = None
-        self._thumbs: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
         self._layout_options = dict(layout_options)
         self._n_components = n_components
         self._done = threading.Event()
@@ -197,7 +195,6 @@ class Explorer(Controller):
         self._done.clear()
         job = LayoutJob(self.X, method=method, n_components=self._n_components, **self._layout_options)
         self._job = job
-        self.pending_method = method
 
         def done(coords: np.ndarray) -> None:
             if self._job is job:
@@ -419,24 +416,17 @@ class Explorer(Controller):
         return {"index": i, "fields": fields, "thumb": thumb}
 
     def thumbnail(self, index: int, size: int = 128) -> tuple[bytes, str]:
-        """``(jpeg, problem)`` for point ``index``: bytes are empty when there is no image."""
+        """``(jpeg, problem)`` for point ``index``: bytes are empty when there is no image.
+        (``images.thumbnail`` keeps made thumbnails; failures are not kept, as everywhere.)"""
         from ..exceptions import ImageLoadError
         from ..images import thumbnail
 
         if self.image is None:
             return b"", ""
-        hit = self._thumbs.get(index)
-        if hit is not None:
-            self._thumbs.move_to_end(index)
-            return hit
         try:
-            out = (thumbnail(self.frame.get_column(self.image)[int(index)], size), "")
+            return thumbnail(self.frame.get_column(self.image)[int(index)], size), ""
         except ImageLoadError as exc:
-            out = (b"", f"cannot be read: {exc.reason}")
-        self._thumbs[index] = out
-        if len(self._thumbs) > 4000:
-            self._thumbs.popitem(last=False)
-        return out
+            return b"", f"cannot be read: {exc.reason}"
 
     def title(self, index: int) -> str:
         """A short name for a point (its item, or its row)."""
