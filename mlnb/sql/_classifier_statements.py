@@ -47,18 +47,35 @@ def _options(stmt: Statement, m: Match[str]) -> dict[str, Any]:
                 "WITH takes options as name = value, e.g. WITH (C = 0.5, folds = 5).",
                 statement=stmt.text, position=base + toks[i].start,
             )
-        key, v = toks[i].name.lower(), toks[i + 2]
-        negative = v.text == "-" and i + 3 < len(toks) and toks[i + 3].kind == "number"
-        if negative:
-            v = toks[i + 3]
-        val = literal_value(v)
-        if v.upper in ("TRUE", "FALSE"):
-            val = v.upper == "TRUE"
-        elif not isinstance(val, (str, int, float)):
-            val = v.text
-        out[key] = -val if negative else val
-        i += 4 if negative else 3
+        key = toks[i].name.lower()
+        if toks[i + 2].text == "[":  # a list of values: a hyperparameter search (mlnb.heads._search)
+            val, i = [], i + 3
+            while i < len(toks) and toks[i].text != "]":
+                if toks[i].text != ",":
+                    item, i = _scalar(toks, i)
+                    val.append(item)
+                    continue
+                i += 1
+            if i >= len(toks):
+                raise QueryError(f"The list for option {key} has no closing ].", statement=stmt.text, position=base + toks[-1].end)
+            out[key], i = val, i + 1
+            continue
+        out[key], i = _scalar(toks, i + 2)
     return out
+
+
+def _scalar(toks: list[Any], i: int) -> tuple[Any, int]:
+    """The literal at ``toks[i]`` (a number, maybe negative, a string, TRUE/FALSE) and the index after it."""
+    v = toks[i]
+    negative = v.text == "-" and i + 1 < len(toks) and toks[i + 1].kind == "number"
+    if negative:
+        v = toks[i + 1]
+    val = literal_value(v)
+    if v.upper in ("TRUE", "FALSE"):
+        val = v.upper == "TRUE"
+    elif not isinstance(val, (str, int, float)):
+        val = v.text
+    return (-val if negative else val), i + (2 if negative else 1)
 
 
 def _provenance(query: Statement) -> tuple[str | None, str | None]:
