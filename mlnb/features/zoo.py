@@ -48,12 +48,18 @@ class ModelSpec:
     classes: str | None = "imagenet"
     transform: Callable[[Any], Any] | None = None  # user models: PIL image -> CHW float tensor
     description: str = ""
+    #: Identifies the weights of a model persisted in the workspace (its sha256): a model
+    #: redefined under the same name with other weights gets other cache entries.
+    weights_id: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def preprocessing_id(self) -> str:
-        """Changes whenever the preprocessing does (part of the cache key)."""
+        """Changes whenever the preprocessing does, or the weights of a persisted model
+        (part of the embedding cache's key and of a Ray job's identity)."""
         text = repr((self.input_size, self.resize_size, self.mean, self.std, self.interpolation, self.transform is not None))
+        if self.weights_id:
+            text += "|" + self.weights_id
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
     @property
@@ -85,18 +91,34 @@ def add_spec(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
 
 
 def get_spec(name: str) -> ModelSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.4)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ModelNotFoundError(
-            f"Unknown model {name!r}.{hint} mlnb.list_models() shows them all; offline: {', '.join(offline_models())}."
-        ) from None
+    """The model called ``name``: one registered in this process, else one persisted in the
+    workspace in use (``CREATE MODEL``, :func:`mlnb.features._user_models.persist_model`)."""
+    spec = _REGISTRY.get(name)
+    if spec is not None:
+        return spec
+    from ._user_models import lookup
+
+    spec = lookup(name)
+    if spec is not None:
+        return spec
+    close = difflib.get_close_matches(name, _all_specs(), n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ModelNotFoundError(
+        f"Unknown model {name!r}.{hint} mlnb.list_models() shows them all; offline: {', '.join(offline_models())}."
+    )
+
+
+def _all_specs() -> dict[str, ModelSpec]:
+    """Models registered in this process and those persisted in the workspace in use."""
+    from ._user_models import specs
+
+    found = specs()
+    found.update(_REGISTRY)
+    return found
 
 
 def offline_models() -> list[str]:
-    return [n for n, s in sorted(_REGISTRY.items()) if s.offline or _weights_cached(s)]
+    return [n for n, s in sorted(_all_specs().items()) if s.offline or _weights_cached(s)]
 
 
 def list_models(pattern: str = "*") -> Any:
@@ -119,7 +141,7 @@ def list_models(pattern: str = "*") -> Any:
             "license": s.license,
             "source": s.source,
         }
-        for n, s in sorted(_REGISTRY.items())
+        for n, s in sorted(_all_specs().items())
         if fnmatch.fnmatch(n, pattern)
     ]
     schema = {"name": pl.String, "feature_dim": pl.Int64, "input_size": pl.Int64, "offline": pl.Boolean, "license": pl.String, "source": pl.String}

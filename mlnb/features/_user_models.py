@@ -1,0 +1,792 @@
+"""Models persisted in the workspace: ``CREATE MODEL`` and :func:`persist_model`.
+
+A persisted model is an ordinary :class:`~mlnb.features.zoo.ModelSpec`,
+found by name when it is looked up (``embed(x, model := 'name')``) in any
+process whose workspace holds it. Its folder ``<workspace>/models/<name>/``
+holds ``spec.json`` and one weights file named after its content:
+
+* ``weights-<sha>.safetensors`` for state dicts (of an architecture mlnb can
+  build: ``efficientnet_lite0``, or any torchvision classification model, with
+  random initial weights, so nothing is downloaded), whatever the user's file
+  was (``.pth``/``.pt`` read with ``torch.load(weights_only=True)``, or
+  safetensors): nothing in the workspace ever needs unpickling;
+* ``model-<sha>.pt`` for TorchScript and ``model-<sha>.onnx`` for ONNX
+  (onnxruntime, the ``export`` extra), copied as they are. Their features are
+  the model's output (4-D outputs are average-pooled): ``layer`` does not apply.
+
+A redefinition writes the new weights file, then replaces ``spec.json``
+(atomically), then removes the old weights: a reader sees the old model or the
+new one, and a failed ``CREATE OR REPLACE`` leaves the old one as it was. The
+weights' sha256 is part of the embedding cache key (``ModelSpec.weights_id``).
+
+Public functions: :func:`persist_model` (a state dict, from Python: fine-tuning
+uses it), :func:`create_model` (a file, URL or archive member: ``CREATE
+MODEL``), :func:`drop_model`, :func:`user_models` (a frame),
+:func:`lookup` / :func:`specs` (what the zoo asks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import difflib
+import hashlib
+import io
+import json
+import os
+import shutil
+import threading
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import MissingDependencyError, MlnbError, ModelNotFoundError
+from ..workspace import atomic_write_bytes, get_workspace
+from .zoo import _REGISTRY, IMAGENET_MEAN, IMAGENET_STD, TORCHVISION, ModelSpec, check_state_dict
+
+_MAX_NAME = 64
+#: Largest weights file read from an archive member (a local file is read whole).
+MAX_WEIGHTS_BYTES = 4 << 30
+#: Keys under which training checkpoints keep the model's state dict.
+_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "module")
+FORMATS = ("state_dict", "torchscript", "onnx")
+
+
+# -- names and places ----------------------------------------------------------
+def check_model_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.isidentifier() or len(name) > _MAX_NAME:
+        raise MlnbError(
+            f"Model names are SQL identifiers (letters, digits and _, not starting with a digit, "
+            f"at most {_MAX_NAME} characters): {name!r} is not."
+        )
+    return name
+
+
+def models_root(create: bool = False) -> Path:
+    ws = get_workspace()
+    return ws.path("models", "x", create=create).parent
+
+
+def _folder(name: str) -> Path:
+    return models_root() / name
+
+
+# -- architectures -----------------------------------------------------------
+def architectures() -> list[str]:
+    """Names :func:`persist_model` and ``CREATE MODEL ... WITH (architecture = ...)`` accept."""
+    import torchvision.models as tvm
+
+    from .efficientnet_lite import VARIANTS
+
+    return sorted(set(VARIANTS) | set(tvm.list_models(module=tvm)))
+
+
+def check_architecture(architecture: Any) -> str:
+    names = architectures()
+    if architecture not in names:
+        close = difflib.get_close_matches(str(architecture), names, n=4, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise MlnbError(
+            f"Unknown architecture {architecture!r}.{hint} Architectures are efficientnet_lite0/1/2 and the "
+            f"torchvision classification models (resnet18, resnet50, mobilenet_v3_large, convnext_tiny, ...)."
+        )
+    return architecture
+
+
+def _head_path(architecture: str, model: Any) -> str:
+    """The attribute path of the classifier layer mlnb takes off to get features."""
+    from torch import nn
+
+    from .efficientnet_lite import VARIANTS
+
+    if architecture in VARIANTS:
+        return "_fc"
+    if architecture in TORCHVISION:
+        return TORCHVISION[architecture][1]
+    last = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not last:
+        raise MlnbError(f"Cannot find the classifier layer of {architecture}.")
+    return last[-1]
+
+
+def _new_model(architecture: str, num_classes: int | None = None) -> Any:
+    """The architecture with random weights: nothing is downloaded."""
+    from .efficientnet_lite import VARIANTS
+
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if architecture in VARIANTS:
+        from .efficientnet_lite import EfficientNetLite
+
+        return EfficientNetLite(architecture, **kwargs)
+    import torchvision.models as tvm
+
+    if architecture in ("googlenet", "inception_v3"):
+        kwargs["init_weights"] = False  # scipy-based init is slow, and the weights come next anyway
+    return tvm.get_model(architecture, weights=None, **kwargs)
+
+
+def _get_attr_path(root: Any, path: str) -> Any:
+    obj = root
+    for p in path.split("."):
+        obj = obj[int(p)] if p.isdigit() else getattr(obj, p)
+    return obj
+
+
+def _fit_architecture(architecture: str, state: Mapping[str, Any], source: str) -> tuple[Any, str, bool, int | None]:
+    """``(model with the weights loaded, head path, has head, classes)``: the model is sized
+    for the classifier in ``state`` (any number of classes), or has none when ``state`` has none."""
+    from torch import nn
+
+    from .zoo import _set_attr_path
+
+    model = _new_model(architecture)
+    head = _head_path(architecture, model)
+    head_weight = state.get(head + ".weight")
+    classes: int | None = None
+    if head_weight is not None and getattr(head_weight, "ndim", 0) == 2:
+        classes = int(head_weight.shape[0])
+        if classes != getattr(_get_attr_path(model, head), "out_features", classes):
+            model = _new_model(architecture, classes)
+    has_head = any(k == head or k.startswith(head + ".") for k in state)
+    if not has_head:
+        _set_attr_path(model, head, nn.Identity())
+    check_state_dict(model, dict(state), source)
+    model.load_state_dict(dict(state), strict=True)
+    model.eval()
+    return model, head, has_head, classes
+
+
+def _default_preprocessing(architecture: str | None) -> dict[str, Any]:
+    """Input size, resize, mean/std and interpolation the architecture was trained with."""
+    if architecture in _REGISTRY:
+        s = _REGISTRY[architecture]
+        return {"input_size": s.input_size, "resize_size": s.resize_size, "mean": list(s.mean), "std": list(s.std),
+                "interpolation": s.interpolation}
+    if architecture:
+        with contextlib.suppress(Exception):
+            import torchvision.models as tvm
+
+            t = tvm.get_model_weights(architecture).DEFAULT.transforms()
+            return {"input_size": int(t.crop_size[0]), "resize_size": int(t.resize_size[0]), "mean": list(t.mean),
+                    "std": list(t.std), "interpolation": str(t.interpolation.value)}
+    return {"input_size": 224, "resize_size": 256, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "interpolation": "bilinear"}
+
+
+def _triple(value: Any, what: str) -> list[float]:
+    if isinstance(value, str):
+        value = [v for v in value.replace(",", " ").split() if v]
+    if isinstance(value, (int, float)):
+        value = [value] * 3
+    try:
+        out = [float(v) for v in value]
+    except (TypeError, ValueError):
+        out = []
+    if len(out) != 3 or (what == "std" and min(out) <= 0):
+        raise MlnbError(f"{what} takes three numbers (one per RGB channel), e.g. [0.485, 0.456, 0.406]; got {value!r}.")
+    return out
+
+
+def _preprocessing(architecture: str | None, input_size: Any, resize_size: Any, mean: Any, std: Any,
+                   interpolation: Any) -> dict[str, Any]:
+    out = _default_preprocessing(architecture)
+    if input_size is not None:
+        if not isinstance(input_size, int) or isinstance(input_size, bool) or not 8 <= input_size <= 4096:
+            raise MlnbError(f"input_size is a whole number of pixels between 8 and 4096, got {input_size!r}.")
+        if input_size != out["input_size"]:
+            out["resize_size"] = int(round(input_size / 0.875))
+        out["input_size"] = input_size
+    if resize_size is not None:
+        if not isinstance(resize_size, int) or isinstance(resize_size, bool) or resize_size < out["input_size"]:
+            raise MlnbError(f"resize_size is a whole number of pixels, at least input_size ({out['input_size']}); got {resize_size!r}.")
+        out["resize_size"] = resize_size
+    if mean is not None:
+        out["mean"] = _triple(mean, "mean")
+    if std is not None:
+        out["std"] = _triple(std, "std")
+    if interpolation is not None:
+        if interpolation not in ("bilinear", "bicubic"):
+            raise MlnbError(f"interpolation is 'bilinear' or 'bicubic', got {interpolation!r}.")
+        out["interpolation"] = interpolation
+    return out
+
+
+# -- backbones built from the stored files ----------------------------------------
+class _OnnxBackbone:
+    """An onnxruntime session behind the engine's module interface (NCHW float in, features out)."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise MissingDependencyError("onnxruntime", "export", "An ONNX model") from None
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise MlnbError(f"An ONNX feature extractor takes one input (an image batch); {path.name} takes {len(inputs)}.")
+        self.input = inputs[0].name
+        shape = list(inputs[0].shape)
+        self.nhwc = len(shape) == 4 and shape[-1] == 3 and shape[1] != 3
+        self.shape = shape
+
+    def __call__(self, x: Any) -> Any:
+        import numpy as np
+        import torch
+
+        arr = x.detach().float().cpu()
+        if self.nhwc:
+            arr = arr.permute(0, 2, 3, 1)
+        out = self.session.run(None, {self.input: np.ascontiguousarray(arr.numpy())})[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+    def eval(self) -> _OnnxBackbone:
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> _OnnxBackbone:
+        return self  # runs where onnxruntime runs (CPU)
+
+
+def _verify(path: Path, sha256: str) -> None:
+    if _sha256_file(path) != sha256:
+        raise MlnbError(f"The weights file {path} has changed since it was saved (sha256 differs): create the model again.")
+
+
+def _builder(folder: Path, spec: dict[str, Any]):
+    fmt, arch, layer = spec["format"], spec.get("architecture"), spec.get("layer")
+    path = folder / spec["file"]
+
+    def build() -> tuple[Any, Any]:
+        if not path.is_file():
+            raise MlnbError(f"The weights of model {spec['name']!r} are missing ({path}): create the model again.")
+        _verify(path, spec["sha256"])
+        if fmt == "onnx":
+            return _OnnxBackbone(path), None
+        import torch
+
+        if fmt == "torchscript":
+            return torch.jit.load(str(path), map_location="cpu").eval(), None
+        from safetensors.torch import load_file
+        from torch import nn
+
+        from .zoo import _set_attr_path
+
+        model, head_path, has_head, classes = _fit_architecture(arch, load_file(str(path)), str(path))
+        head = _set_attr_path(model, head_path, nn.Identity()) if has_head else None
+        if layer:
+            from .engine import LayerTap
+
+            return LayerTap(model, layer), None
+        return model, head if classes == 1000 else None
+
+    return build
+
+
+def _spec_of(folder: Path, spec: dict[str, Any]) -> ModelSpec:
+    pre = spec["preprocessing"]
+    layers: tuple[str, ...] = ("pool",)
+    if spec["format"] == "state_dict" and not spec.get("layer") and spec.get("architecture") in _REGISTRY:
+        layers = _REGISTRY[spec["architecture"]].layers
+    what = spec.get("architecture") or spec["format"]
+    return ModelSpec(
+        name=spec["name"],
+        build=_builder(folder, spec),
+        input_size=int(pre["input_size"]),
+        resize_size=int(pre["resize_size"]),
+        mean=tuple(pre["mean"]),
+        std=tuple(pre["std"]),
+        interpolation=pre["interpolation"],
+        feature_dim=spec.get("feature_dim"),
+        layers=layers,
+        source=f"workspace: {what} from {spec.get('source') or 'Python'}",
+        offline=True,
+        classes="imagenet" if spec.get("classes") == 1000 and not spec.get("layer") else None,
+        description=f"Persisted {spec['created']}; sha256 {spec['sha256'][:12]}.",
+        weights_id=spec["sha256"],
+    )
+
+
+# -- what the zoo asks ---------------------------------------------------------
+_specs: dict[str, tuple[tuple[Any, ...], ModelSpec]] = {}
+_specs_lock = threading.Lock()
+
+
+def _read_spec(name: str) -> ModelSpec | None:
+    folder = models_root() / name
+    path = folder / "spec.json"
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (st.st_mtime_ns, st.st_size, st.st_ino)
+    cache_key = str(path)
+    with _specs_lock:
+        hit = _specs.get(cache_key)
+    if hit is not None and hit[0] == key:
+        return hit[1]  # the same object while the file is unchanged: a warm model stays loaded
+    try:
+        spec = _spec_of(folder, json.loads(path.read_bytes()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # removed under us, or not a spec mlnb wrote
+    with _specs_lock:
+        _specs[cache_key] = (key, spec)
+    return spec
+
+
+def lookup(name: str) -> ModelSpec | None:
+    """The model ``name`` persisted in the workspace in use, or ``None``."""
+    if not isinstance(name, str) or not name.isidentifier():
+        return None
+    return _read_spec(name)
+
+
+def names() -> list[str]:
+    root = models_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.name.isidentifier() and (p / "spec.json").is_file())
+
+
+def specs() -> dict[str, ModelSpec]:
+    """Every model persisted in the workspace in use, by name."""
+    out = {}
+    for n in names():
+        s = _read_spec(n)
+        if s is not None:
+            out[n] = s
+    return out
+
+
+def read_model_spec(name: str) -> dict[str, Any]:
+    """The stored description of a persisted model (``spec.json``)."""
+    check_model_name(name)
+    try:
+        return json.loads((models_root() / name / "spec.json").read_bytes())
+    except FileNotFoundError:
+        raise ModelNotFoundError(_unknown(name)) from None
+
+
+def _unknown(name: str) -> str:
+    close = difflib.get_close_matches(name, names(), n=3)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"No model {name!r} in the workspace.{hint} SHOW MODELS lists them."
+
+
+# -- writing ----------------------------------------------------------------
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_free(name: str, replace: bool) -> None:
+    check_model_name(name)
+    if name in _REGISTRY:
+        what = "a built-in model" if _REGISTRY[name].source != "user model" else "registered in this process"
+        raise MlnbError(f"{name!r} is {what}: choose another name for the persisted model.")
+    if not replace and (models_root() / name / "spec.json").is_file():
+        raise MlnbError(f"A model named {name!r} already exists in the workspace: use CREATE OR REPLACE MODEL (replace=True).")
+
+
+def _probe(build: Any, input_size: int, source: str) -> int:
+    """Run the model once on a blank image: it must work, and its feature size is recorded."""
+    import numpy as np
+    import torch
+
+    from .engine import _global_pool
+
+    try:
+        backbone, _head = build()
+        x = torch.zeros((1, 3, input_size, input_size), dtype=torch.float32)
+        with torch.inference_mode():
+            y = backbone(x)
+        if isinstance(y, (tuple, list)):
+            y = y[0]
+        if isinstance(y, dict):
+            y = next(iter(y.values()))
+        if not isinstance(y, torch.Tensor):
+            raise MlnbError(f"The model in {source} returns {type(y).__name__}, not a tensor of features.")
+        if y.dim() > 2:
+            y = _global_pool(y)
+        if y.dim() != 2 or y.shape[0] != 1:
+            raise MlnbError(f"The model in {source} returns shape {tuple(y.shape)} for one image; features need (1, d).")
+        return int(np.prod(y.shape[1:]))
+    except MlnbError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a model that cannot run is the user's file's problem
+        raise MlnbError(f"The model in {source} does not run on a {input_size}x{input_size} RGB image: {type(exc).__name__}: {exc}") from None
+
+
+def _commit(name: str, filename: str, data: bytes, spec: dict[str, Any]) -> None:
+    """Write the weights file, then ``spec.json``, then remove the replaced weights (under a lock)."""
+    root = models_root(create=True)
+    folder = root / name
+    with get_workspace().lock(f"model-{name}"):
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / filename
+        if not target.is_file() or _sha256_file(target) != spec["sha256"]:
+            atomic_write_bytes(target, data)
+        spec_bytes = json.dumps(spec, indent=1, sort_keys=True).encode()
+        atomic_write_bytes(folder / "spec.json", spec_bytes)
+        for p in folder.iterdir():
+            if p.name not in ("spec.json", filename):
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+    with _specs_lock:
+        _specs.pop(str(folder / "spec.json"), None)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _record(name: str, *, fmt: str, architecture: str | None, layer: str | None, pre: dict[str, Any], sha: str,
+            filename: str, feature_dim: int, classes: int | None, source: str | None, source_sha256: str | None,
+            meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    from .._version import __version__
+
+    return {
+        "name": name, "format": fmt, "architecture": architecture, "layer": layer, "preprocessing": pre,
+        "sha256": sha, "file": filename, "feature_dim": feature_dim, "classes": classes, "source": source,
+        "source_sha256": source_sha256, "created": _now(), "mlnb_version": __version__, "meta": dict(meta or {}),
+    }
+
+
+def _persist_state(name: str, architecture: str, state: Mapping[str, Any], *, layer: str | None, pre: dict[str, Any],
+                   replace: bool, source: str | None, source_sha256: str | None, meta: Mapping[str, Any] | None) -> ModelSpec:
+    import torch
+    from safetensors.torch import save as st_save
+
+    what = source or "the state dict"
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise MlnbError(f"{what} is not a state dict of tensors: {bad[0]!r} is {type(state[bad[0]]).__name__}.")
+    tensors = {str(k): v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    model, head_path, has_head, classes = _fit_architecture(architecture, tensors, what)
+    if layer:
+        from .engine import LayerTap
+
+        LayerTap(model, layer)  # an unknown layer fails here, naming close ones
+    data = st_save(tensors, metadata={"architecture": architecture})
+    sha = hashlib.sha256(data).hexdigest()
+    filename = f"weights-{sha[:16]}.safetensors"
+    rec = _record(name, fmt="state_dict", architecture=architecture, layer=layer or None, pre=pre, sha=sha,
+                  filename=filename, feature_dim=0, classes=classes if has_head else None, source=source,
+                  source_sha256=source_sha256, meta=meta)
+
+    def build() -> tuple[Any, Any]:
+        if layer:
+            from .engine import LayerTap
+
+            return LayerTap(model, layer), None
+        from torch import nn
+
+        from .zoo import _set_attr_path
+
+        if has_head:
+            _set_attr_path(model, head_path, nn.Identity())
+        return model, None
+
+    rec["feature_dim"] = _probe(build, pre["input_size"], what)
+    _commit(name, filename, data, rec)
+    spec = lookup(name)
+    assert spec is not None
+    return spec
+
+
+def persist_model(
+    name: str,
+    *,
+    architecture: str,
+    state_dict: Mapping[str, Any],
+    layer: str | None = None,
+    input_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    replace: bool = False,
+    meta: Mapping[str, Any] | None = None,
+) -> ModelSpec:
+    """Save ``state_dict`` of ``architecture`` in the workspace as the model ``name``.
+
+    The weights are checked against the architecture (every key and shape; a
+    classifier of any size, or none), run once, and written as safetensors
+    with a JSON spec; ``embed(x, model := name)`` then works here and in any
+    later process using this workspace. ``layer`` names the inner module
+    whose pooled output are the features (default: the penultimate layer);
+    ``input_size``, ``mean`` and ``std`` default to the architecture's own.
+    ``meta`` is kept in the spec (JSON values). ``replace=True`` redefines an
+    existing model; if anything fails, the old one is kept.
+
+    Examples
+    --------
+    >>> import torch, mlnb
+    >>> from mlnb.features._user_models import persist_model
+    >>> from mlnb.features.efficientnet_lite import EfficientNetLite
+    >>> persist_model("my_lite", architecture="efficientnet_lite0",
+    ...               state_dict=EfficientNetLite().state_dict()).feature_dim  # doctest: +SKIP
+    1280
+    """
+    _check_free(name, replace)
+    check_architecture(architecture)
+    if meta is not None:
+        try:
+            json.dumps(dict(meta))
+        except (TypeError, ValueError) as exc:
+            raise MlnbError(f"meta must hold JSON values (numbers, strings, lists, dicts): {exc}") from None
+    pre = _preprocessing(architecture, input_size, None, mean, std, None)
+    return _persist_state(name, architecture, state_dict, layer=layer, pre=pre, replace=replace, source=None,
+                          source_sha256=None, meta=meta)
+
+
+# -- reading a user's file ------------------------------------------------------
+def _read_source(source: str) -> tuple[bytes, str]:
+    """The bytes behind a path, ``file://`` URL, archive member or URL, and a display name."""
+    from .._archives import read_member, split_pattern
+    from ..exceptions import ImageLoadError
+
+    try:
+        parts = split_pattern(source)
+        if parts is not None:
+            _scheme, member, outer = parts
+            if not member:
+                raise MlnbError(f"{source}: an archive source names its member: archive+file:///x.zip#weights.pth.")
+            return read_member(source, outer, member, 60.0, MAX_WEIGHTS_BYTES), member
+        lower = source.lower()
+        if "://" in source and not lower.startswith("file://"):
+            from ..images import read_source
+
+            return read_source(source, timeout=120.0), source.rsplit("/", 1)[-1]
+        path = Path(source[7:] if lower.startswith("file://") else source).expanduser()
+        if not path.exists():
+            raise MlnbError(f"No weights file {source}: check the path (relative paths start at {os.getcwd()}).")
+        if path.is_dir():
+            raise MlnbError(f"{source} is a folder: name the weights file inside it.")
+        return path.read_bytes(), path.name
+    except ImageLoadError as exc:
+        raise MlnbError(f"Cannot read the weights {exc.source}: {exc.reason}.") from None
+
+
+def _sniff(data: bytes, filename: str) -> str:
+    """``state_dict`` (a torch pickle or safetensors), ``torchscript`` or ``onnx``."""
+    lower = filename.lower()
+    if data[:4] == b"PK\x03\x04":
+        with contextlib.suppress(zipfile.BadZipFile):
+            members = zipfile.ZipFile(io.BytesIO(data)).namelist()
+            if any(m.endswith("/constants.pkl") or "/code/" in m for m in members):
+                return "torchscript"
+        return "state_dict"
+    if lower.endswith(".onnx"):
+        return "onnx"
+    if lower.endswith((".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors")) or data[:1] == b"\x80":
+        return "state_dict"
+    if len(data) > 8 and data[8:9] == b"{":
+        return "state_dict"  # safetensors: an 8-byte header length, then JSON
+    with contextlib.suppress(Exception):
+        import onnx
+
+        onnx.load_model_from_string(data)
+        return "onnx"
+    return "state_dict"
+
+
+def _load_state(data: bytes, source: str) -> dict[str, Any]:
+    """A state dict from ``torch.save`` bytes (``weights_only=True``) or safetensors."""
+    import pickle
+
+    import torch
+
+    if len(data) > 8 and data[8:9] == b"{" and data[:4] != b"PK\x03\x04" and data[:1] != b"\x80":
+        from safetensors.torch import load as st_load
+
+        try:
+            return dict(st_load(data))
+        except Exception as exc:  # noqa: BLE001
+            raise MlnbError(f"{source} looks like safetensors but cannot be read: {exc}") from None
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            glob = text.split("Unsupported global:", 1)[-1].split("was not an allowed global")[0].strip(" :")
+            more = f" (it names {glob.split()[-1] if glob else 'a Python class'})" if "Unsupported global" in text else ""
+            raise MlnbError(
+                f"{source} holds Python objects, not only tensors{more}: loading it would run code from the file, "
+                "which mlnb never does (torch.load(weights_only=True)). Save the weights instead: "
+                "torch.save(model.state_dict(), 'weights.pth'), or a TorchScript file (torch.jit.save), "
+                "or safetensors."
+            ) from None
+        raise MlnbError(f"{source} is not a PyTorch weights file ({text.splitlines()[0][:120]}).") from None
+    except Exception as exc:  # noqa: BLE001 - torch says "invalid load key", "PytorchStreamReader failed" ...
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise MlnbError(f"{source} is not a PyTorch weights file ({reason}).") from None
+    return _state_of(obj, source)
+
+
+def _state_of(obj: Any, source: str) -> dict[str, Any]:
+    import torch
+
+    def tensors_only(d: Any) -> bool:
+        return isinstance(d, Mapping) and bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
+
+    if not tensors_only(obj) and isinstance(obj, Mapping):
+        for k in _CHECKPOINT_KEYS:  # a training checkpoint: {"epoch": .., "state_dict": {...}}
+            if tensors_only(obj.get(k)):
+                obj = obj[k]
+                break
+    if isinstance(obj, Mapping) and not tensors_only(obj):
+        # Non-tensor extras beside the tensors (rare: metadata strings) are dropped.
+        kept = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if kept and len(kept) >= len(obj) / 2:
+            obj = kept
+    if not tensors_only(obj):
+        kind = type(obj).__name__
+        keys = ", ".join(map(repr, list(obj)[:5])) if isinstance(obj, Mapping) else ""
+        raise MlnbError(
+            f"{source} holds no state dict (a {kind}{' with keys ' + keys if keys else ''}): "
+            "save one with torch.save(model.state_dict(), path)."
+        )
+    state = {str(k): v for k, v in obj.items()}
+    if all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def create_model(
+    name: str,
+    source: str,
+    *,
+    architecture: str | None = None,
+    layer: str | None = None,
+    input_size: int | None = None,
+    resize_size: int | None = None,
+    mean: Sequence[float] | str | None = None,
+    std: Sequence[float] | str | None = None,
+    interpolation: str | None = None,
+    format: str | None = None,  # noqa: A002 - the SQL option's name
+    replace: bool = False,
+) -> ModelSpec:
+    """Register the weights in ``source`` as the model ``name`` of the workspace (``CREATE MODEL``).
+
+    ``source`` is a path, ``file://`` or ``http(s)://`` URL, or an archive
+    member (``archive+file:///models.zip#resnet.pth``,
+    ``zip://resnet.pth::models.zip``). A state dict (``torch.save`` file read
+    with ``weights_only=True``, or safetensors) needs ``architecture``;
+    TorchScript and ONNX files are models in themselves, and their output is
+    the feature vector. The weights are copied into the workspace, so the
+    model outlives the file.
+
+    Examples
+    --------
+    >>> from mlnb.features._user_models import create_model
+    >>> create_model("cars", "archive+file:///data/cars.zip#resnet18.pth",
+    ...              architecture="resnet18", layer="avgpool")  # doctest: +SKIP
+    """
+    _check_free(name, replace)
+    if format is not None and format not in FORMATS:
+        raise MlnbError(f"format is one of {', '.join(FORMATS)}; got {format!r}.")
+    if architecture is not None:
+        check_architecture(architecture)
+    data, filename = _read_source(source)
+    if not data:
+        raise MlnbError(f"{source} is empty.")
+    fmt = format or _sniff(data, filename)
+    source_sha = hashlib.sha256(data).hexdigest()
+    if fmt == "state_dict":
+        if architecture is None:
+            raise MlnbError(
+                f"{source} holds weights without the network: say which architecture they are for, "
+                "e.g. WITH (architecture = 'resnet18') (architecture='resnet18' in Python)."
+            )
+        state = _load_state(data, source)
+        pre = _preprocessing(architecture, input_size, resize_size, mean, std, interpolation)
+        return _persist_state(name, architecture, state, layer=layer, pre=pre, replace=replace, source=source,
+                              source_sha256=source_sha, meta=None)
+    if layer:
+        raise MlnbError(
+            f"{source} is a {'TorchScript' if fmt == 'torchscript' else 'ONNX'} model: its output is the feature "
+            "vector, so `layer` does not apply. Export the model up to the layer you want instead."
+        )
+    tmp = models_root(create=True) / f".incoming-{name}-{os.getpid()}-{threading.get_ident()}"
+    try:
+        atomic_write_bytes(tmp, data)
+        if fmt == "torchscript":
+            import torch
+
+            def build() -> tuple[Any, Any]:
+                try:
+                    return torch.jit.load(str(tmp), map_location="cpu").eval(), None
+                except Exception as exc:  # noqa: BLE001
+                    raise MlnbError(f"{source} is not a TorchScript file torch.jit.load can read ({str(exc).splitlines()[0][:160]}).") from None
+        else:
+            def build() -> tuple[Any, Any]:
+                try:
+                    return _OnnxBackbone(tmp), None
+                except MlnbError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    raise MlnbError(f"{source} is not an ONNX model onnxruntime can read ({str(exc).splitlines()[0][:160]}).") from None
+
+            if input_size is None:
+                shape = build()[0].shape
+                if len(shape) == 4 and isinstance(shape[2], int) and shape[2] == shape[3]:
+                    input_size = int(shape[2])
+                elif len(shape) == 4 and isinstance(shape[1], int) and shape[1] == shape[2] and shape[3] == 3:
+                    input_size = int(shape[1])
+        pre = _preprocessing(architecture, input_size, resize_size, mean, std, interpolation)
+        dim = _probe(build, pre["input_size"], source)
+        ext = "pt" if fmt == "torchscript" else "onnx"
+        filename = f"model-{source_sha[:16]}.{ext}"
+        rec = _record(name, fmt=fmt, architecture=architecture, layer=None, pre=pre, sha=source_sha, filename=filename,
+                      feature_dim=dim, classes=None, source=source, source_sha256=source_sha, meta=None)
+        _commit(name, filename, data, rec)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    spec = lookup(name)
+    assert spec is not None
+    return spec
+
+
+def drop_model(name: str, *, missing_ok: bool = False) -> bool:
+    """Remove the persisted model ``name`` (its spec first, so no reader sees half of it)."""
+    check_model_name(name)
+    folder = models_root() / name
+    spec = folder / "spec.json"
+    if not spec.is_file():
+        if missing_ok:
+            return False
+        raise ModelNotFoundError(_unknown(name))
+    with get_workspace().lock(f"model-{name}"):
+        with contextlib.suppress(FileNotFoundError):
+            spec.unlink()
+        shutil.rmtree(folder, ignore_errors=True)
+    with _specs_lock:
+        _specs.pop(str(spec), None)
+    return True
+
+
+def user_models() -> Any:
+    """The models persisted in the workspace as a Polars frame.
+
+    Columns: name, format, architecture, layer, feature_dim, input_size,
+    sha256, source, created.
+    """
+    import polars as pl
+
+    rows = []
+    for n in names():
+        with contextlib.suppress(MlnbError, OSError, ValueError):
+            s = read_model_spec(n)
+            rows.append({
+                "name": n, "format": s["format"], "architecture": s.get("architecture"), "layer": s.get("layer"),
+                "feature_dim": s.get("feature_dim"), "input_size": s["preprocessing"]["input_size"],
+                "sha256": s["sha256"], "source": s.get("source"), "created": s.get("created"),
+            })
+    schema = {"name": pl.String, "format": pl.String, "architecture": pl.String, "layer": pl.String,
+              "feature_dim": pl.Int64, "input_size": pl.Int64, "sha256": pl.String, "source": pl.String,
+              "created": pl.String}
+    return pl.DataFrame(rows, schema=schema)
