@@ -50,6 +50,7 @@ _LAZY = {
     "train_classifier": "mlnb.heads",
     "load_classifier": "mlnb.heads",
     "classifiers": "mlnb.heads",
+    "trials": "mlnb.heads",
     "last_failures": "mlnb._report",
 }
 

@@ -22,6 +22,7 @@ _DEVICES = ("auto", "cpu", "cuda", "mps")
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _ENGINES = ("local", "ray")
 _CACHE_DTYPES = ("float32", "float16")
+_MLFLOW = ("search", "all", "off")
 #: ``PIL.Image.MAX_IMAGE_PIXELS``: Pillow warns above it and refuses twice as many (not imported here: Pillow is slow to import).
 _PILLOW_WARNING_PIXELS = 89_478_485
 
@@ -74,6 +75,10 @@ class Config:
     gpu_decode : bool
         On a CUDA device, decode baseline JPEGs on the GPU (nvJPEG) while CPU threads decode the rest
         (default ``True``).
+    mlflow : str
+        What is logged to MLflow when ``mlflow`` is installed: ``"search"`` (default: hyperparameter
+        searches, a parent run with a child run per trial), ``"all"`` (every trained head too) or
+        ``"off"`` (env ``MLNB_MLFLOW``). Where to: MLflow's own ``MLFLOW_TRACKING_URI`` and experiment.
     """
 
     def __init__(self) -> None:
@@ -96,6 +101,21 @@ class Config:
         self._decode_once_side = 256
         self._decode_once_max_bytes = 2 << 30
         self.gpu_decode = True
+        self._mlflow = "search"
+        with contextlib.suppress(MlnbError):  # a bad MLNB_MLFLOW must not break import mlnb
+            self.mlflow = os.environ.get("MLNB_MLFLOW", "search")
+
+    @property
+    def mlflow(self) -> str:
+        return self._mlflow
+
+    @mlflow.setter
+    def mlflow(self, value: str | bool) -> None:
+        value = {True: "search", False: "off"}.get(value, value) if isinstance(value, bool) else str(value).lower()
+        value = {"0": "off", "false": "off", "no": "off", "1": "search", "true": "search"}.get(value, value)
+        if value not in _MLFLOW:
+            raise MlnbError(f"Unknown mlflow setting {value!r}: use one of {', '.join(_MLFLOW)}.")
+        self._mlflow = value
 
     @property
     def decode_once_side(self) -> int:

@@ -38,6 +38,14 @@ class Head:
     classes_ = property(lambda self: np.asarray(self.meta["classes"], dtype=object))
 
     @property
+    def trials(self) -> Any:
+        """The trials of the hyperparameter search that made this head, as a Polars frame
+        (``None`` without one); SQL: ``SELECT * FROM trials('name')``."""
+        from ._search import trials_frame
+
+        return trials_frame(self.meta)
+
+    @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
@@ -107,6 +115,7 @@ def train_classifier(
     layer: str | None = None,
     progress: Any = None,
     replace: bool = False,
+    search: Any = None,
 ) -> Head:
     """Train a head on a feature column; save and register it as SQL functions when named.
 
@@ -125,6 +134,11 @@ def train_classifier(
         are removed only once the new head is trained and written: when training
         fails, they stay as they were.
     feature_model, layer : where the features came from (checked at scoring).
+    search : a hyperparameter search: options given as lists (``options={"C": [0.1, 1, 10]}``) are a
+        grid; ``search="random"`` or ``search={"method": "random", "trials": 20, "seed": 0,
+        "metric": "accuracy"}`` draws trials instead. Every trial is cross-validated; the best one's
+        options are trained on all rows and its trials kept in ``meta["search"]`` (``head.trials``,
+        SQL ``trials('name')``). See :mod:`mlnb.heads._search`.
 
     Rows with a null label or null features are skipped, with one warning.
 
@@ -136,6 +150,9 @@ def train_classifier(
     """
     if name is not None:
         store.check_name(name)
+    from . import _search
+
+    plan = _search.plan_search(algo, options, search)  # None: no search; checked before any training
     df = to_polars(frame)
     for col in (features, label):
         if col not in df.columns:
@@ -156,6 +173,8 @@ def train_classifier(
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
         raise MlnbError(f"A classifier needs at least two classes; the training data has only {', '.join(map(repr, classes)) or 'none'}.")
+    if plan is not None:
+        folds = _search.search_folds(folds, counts)
     if folds is None and counts.min() >= 5 and len(y) <= 50_000:
         folds = 5
     if folds is not None:
@@ -167,12 +186,15 @@ def train_classifier(
             listed = ", ".join(f"{c!r} ({n})" for c, n in small[:5])
             raise MlnbError(f"{folds}-fold cross-validation needs at least {folds} rows per class; too few for {listed}. Use fewer folds or label more rows.")
     algo_name = algo if isinstance(algo, str) else type(algo).__name__
+    evaluation: Evaluation | None = None
+    if plan is not None:  # the best trial's options (and its CV evaluation) are what is trained below
+        options, evaluation = _search.run_search(plan, X, y, folds, progress=progress, name=name, feature_model=feature_model)
+        evaluated_on = f"{folds}-fold CV"
     estimator = make_estimator(algo, options)
     check_data(estimator, algo_name, y, folds)
 
-    evaluation: Evaluation | None = None
     try:
-        if folds:
+        if folds and evaluation is None:
             evaluation = cross_validate(estimator, X, y, folds, progress=progress)
             evaluated_on = f"{folds}-fold CV"
         t0 = time.perf_counter()
@@ -203,9 +225,11 @@ def train_classifier(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "mlnb_version": __version__,
     }
+    if plan is not None:
+        meta["search"] = _search.search_meta(plan, folds)
     head = Head(estimator, meta, evaluation)
-    if name is not None:
-        save_head(head, name, replace=replace)
+    # Saves a named head, and ends its MLflow run (the search's, or its own with config.mlflow = "all").
+    _search.saving(head, plan, None if name is None else lambda: save_head(head, name, replace=replace))
     return head
 
 

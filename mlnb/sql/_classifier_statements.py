@@ -102,6 +102,7 @@ def _create(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, A
     import polars as pl
 
     from ..heads import train_classifier
+    from ..heads._search import result_columns
 
     opts = _options(stmt, m)
     folds = opts.pop("folds", None)
@@ -127,6 +128,7 @@ def _create(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, A
             "macro_f1": [met["macro_f1"]],
             "log_loss": [met["log_loss"]],
             "train_seconds": [head.meta["train_seconds"]],
+            **result_columns(head),  # a search: the best trial and where to see every trial
         }
     )
 
