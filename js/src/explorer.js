@@ -121,13 +121,14 @@ function render({ model, el: host }) {
   // -- plot and side panel --------------------------------------------------------------
   const main = el("div", "mlnb-main");
   const plot = el("div", "mlnb-plot");
-  const canvas = el("canvas");
+  const canvas = el("canvas", "mlnb-canvas");
   const tooltip = el("div", "mlnb-tooltip");
   const tipImg = el("img");
   const tipFields = el("div", "mlnb-tip-fields");
   tooltip.append(tipImg, tipFields);
   const message = el("div", "mlnb-message");
-  plot.append(canvas, tooltip, message);
+  const ghost = el("canvas", "mlnb-ghost"); // the last frame, moved while a gesture runs
+  plot.append(canvas, ghost, tooltip, message);
   const side = el("div", "mlnb-side");
   const legend = el("div", "mlnb-legend");
   const selBox = el("div", "mlnb-selection");
@@ -197,6 +198,12 @@ function render({ model, el: host }) {
     deselectOnEscape: true,
     aspectRatio: 1,
     performanceMode: n0 > 2000000,
+    // Patched in by js/patches/regl-scatterplot.mjs: hover is hit-tested here and drawn in SVG
+    // (no WebGL redraw per hovered point); while a pan or zoom gesture runs and a redraw is
+    // slow, the last frame is moved by a CSS transform and redrawn once the gesture ends.
+    ownHover: true,
+    deferRender: (viewChanged) => deferRender(viewChanged),
+    onRendered: (ms) => onRendered(ms),
   });
   if (fit && !host.getBoundingClientRect().width && typeof ResizeObserver !== "undefined") {
     const ro = new ResizeObserver((entries) => {
@@ -228,6 +235,52 @@ function render({ model, el: host }) {
   const pending = new Set();
   let hoverReq = 0;
 
+  // -- gestures on a slow renderer: move the last frame, redraw once at the end ------------------
+  // renderMs: the last real redraws' cost (a smoothed average). On a GPU it is a few ms and
+  // every frame is drawn; with software GL at a million points it is ~300 ms, and a pan that
+  // waited for each would move at 3 frames a second.
+  let extremes = null; // indices of the points at the layout's extremes (for screenMap)
+  let renderMs = 0, gesture = false, wheelTimer = null, shownMap = null, shifted = false;
+  const SLOW_MS = 24;
+  function deferRender(viewChanged) {
+    if (!gesture || renderMs < SLOW_MS) return false;
+    if (viewChanged) {
+      // The moved frame is a copy on a second canvas: the real one keeps its place, so the
+      // library's mouse positions (from its bounding box) stay right during the gesture.
+      if (!shownMap) {
+        shownMap = lastMap;
+        ghost.width = canvas.width;
+        ghost.height = canvas.height;
+        ghost.getContext("2d").drawImage(canvas, 0, 0);
+        ghost.style.display = "block";
+        canvas.style.opacity = "0";
+      }
+      const now = screenMap();
+      const sx = now.a / shownMap.a, sy = now.d / shownMap.d;
+      ghost.style.transform = `matrix(${sx},0,0,${sy},${now.c - sx * shownMap.c},${now.f - sy * shownMap.f})`;
+      shifted = true;
+      root.dataset.deferred = String((+root.dataset.deferred || 0) + 1);
+    }
+    return true;
+  }
+  function onRendered(ms) {
+    renderMs = renderMs ? 0.5 * renderMs + 0.5 * ms : ms;
+    root.dataset.renderMs = String(Math.round(renderMs));
+    lastMap = screenMap();
+    shownMap = null;
+    if (shifted) {
+      ghost.style.display = "none";
+      canvas.style.opacity = "";
+      shifted = false;
+    }
+  }
+  function endGesture() {
+    if (!gesture) return;
+    gesture = false;
+    if (shifted) scatterplot.redraw();
+  }
+  let lastMap = null;
+
   function toNDC() {
     // One scale for both axes (the layout's shape is kept), centred, into [-0.95, 0.95].
     const dims = model.get("dims");
@@ -253,6 +306,9 @@ function render({ model, el: host }) {
       return [sx, sy];
     };
     api.ndc = { cx, cy, s };
+    extremes = null;
+    buildIndex();
+    lastMap = null;
   }
 
   function applyColors() {
@@ -374,17 +430,81 @@ function render({ model, el: host }) {
     placeTooltip();
   }
 
+  // A uniform grid over the layout (counting sort: two passes, typed arrays) answers "which
+  // point is under the cursor" in a few cells, without asking the library (whose answer
+  // comes with a full redraw).
+  let index = null;
+  function buildIndex() {
+    const n = xs.length;
+    const g = Math.max(1, Math.min(2048, Math.ceil(Math.sqrt(n / 4))));
+    const cellOf = new Int32Array(n), start = new Int32Array(g * g + 1), order = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const cx = Math.min(g - 1, Math.max(0, Math.floor(((xs[i] + 1) / 2) * g)));
+      const cy = Math.min(g - 1, Math.max(0, Math.floor(((ys[i] + 1) / 2) * g)));
+      cellOf[i] = cy * g + cx;
+      start[cellOf[i] + 1] += 1;
+    }
+    for (let k = 0; k < g * g; k++) start[k + 1] += start[k];
+    const fill = start.slice(0, g * g);
+    for (let i = 0; i < n; i++) order[fill[cellOf[i]]++] = i;
+    index = { g, start, order };
+  }
+  function pointAt(mx, my) {
+    if (!index || !xs.length) return -1;
+    const m = lastMap || screenMap();
+    const x = (mx - m.c) / m.a, y = (my - m.f) / m.d;
+    const rPx = Math.max(4, pointSize), r = rPx / Math.abs(m.a);
+    const { g, start, order } = index;
+    const c0 = Math.max(0, Math.floor(((x - r + 1) / 2) * g)), c1 = Math.min(g - 1, Math.floor(((x + r + 1) / 2) * g));
+    const r0 = Math.max(0, Math.floor(((y - r + 1) / 2) * g)), r1 = Math.min(g - 1, Math.floor(((y + r + 1) / 2) * g));
+    let best = -1, bestD = r * r;
+    for (let cy = r0; cy <= r1; cy++) {
+      for (let cx = c0; cx <= c1; cx++) {
+        const k = cy * g + cx;
+        for (let p = start[k]; p < start[k + 1]; p++) {
+          const i = order[p];
+          if (filterCat !== null && zs[i] !== filterCat) continue;
+          const dx = xs[i] - x, dy = ys[i] - y, d = dx * dx + dy * dy;
+          if (d <= bestD) { bestD = d; best = i; }
+        }
+      }
+    }
+    return best;
+  }
+  api.pointAt = pointAt;
+
+  function placeRing(i) {
+    if (i < 0) {
+      ring.style.display = "none";
+      return;
+    }
+    const m = lastMap || screenMap();
+    ring.setAttribute("cx", String(m.a * xs[i] + m.c));
+    ring.setAttribute("cy", String(m.d * ys[i] + m.f));
+    ring.setAttribute("r", String(Math.max(3, pointSize / 2 + 2.5)));
+    ring.style.display = "";
+  }
+
+  let hoverFrame = 0;
   canvas.addEventListener("mousemove", (e) => {
     const r = canvas.getBoundingClientRect();
     mouseX = e.clientX - r.left;
     mouseY = e.clientY - r.top;
     if (hovered >= 0) placeTooltip();
+    if (e.buttons || lasso || hoverFrame) return; // no hover while a button is down (pan, lasso)
+    hoverFrame = requestAnimationFrame(() => {
+      hoverFrame = 0;
+      const i = pointAt(mouseX, mouseY);
+      if (i !== hovered) (i >= 0 ? pointOver(i) : pointOut());
+    });
   });
   canvas.addEventListener("mouseleave", () => {
+    if (hovered >= 0) pointOut();
     tooltip.style.display = "none";
   });
-  scatterplot.subscribe("pointover", (i) => {
+  function pointOver(i) {
     hovered = i;
+    placeRing(i);
     root.dataset.hovered = String(i);
     root.dataset.hoverAt = String(performance.now());
     const t = thumbs.get(i);
@@ -393,11 +513,16 @@ function render({ model, el: host }) {
       model.send({ type: "hover", index: i, req: hoverReq });
     }
     showTooltip(i);
-  });
-  scatterplot.subscribe("pointout", () => {
+  }
+  function pointOut() {
     hovered = -1;
     delete root.dataset.hovered;
     tooltip.style.display = "none";
+    placeRing(-1);
+  }
+  // A pan or zoom moves the points away from the ring and the tooltip.
+  scatterplot.subscribe("view", () => {
+    if (hovered >= 0) pointOut();
   });
 
   function remember(i, entry) {
@@ -489,7 +614,18 @@ function render({ model, el: host }) {
   }, true);
   canvas.addEventListener("dblclick", () => scatterplot.zoomToOrigin({ transition: true, transitionDuration: 300 }));
   // The wheel zooms the plot; it must not also scroll the notebook.
-  canvas.addEventListener("wheel", (e) => e.preventDefault(), { passive: false });
+  canvas.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    gesture = true;
+    clearTimeout(wheelTimer);
+    wheelTimer = setTimeout(endGesture, 150);
+  }, { passive: false });
+  plot.addEventListener("mousedown", (e) => {
+    if (e.button === 0 && !lasso) gesture = true; // a pan (a lasso or box stops the event earlier)
+  });
+  window.addEventListener("mouseup", () => {
+    if (gesture) setTimeout(endGesture, 0);
+  });
   root.addEventListener("keydown", (e) => {
     if (e.key === "Escape") {
       deselect();
@@ -504,7 +640,10 @@ function render({ model, el: host }) {
   overlay.setAttribute("width", String(W));
   overlay.setAttribute("height", String(H));
   const shape = document.createElementNS(SVGNS, "polygon");
-  overlay.appendChild(shape);
+  const ring = document.createElementNS(SVGNS, "circle");
+  ring.setAttribute("class", "mlnb-hover-ring");
+  ring.style.display = "none";
+  overlay.append(shape, ring);
   plot.appendChild(overlay);
   let lasso = null;
 
@@ -561,12 +700,16 @@ function render({ model, el: host }) {
   function screenMap() {
     // The camera maps layout to screen by a scale and a shift per axis: learn them from the
     // points at the extremes (exact, and no per-point library call at a million points).
-    const n = xs.length;
-    let ix0 = 0, ix1 = 0, iy0 = 0, iy1 = 0;
-    for (let i = 1; i < n; i++) {
-      if (xs[i] < xs[ix0]) ix0 = i; if (xs[i] > xs[ix1]) ix1 = i;
-      if (ys[i] < ys[iy0]) iy0 = i; if (ys[i] > ys[iy1]) iy1 = i;
+    if (!extremes) {
+      const n = xs.length;
+      let ix0 = 0, ix1 = 0, iy0 = 0, iy1 = 0;
+      for (let i = 1; i < n; i++) {
+        if (xs[i] < xs[ix0]) ix0 = i; if (xs[i] > xs[ix1]) ix1 = i;
+        if (ys[i] < ys[iy0]) iy0 = i; if (ys[i] > ys[iy1]) iy1 = i;
+      }
+      extremes = [ix0, ix1, iy0, iy1];
     }
+    const [ix0, ix1, iy0, iy1] = extremes;
     const p = (i) => scatterplot.getScreenPosition(i);
     const [ux0] = p(ix0), [ux1] = p(ix1), [, vy0] = p(iy0), [, vy1] = p(iy1);
     const a = xs[ix1] > xs[ix0] ? (ux1 - ux0) / (xs[ix1] - xs[ix0]) : 1;
@@ -664,8 +807,10 @@ function render({ model, el: host }) {
 
   function centre(i) {
     const [x, y] = [xs[i], ys[i]];
-    scatterplot.zoomToLocation([x, y], 0.25, { transition: true, transitionDuration: 400 });
-    scatterplot.hover(i, { showReticleOnce: true, preventEvent: true });
+    scatterplot.zoomToLocation([x, y], 0.25, { transition: true, transitionDuration: 400 }).then(() => {
+      lastMap = screenMap();
+      placeRing(i);
+    });
     root.dataset.centred = String(i);
   }
 

@@ -33,7 +33,7 @@ def _js(page, body: str, arg=None):
 
 def _screen(page, indices):
     """Page coordinates of points, through the plot's current camera."""
-    box = page.locator(".mlnb-explorer .mlnb-plot canvas").bounding_box()
+    box = page.locator(".mlnb-explorer .mlnb-plot canvas.mlnb-canvas").bounding_box()
     pos = _js(page, "return arg.map(i => api.scatterplot.getScreenPosition(i));", list(indices))
     return [(box["x"] + x, box["y"] + y) for x, y in pos]
 
@@ -70,7 +70,7 @@ def test_explorer_zoom_lasso_escape_hover_grid_and_aspect(lab_server):
         try:
             _run_first_cell(page, url, "explore.ipynb")
             page.wait_for_selector(".mlnb-explorer[data-drawn-points='3000']", timeout=120_000)
-            plot = page.locator(".mlnb-explorer .mlnb-plot canvas")
+            plot = page.locator(".mlnb-explorer .mlnb-plot canvas.mlnb-canvas")
             box0 = plot.bounding_box()
             w0, h0 = round(box0["width"]), round(box0["height"])
             assert 360 <= w0 <= 640 and abs(h0 - w0 * 3 / 4) <= 1  # fitted to the output area, 4:3

@@ -270,5 +270,5 @@ def test_bundle_is_built_from_the_current_source():
     root = Path(__file__).resolve().parents[2]
     built = (root / "mlnb" / "widgets" / "explorer.js").read_text()
     stamp = re.search(r"source hash ([0-9a-f]{16})", built.splitlines()[0]).group(1)
-    src = (root / "js" / "src" / "explorer.js").read_bytes() + (root / "js" / "package-lock.json").read_bytes()
+    src = b"".join((root / "js" / p).read_bytes() for p in ("src/explorer.js", "package-lock.json", "patches/regl-scatterplot.mjs"))
     assert stamp == hashlib.sha256(src).hexdigest()[:16], "mlnb/widgets/explorer.js is stale: run `bash dev js`"
