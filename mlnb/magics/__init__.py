@@ -1,4 +1,4 @@
-"""``%%mlsql``, ``%mlsql`` and ``%embed``: thin magics over the Python API."""
+"""``%%mlsql``, ``%mlsql``, ``%embed`` and ``%mlnb_serve``: thin magics over the Python API."""
 
 from __future__ import annotations
 
@@ -18,5 +18,8 @@ def load_ipython_extension(ipython: Any) -> None:
     from ._embed import EmbedMagic
 
     ipython.register_magics(EmbedMagic(shell=ipython))
+    from ._serve import ServeMagic
+
+    ipython.register_magics(ServeMagic(shell=ipython))
     fmt = ipython.display_formatter.formatters["text/html"]
     fmt.for_type(pl.DataFrame, html_formatter)

@@ -1,0 +1,391 @@
+"""What the server exposes: every classifier head and every persisted SQL function of
+the workspace in use, found when a request names it (a head trained a moment ago, in
+another process, is served at once).
+
+An :class:`Endpoint` turns one request's input into an item (checked before it waits
+for a batch), and applies itself to a batch of items in a worker thread, where each
+item gets its own answer or its own error: one bad image does not fail its batch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import MlnbError, ModelNotFoundError
+
+#: Input kinds a request can carry (see ``_app.parse_input``).
+IMAGE_KINDS = ("bytes", "url", "path")
+
+
+class RequestError(MlnbError):
+    """A request the server refuses; ``status`` is the HTTP status it answers with."""
+
+    def __init__(self, message: str, status: int = 400, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.extra = extra
+
+
+@dataclass(frozen=True)
+class Input:
+    """One request's input: ``kind`` is ``features``, ``bytes``, ``url``, ``path`` or ``args``."""
+
+    kind: str
+    value: Any
+
+
+# -- heads ---------------------------------------------------------------------
+@dataclass
+class HeadEndpoint:
+    """A classifier head, ``name@version``: takes features, or images when it knows its backbone."""
+
+    name: str
+    version: int
+    meta: dict[str, Any]
+    kind: str = "classifier"
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        from ..heads import store
+
+        return ("head", str(store.heads_root()), self.name, self.version)
+
+    @property
+    def backbone(self) -> str | None:
+        return self.meta.get("feature_model")
+
+    @property
+    def layer(self) -> str | None:
+        return (self.meta.get("layer") or "pool") if self.backbone else None
+
+    def describe(self) -> dict[str, Any]:
+        metrics = self.meta.get("metrics") or {}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "version": self.version,
+            "input": "image or features" if self.backbone else "features",
+            "feature_dim": int(self.meta["dim"]),
+            "classes": [str(c) for c in self.meta["classes"]],
+            "backbone": self.backbone,
+            "layer": self.layer,
+            "algorithm": self.meta.get("algorithm"),
+            "accuracy": metrics.get("accuracy"),
+            "evaluated_on": metrics.get("evaluated_on"),
+            "created": self.meta.get("created"),
+        }
+
+    def check(self, item: Input) -> Input:
+        """Refuse, before batching, what this head cannot take."""
+        if item.kind == "features":
+            dim = int(self.meta["dim"])
+            if len(item.value) != dim:
+                raise RequestError(
+                    f"Wrong feature dimension: got {len(item.value)} values, {self.name}@{self.version} takes {dim}"
+                    + (f" ({self.backbone} features, layer {self.layer})." if self.backbone else ".")
+                )
+            return item
+        if item.kind in IMAGE_KINDS:
+            if not self.backbone:
+                raise RequestError(
+                    f"{self.name}@{self.version} was trained on feature vectors that did not come from embed(), "
+                    'so it cannot embed an image itself: send {"features": [...]}.'
+                )
+            return item
+        raise RequestError(f'{self.name} takes an image or {{"features": [...]}}, not named arguments.')
+
+    def apply(self, items: Sequence[Input]) -> list[Any]:
+        """One answer (a dict) or one :class:`RequestError` per item, in order."""
+        from ..heads import load_classifier
+
+        head = load_classifier(f"{self.name}@{self.version}")
+        dim = int(head.meta["dim"])
+        X = np.full((len(items), dim), np.nan, dtype=np.float32)
+        out: list[Any] = [None] * len(items)
+        images = [i for i, it in enumerate(items) if it.kind != "features"]
+        for i, it in enumerate(items):
+            if it.kind == "features":
+                X[i] = it.value
+        if images:
+            feats, errors = embed_batch([items[i].value for i in images], model=self.backbone, layer=self.layer)
+            for j, i in enumerate(images):
+                if errors[j] is None:
+                    X[i] = feats[j]
+                else:
+                    out[i] = RequestError(errors[j])
+        rows = [i for i in range(len(items)) if out[i] is None]
+        if rows:
+            proba = head.predict_proba(X[rows])
+            classes = [str(c) for c in head.meta["classes"]]
+            for i, p in zip(rows, proba):
+                if not np.isfinite(p).all():
+                    out[i] = RequestError("The features hold NaN or infinite values.")
+                    continue
+                out[i] = {
+                    "function": self.name,
+                    "version": self.version,
+                    "label": classes[int(np.argmax(p))],
+                    "probabilities": {c: float(v) for c, v in zip(classes, p)},
+                }
+        return out
+
+
+def embed_batch(sources: Sequence[Any], *, model: str, layer: str) -> tuple[np.ndarray, list[str | None]]:
+    """Features of ``sources`` through the one embedding engine (its cache included), and
+    for each source the reason it could not be used (``None`` where it could)."""
+    from .._report import capturing
+    from ..exceptions import _short
+    from ..features.engine import embed_images
+
+    with capturing() as failures:
+        feats, ok = embed_images(list(sources), model=model, layer=layer, progress=False)
+    reasons: dict[str, str] = {}
+    for src, reason in failures:
+        reasons.setdefault(src, reason)
+    errors = [
+        None if good else f"The image could not be used: {reasons.get(_short(src), 'it could not be decoded')}."
+        for src, good in zip(sources, ok)
+    ]
+    return feats, errors
+
+
+# -- persisted SQL functions ---------------------------------------------------
+@dataclass
+class FunctionEndpoint:
+    """A persisted ``CREATE FUNCTION name(args) AS <expression>``, run through a SQL session."""
+
+    name: str
+    args: tuple[str, ...]
+    expression: str
+    version: int | None
+    session: Callable[[], Any]
+    kind: str = "function"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        from ..workspace import get_workspace
+
+        return ("function", str(get_workspace().root), self.name, self.version, self.expression)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "version": self.version,
+            "input": "image" if len(self.args) == 1 else "arguments",
+            "arguments": list(self.args),
+            "expression": self.expression,
+            "feature_dim": None,
+            "classes": None,
+            "backbone": None,
+            **self.info,
+        }
+
+    def check(self, item: Input) -> Input:
+        if item.kind == "args":
+            missing = [a for a in self.args if a not in item.value]
+            extra = [a for a in item.value if a not in self.args]
+            if missing or extra:
+                raise RequestError(
+                    f"{self.name}({', '.join(self.args)}) "
+                    + (f"needs {', '.join(map(repr, missing))}" if missing else f"has no argument {extra[0]!r}")
+                    + f'; send {{"args": {{{", ".join(f"{a!r}: ..." for a in self.args)}}}}}.'.replace("'", '"')
+                )
+            return item
+        if item.kind == "features":
+            if len(self.args) != 1:
+                raise RequestError(f"{self.name} takes {len(self.args)} arguments: send them by name in \"args\".")
+            return item
+        if len(self.args) != 1:
+            raise RequestError(
+                f"{self.name}({', '.join(self.args)}) takes {len(self.args)} arguments: send them by name, "
+                f'{{"args": {{...}}}}.'
+            )
+        return item
+
+    def _values(self, item: Input) -> dict[str, Any]:
+        if item.kind == "args":
+            return {a: item.value[a] for a in self.args}
+        return {self.args[0]: item.value}
+
+    def apply(self, items: Sequence[Input]) -> list[Any]:
+        """The batch as one statement over a frame of its arguments; when that statement
+        fails, each item alone, so the error is the request's own."""
+        if len(items) > 1:
+            try:
+                out = self._run([self._values(it) for it in items])
+            except MlnbError:
+                pass
+            else:
+                # A NULL from an image that failed: run it alone for its own reason.
+                for i, res in enumerate(out):
+                    if isinstance(res, RequestError):
+                        out[i] = self.apply([items[i]])[0]
+                return out
+        out = []
+        for it in items:
+            try:
+                out.extend(self._run([self._values(it)]))
+            except MlnbError as exc:
+                out.append(RequestError(str(exc)))
+        return out
+
+    def _run(self, rows: list[dict[str, Any]]) -> list[Any]:
+        import polars as pl
+
+        from .._report import capturing
+        from ..sql._errors import quote
+
+        session = self.session()
+        args = ", ".join(f"__mlnb_in.{quote(a)}" for a in self.args)
+        query = f"SELECT {quote(self.name)}({args}) AS out FROM __mlnb_in ORDER BY __mlnb_row"
+        cols: dict[str, Any] = {"__mlnb_row": list(range(len(rows)))}
+        for a in self.args:
+            vals = [r[a] for r in rows]
+            cols[a] = pl.Series(a, vals, dtype=pl.Binary) if all(isinstance(v, bytes) for v in vals) else vals
+        frame = pl.DataFrame(cols)
+        with capturing() as failures:
+            result = session.run(query, {"__mlnb_in": frame})
+        reasons = [r for _src, r in failures]
+        out: list[Any] = []
+        for value in result.get_column("out").to_list():
+            if value is None and reasons:
+                out.append(RequestError(f"The image could not be used: {reasons[0]}."))
+            else:
+                out.append({"function": self.name, "version": self.version, "output": _jsonable(value)})
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    """A SQL result as JSON: maps (a head's ``_proba``) become objects, arrays lists."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) and set(v) == {"key", "value"} for v in value):
+        return {str(v["key"]): _jsonable(v["value"]) for v in value}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        import base64
+
+        return base64.b64encode(value).decode()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def persisted_functions() -> list[dict[str, Any]]:
+    """The workspace's persisted SQL functions, as ``{name, args, expression, version}`` dicts
+    (empty where this mlnb has no ``CREATE FUNCTION`` store)."""
+    try:
+        from ..functions import _persisted  # type: ignore[attr-defined]
+    except ImportError:
+        return []
+    return [_function_info(f) for f in _persisted.persisted()]
+
+
+def _function_info(f: Any) -> dict[str, Any]:
+    get = f.get if isinstance(f, dict) else (lambda k, d=None: getattr(f, k, d))
+    args = get("args") or get("params") or ()
+    return {
+        "name": get("name"),
+        "args": tuple(a if isinstance(a, str) else a[0] for a in args),
+        "expression": get("expression") or get("body") or "",
+        "version": get("version"),
+    }
+
+
+# -- the catalog -----------------------------------------------------------------
+class Catalog:
+    """Finds endpoints by name in the workspace in use; one SQL session for persisted functions."""
+
+    def __init__(self) -> None:
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    def session(self) -> Any:
+        """The server's own SQL session (not the notebook's: a long query there does not stop serving)."""
+        with self._lock:
+            if self._session is None:
+                from .. import _ensure_builtins
+                from ..sql._session import Session, _builtin_tables
+
+                _ensure_builtins()
+                _builtin_tables()
+                self._session = Session()
+            return self._session
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+    def endpoints(self) -> list[Any]:
+        """Every head (its latest version) and persisted function; damaged heads are left out
+        (:meth:`problems` names them)."""
+        from ..heads import store
+
+        out: list[Any] = []
+        for name in store.names():
+            v = store.versions(name)[-1]
+            try:
+                out.append(HeadEndpoint(name, v, store.check_files(name, v)))
+            except MlnbError:
+                continue
+        out += [self._function(f) for f in persisted_functions()]
+        return sorted(out, key=lambda e: e.name)
+
+    def problems(self) -> list[dict[str, Any]]:
+        from ..heads import store
+
+        bad = []
+        for name in store.names():
+            v = store.versions(name)[-1]
+            try:
+                store.check_files(name, v)
+            except MlnbError as exc:
+                bad.append({"name": name, "version": v, "error": str(exc)})
+        return bad
+
+    def _function(self, info: dict[str, Any]) -> FunctionEndpoint:
+        return FunctionEndpoint(info["name"], info["args"], info["expression"], info["version"], self.session)
+
+    def resolve(self, ref: str) -> Any:
+        """The endpoint ``name`` (latest version) or ``name@version``; a 404 with close matches otherwise."""
+        from ..heads import store
+
+        name, _, ver = ref.partition("@")
+        if name.isidentifier() and store.versions(name):
+            try:
+                name, version = store.resolve(ref)
+            except ModelNotFoundError as exc:
+                raise RequestError(str(exc), status=404) from None
+            try:
+                meta = store.check_files(name, version)
+            except MlnbError as exc:
+                raise RequestError(str(exc), status=500) from None
+            return HeadEndpoint(name, version, meta)
+        for info in persisted_functions():
+            if info["name"] == name:
+                if ver and str(info["version"]) != ver:
+                    raise RequestError(
+                        f"Function {name!r} has no version {ver!r}; the stored one is {info['version']}.", status=404
+                    )
+                return self._function(info)
+        known = [e.name for e in self.endpoints()]
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise RequestError(
+            f"No function named {name!r} is served.{hint} GET /v1/functions lists them.",
+            status=404,
+            close_matches=close,
+        )
