@@ -241,9 +241,9 @@ function render({ model, el: host }) {
   // waited for each would move at 3 frames a second.
   let extremes = null; // indices of the points at the layout's extremes (for screenMap)
   let renderMs = 0, gesture = false, wheelTimer = null, shownMap = null, shifted = false;
-  const SLOW_MS = 24;
+  api.slowRenderMs = 24; // a redraw slower than this moves the last frame during gestures
   function deferRender(viewChanged) {
-    if (!gesture || renderMs < SLOW_MS) return false;
+    if (!gesture || renderMs < api.slowRenderMs) return false;
     if (viewChanged) {
       // The moved frame is a copy on a second canvas: the real one keeps its place, so the
       // library's mouse positions (from its bounding box) stay right during the gesture.
