@@ -62,7 +62,7 @@ MAX_TRIALS = 200
 LOG_SCALE = frozenset({"c", "alpha", "lr", "learning_rate", "weight_decay", "l2_regularization", "reg_alpha", "reg_lambda"})
 #: Metrics a search may pick its best trial by; True where higher is better.
 METRICS = {"accuracy": True, "macro_f1": True, "log_loss": False}
-_SEARCH_KEYS = ("search", "trials", "seed", "metric")
+SEARCH_KEYS = ("search", "trials", "seed", "metric")
 
 
 @dataclass
@@ -97,10 +97,10 @@ def plan_search(algo: Any, options: dict[str, Any] | None, search: Any = None) -
     opts = dict(options or {})
     settings: dict[str, Any] = {}
     for key in list(opts):
-        if str(key).lower() in _SEARCH_KEYS and str(key).lower() not in own:
+        if str(key).lower() in SEARCH_KEYS and str(key).lower() not in own:
             settings[str(key).lower()] = opts.pop(key)
     if isinstance(search, dict):
-        extra = set(search) - {"method", *_SEARCH_KEYS}
+        extra = set(search) - {"method", *SEARCH_KEYS}
         if extra:
             raise MlnbError(f"search= takes method, trials, seed and metric; not {', '.join(sorted(map(repr, extra)))}.")
         settings.update({("search" if k == "method" else k): v for k, v in search.items()})
@@ -119,6 +119,7 @@ def plan_search(algo: Any, options: dict[str, Any] | None, search: Any = None) -
         raise MlnbError(f"A {method} search needs at least one option given as a list of values, e.g. C = [0.01, 100].")
     for k, v in lists.items():
         if not v:
+            k = _canonical(algo, k)
             raise MlnbError(f"Option {k} is an empty list: give the values to try, e.g. {k} = [0.1, 1, 10].")
     metric = str(settings.get("metric", "accuracy")).lower()
     if metric not in METRICS:
@@ -186,7 +187,7 @@ def _check_one(algo: Any, key: str, value: Any, values: list[Any]) -> Any:
     try:
         return next(iter(_check(algo, {key: value}).values()))
     except MlnbError as exc:
-        raise MlnbError(f"In the search list {key} = {_show(values)}: {exc}") from None
+        raise MlnbError(f"In the search list {_canonical(algo, key)} = {_show(values)}: {exc}") from None
 
 
 def _show(values: Any) -> str:
@@ -201,7 +202,7 @@ def _range_or_choices(algo: Any, name: str, key: str, values: list[Any]) -> Any:
         return list(dict.fromkeys(_check_one(algo, key, v, values) for v in values))
     low, high = (_check_one(algo, key, v, values) for v in values)
     if not low < high:
-        raise MlnbError(f"The range {key} = {_show(values)} must go from a lower to a higher value.")
+        raise MlnbError(f"The range {name} = {_show(values)} must go from a lower to a higher value.")
     rule = OPTIONS.get(algo.lower(), {}).get(name) if isinstance(algo, str) else None
     whole = rule.kind == "int" if rule is not None else all(isinstance(v, int) for v in values)
     if whole:
@@ -341,12 +342,15 @@ def search_meta(plan: Plan, folds: int) -> dict[str, Any]:
 
 def trials_frame(meta: dict[str, Any]) -> Any:
     """The trials of a head's search as a Polars frame (``None`` for a head trained without one)."""
+    search = meta.get("search")
+    return records_frame(search["trials"]) if search else None
+
+
+def records_frame(records: list[dict[str, Any]]) -> Any:
+    """Trial records (:func:`trial_record`) as a Polars frame."""
     import polars as pl
 
-    search = meta.get("search")
-    if not search:
-        return None
-    return pl.DataFrame(search["trials"], infer_schema_length=None).with_columns(pl.col("error").cast(pl.String))
+    return pl.DataFrame(records, infer_schema_length=None).with_columns(pl.col("error").cast(pl.String))
 
 
 def result_columns(head: Any) -> dict[str, list[Any]]:

@@ -107,7 +107,7 @@ def trainer_view(trainer: Any) -> Any:
     wide = {"description_width": "initial"}
     feats = w.SelectMultiple(options=trainer.features, value=tuple(trainer.features[:1]), description="features", style=wide)
     algos = w.SelectMultiple(options=trainer.algorithms, value=("logistic",), description="heads", style=wide)
-    options = w.Text(placeholder="options, e.g. C=0.5, k=7", description="options", style=wide)
+    options = w.Text(placeholder="options, e.g. C=0.5, k=7; a search: C=[0.01, 0.1, 1]", description="options", style=wide)
     run_btn = w.Button(description="Run CV", button_style="primary", layout=w.Layout(width="auto"))
     stop_btn = w.Button(description="Stop", button_style="warning", disabled=True, layout=w.Layout(width="auto"))
     progress = w.IntProgress(min=0, max=1, value=0, description="folds", style=wide)
@@ -121,6 +121,7 @@ def trainer_view(trainer: Any) -> Any:
     matrix = w.VBox()
     cell_view = w.HTML()
     errors = w.HTML()
+    trials = w.HTML()  # the trials of the picked run, when it was a search
     error_box = w.HTML()
     curve = _curve_widget()
     picked_cell: dict[str, Any] = {"cell": None}
@@ -129,6 +130,15 @@ def trainer_view(trainer: Any) -> Any:
         if not run_id:
             return
         runs.selected = run_id
+        rec = trainer.meta.get(run_id, {})
+        if "trials" in rec:
+            df = trainer.trials(run_id).drop("params")  # each option has its own column
+            if df["error"].null_count() == df.height:
+                df = df.drop("error")
+            trials.value = (f"<b>trials of this search</b> <span style='color:#666'>({html.escape(rec['search'])}; the run is the best, "
+                            "<code>trainer.trials(run)</code> gives them as a frame)</span>" + _table(df, limit=200))
+        else:
+            trials.value = ""
         try:
             per_class.value = _table(trainer.per_class(run_id))
             cm = trainer.confusion(run_id)
@@ -180,7 +190,14 @@ def trainer_view(trainer: Any) -> Any:
 
     def work() -> None:
         chosen_f, chosen_a = list(feats.value), list(algos.value)
-        total = len(chosen_f) * len(chosen_a) * trainer.folds
+        try:
+            opts = _parse_options(options.value)
+            n_trials = sum(_trial_count(a, opts) for a in chosen_a)
+        except MlnbError as exc:
+            error_box.value = _error(exc)
+            run_btn.disabled, stop_btn.disabled = False, True
+            return
+        total = len(chosen_f) * n_trials * trainer.folds
         progress.max, progress.value = max(1, total), 0
         done = {"n": 0, "last": 0}
 
@@ -192,13 +209,12 @@ def trainer_view(trainer: Any) -> Any:
             _append_point(curve, i, m["accuracy"], new_trace=new_run)
 
         try:
-            opts = _parse_options(options.value)
             ids = trainer.run_all(features=chosen_f, algorithms=chosen_a, options=opts, progress=on_fold)
             error_box.value = ""
         except MlnbError as exc:
             ids = []
             error_box.value = _error(exc)
-        _name_traces(curve, [f"{trainer.meta[r]['algorithm']} · {trainer.meta[r]['features']}" for r in ids])
+        _name_traces(curve, [name for r in ids for name in _trace_names(trainer.meta[r])])
         refresh_runs(ids)
         status.value = html.escape(trainer.status)
         run_btn.disabled, stop_btn.disabled = False, True
@@ -232,32 +248,68 @@ def trainer_view(trainer: Any) -> Any:
             w.HBox([feats, algos, w.VBox([options, w.HBox([run_btn, stop_btn]), progress])]),
             status, error_box, curve,
             w.HTML("<b>runs</b> <span style='color:#666'>(click a header to sort, a row to look inside the run)</span>"), runs,
-            w.HBox([run_pick, name, register_btn]), per_class, matrix, cell_view, errors,
+            trials, w.HBox([run_pick, name, register_btn]), per_class, matrix, cell_view, errors,
         ]
     )  # fmt: skip
     box.add_class("mlnb-trainer")
     box._mlnb = {"run": on_run, "work": work, "show_run": show_run, "show_cell": show_cell, "feats": feats, "algos": algos, "options": options,
                  "run_pick": run_pick, "name": name, "register": on_register, "matrix": matrix, "cell_view": cell_view,
-                 "runs": runs, "errors": errors, "curve": curve, "error_box": error_box}  # fmt: skip
+                 "runs": runs, "errors": errors, "curve": curve, "error_box": error_box, "trials": trials}  # fmt: skip
     return box
 
 
 def _parse_options(text: str) -> dict[str, Any]:
-    """``C=0.5, k=7`` -> {"C": 0.5, "k": 7}; each head takes the options it knows."""
+    """``C=0.5, k=7`` -> {"C": 0.5, "k": 7}; ``C=[0.01, 0.1], search=random`` -> a list (a search) and
+    a string. Each head takes the options it knows."""
     out: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
+    parts, depth, cur = [], 0, ""
+    for ch in text:  # commas inside [...] belong to a list
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    for part in filter(None, (p.strip() for p in parts)):
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise MlnbError(f"Options are name=value pairs separated by commas; {part!r} is not.")
-        v: Any = value.strip()
-        for cast in (int, float):
-            try:
-                v = cast(v)
-                break
-            except ValueError:
-                continue
-        out[key.strip()] = v
+        value = value.strip()
+        if value.startswith("["):
+            if not value.endswith("]"):
+                raise MlnbError(f"The list for option {key.strip()} has no closing ]: {part!r}.")
+            out[key.strip()] = [_value(v) for v in value[1:-1].split(",") if v.strip()]
+        else:
+            out[key.strip()] = _value(value)
     return out
+
+
+def _value(text: str) -> Any:
+    text = text.strip()
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    return text.strip("'\"")
+
+
+def _trial_count(algo: str, options: dict[str, Any]) -> int:
+    """How many heads one algorithm's run trains on one feature column (a search's trials, else 1)."""
+    from ..heads._search import plan_search
+    from .trainer import _options_for
+
+    plan = plan_search(algo, _options_for(algo, options))
+    return len(plan.candidates) if plan is not None else 1
+
+
+def _trace_names(rec: dict[str, Any]) -> list[str]:
+    """The learning-curve traces a run drew: one, or one per trial of a search."""
+    base = f"{rec['algorithm']} · {rec['features']}"
+    if "trials" not in rec:
+        return [base]
+    return [f"{base} · " + ", ".join(f"{k}={v}" for k, v in t["params"].items()) for t in rec["trials"] if t["error"] is None]
 
 
 def _curve_widget() -> Any:

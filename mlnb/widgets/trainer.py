@@ -60,16 +60,22 @@ class Trainer(Controller):
         self._stop.set()
 
     def run(self, features: str | None = None, algo: str = "logistic", options: dict[str, Any] | None = None, *, progress: Any = None) -> str:
-        """Cross-validate one head; returns its run id. ``progress(fold, folds, metrics)`` after each fold."""
+        """Cross-validate one head; returns its run id. ``progress(fold, folds, metrics)`` after each fold.
+
+        Options given as lists (``{"C": [0.01, 0.1, 1]}``, with ``search="random"``, ``trials=N`` for
+        random trials) are a hyperparameter search (:mod:`mlnb.heads._search`): every trial is
+        cross-validated, the run is the best trial, and :meth:`trials` lists them all."""
         import numpy as np
 
         from ..heads._data import feature_matrix
+        from ..heads._search import plan_search, run_search
         from ..heads.algorithms import make_estimator
         from ..heads.head import cross_validate
 
         col = features or self.features[0]
         if col not in self.features:
             raise MlnbError(f"{col!r} is not one of this trainer's feature columns: {', '.join(self.features)}.")
+        plan = plan_search(algo, options)  # None: one head; a bad grid is refused before anything trains
         X, ok = feature_matrix(self.frame.get_column(col))
         y = self.frame.get_column(self.label)
         ok &= ~y.is_null().to_numpy()
@@ -92,7 +98,11 @@ class Trainer(Controller):
         run_id = uuid.uuid4().hex[:8]
         t0 = time.perf_counter()
         try:
-            ev = cross_validate(make_estimator(algo, options), X[ok], yv, folds, progress=on_fold)
+            if plan is None:
+                ev = cross_validate(make_estimator(algo, options), X[ok], yv, folds, progress=on_fold)
+            else:
+                options, ev = run_search(plan, X[ok], yv, folds, progress=on_fold, feature_model=col)
+                plan.tracker.end("FINISHED")  # MLflow: nothing is saved from a trainer search
             status = "done"
         except Stopped:
             self.running = False
@@ -111,11 +121,31 @@ class Trainer(Controller):
             "accuracy_std": acc["std"], "macro_f1": m["macro_f1"], "log_loss": m["log_loss"],
             "train_seconds": round(time.perf_counter() - t0, 3), "status": status,
         }
+        if plan is not None:  # kept in the run's record, so later sessions can list the trials too
+            record["search"] = f"{plan.method}: {len(plan.trials)} trials"
+            record["trials"] = plan.trials
         append_run(record)
         self.evaluations[run_id] = ev
         self.meta[run_id] = record
         self.status = f"{algo} on {col}: accuracy {m['accuracy']:.3f} ({folds}-fold)"
+        if plan is not None:
+            self.status += f", best of {len(plan.trials)} trials: {', '.join(f'{k}={v}' for k, v in options.items())}"
         return run_id
+
+    def trials(self, run_id: str | None = None) -> Any:
+        """The trials of a search run (default: this trainer's latest), one row per trial, as a Polars frame."""
+        from ..heads._search import records_frame
+
+        if run_id is None:
+            run_id = next((r for r in reversed(list(self.meta)) if "trials" in self.meta[r]), None)
+            if run_id is None:
+                raise MlnbError("No search run yet: give an option a list of values, e.g. options={'C': [0.1, 1, 10]}.")
+        rec = self.meta.get(run_id) or next((r for r in read_runs() if r["run"] == run_id), None)
+        if rec is None:
+            raise MlnbError(f"No run {run_id!r}.")
+        if "trials" not in rec:
+            raise MlnbError(f"Run {run_id} was not a search: it has no trials.")
+        return records_frame(rec["trials"])
 
     def run_all(
         self, *, features: list[str] | None = None, algorithms: list[str] | None = None, options: dict[str, Any] | None = None, progress: Any = None
@@ -191,13 +221,17 @@ class Trainer(Controller):
 def _options_for(algo: str, options: dict[str, Any] | None) -> dict[str, Any]:
     import inspect
 
+    from ..heads._search import SEARCH_KEYS
     from ..heads.algorithms import ALGORITHMS, TorchHead_params
 
     if not options:
         return {}
     names = TorchHead_params() if algo == "torch" else list(inspect.signature(ALGORITHMS[algo]).parameters)
     lower = {n.lower() for n in names}
-    return {k: v for k, v in options.items() if k.lower() in lower}
+    out = {k: v for k, v in options.items() if k.lower() in lower}
+    if any(isinstance(v, (list, tuple)) for v in out.values()):  # a search's settings go with its lists
+        out.update({k: v for k, v in options.items() if k.lower() in SEARCH_KEYS})
+    return out
 
 
 def train(frame: Any, *, features: str | list[str] = "features", label: str = "label", image: str | None = None, **kwargs: Any) -> Trainer:

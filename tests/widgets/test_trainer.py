@@ -124,3 +124,37 @@ def test_register_without_a_run_is_said_in_the_widget(data):
     ui = tr.widget._mlnb
     ui["register"](None)
     assert "no run to register" in ui["error_box"].value
+
+
+def test_a_search_run_keeps_its_trials_and_the_view_shows_them(data, monkeypatch):
+    monkeypatch.setattr(mlnb.config, "_mlflow", "off")
+    tr = Trainer(data, features="noisy", label="label", folds=3)
+    ui = tr.widget._mlnb
+    ui["algos"].value = ("logistic", "knn")
+    ui["options"].value = "C=[0.001, 1], k = [1, 5]"
+    ui["work"]()
+    ids = list(tr.meta)
+    assert [tr.meta[r]["algorithm"] for r in ids] == ["logistic", "knn"]
+    t = tr.trials(ids[0])
+    assert t["C"].to_list() == [0.001, 1.0] and t["best"].sum() == 1
+    best_c = t.filter(pl.col("best"))["C"].item()
+    assert tr.meta[ids[0]]["options"] == f'{{"C": {best_c}}}'  # the run is the best trial; register retrains it
+    assert tr.trials()["k"].to_list() == [1, 5]  # the latest search run
+    assert len(ui["curve"].data) == 4 and ui["curve"].data[0].name.endswith("C=0.001")  # a trace per trial
+    ui["run_pick"].value = ids[0]
+    assert "trials of this search" in ui["trials"].value and "0.001" in ui["trials"].value
+    # the trials are in the run's record, so a later session lists them too
+    assert Trainer(data, features="noisy", label="label").trials(ids[1])["k"].to_list() == [1, 5]
+    ui["options"].value = "C=[0.1, -1]"
+    ui["work"]()
+    assert "C = [0.1, -1]" in ui["error_box"].value and len(tr.meta) == 2
+    with pytest.raises(mlnb.MlnbError, match="was not a search"):
+        tr.trials(tr.run("noisy", "logistic"))
+
+
+def test_options_text_takes_lists():
+    from mlnb.widgets._trainer_view import _parse_options
+
+    assert _parse_options("C=[0.01, 0.1, 1], search=random, trials=5, k='x'") == {"C": [0.01, 0.1, 1], "search": "random", "trials": 5, "k": "x"}
+    with pytest.raises(mlnb.MlnbError, match="no closing"):
+        _parse_options("C=[0.1, 1")
