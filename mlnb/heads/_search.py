@@ -394,7 +394,7 @@ class Tracker:
     def start(cls, plan: Plan, *, name: str | None, folds: int, n_rows: int, feature_model: str | None) -> Tracker:
         params = {"algorithm": plan.algo_name, "search": plan.method, "metric": plan.metric, "folds": folds,
                   "n_trials": len(plan.candidates), "n_rows": n_rows, "feature_model": feature_model,
-                  "space": json.dumps(plan.space), **{f"fixed.{k}": v for k, v in plan.fixed.items()}}
+                  "space": json.dumps(plan.space, default=str), **{f"fixed.{k}": v for k, v in plan.fixed.items()}}
         if plan.seed is not None:
             params["seed"] = plan.seed
         return cls._open("search", f"{name or 'unsaved'} {plan.algo_name} {plan.method} search", params)

@@ -22,7 +22,7 @@ def _show_functions(session: Session, m: Match[str], stmt: Statement, ns: Mappin
 #: Settings SQL may change: ``SET mlnb_<name> = value`` is ``mlnb.config.<name> = value``.
 _SETTINGS = (
     "engine", "device", "precision", "batch_size", "display_limit", "workspace", "ray_address", "ray_workers", "ray_output",
-    "max_image_bytes", "max_image_pixels", "url_timeout", "remote_thumbnails",
+    "max_image_bytes", "max_image_pixels", "url_timeout", "remote_thumbnails", "mlflow",
 )
 
 
