@@ -23,3 +23,6 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(ServeMagic(shell=ipython))
     fmt = ipython.display_formatter.formatters["text/html"]
     fmt.for_type(pl.DataFrame, html_formatter)
+    from ._complete import register
+
+    register(ipython)  # Tab completion inside %%mlsql cells and %mlsql lines

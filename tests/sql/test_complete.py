@@ -1,0 +1,237 @@
+"""complete(): what Tab offers in a %%mlsql cell, without IPython."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from mlnb.heads.algorithms import ALGORITHMS, OPTIONS
+from mlnb.sql._complete import complete, forget_functions
+from mlnb.sql._session import Session
+
+
+@pytest.fixture(scope="module")
+def session():
+    s = Session()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def ns():
+    return {
+        "images": pl.DataFrame({"path": ["a.jpg"], "label": ["cat"], "My Col": [1], "order": [2]}),
+        "meta": pd.DataFrame({"path": ["a.jpg"], "width": [640], "height": [480]}),
+        "arrow_t": pa.table({"score": [0.5], "split": ["train"]}),
+        "lazy": pl.LazyFrame({"lz_a": [1], "lz_b": [2]}),
+        "lo": 3,
+        "name": "cat",
+        "ids": [1, 2],
+        "threshold": np.float32(0.5),
+        "not_a_param": object(),
+        "_hidden": 1,
+    }
+
+
+def texts(text, ns, session, cursor=None, **kw):
+    return [c.text for c in complete(text, cursor, ns, session=session, **kw)]
+
+
+def at(text, marker="|"):
+    """A cell with the cursor written as ``|``: (text without it, cursor)."""
+    i = text.index(marker)
+    return text[:i] + text[i + 1 :], i
+
+
+def test_columns_of_the_table_in_from(ns, session):
+    text, cur = at("SELECT pa| FROM images")
+    got = complete(text, cur, ns, session=session)
+    assert got[0].text == "path" and got[0].type == "column"
+    assert (got[0].start, got[0].end) == (7, 9)  # replaces what was typed
+    assert "String" in got[0].detail
+
+
+def test_every_column_of_every_table_when_not_qualified(ns, session):
+    text, cur = at("SELECT | FROM images i JOIN meta m ON i.path = m.path")
+    got = texts(text, ns, session, cur)
+    for col in ["path", "label", '"My Col"', '"order"', "width", "height"]:
+        assert col in got
+    # columns first, then the tables' names for qualifying
+    assert got.index("height") < got.index("i") and "m" in got
+
+
+def test_alias_dot_completes_that_tables_columns(ns, session):
+    text, cur = at("SELECT m.| FROM images AS i JOIN meta m ON i.path = m.path")
+    assert texts(text, ns, session, cur) == ["path", "width", "height"]
+    text, cur = at("SELECT i.| FROM images AS i, meta m")
+    assert texts(text, ns, session, cur) == ["path", "label", '"My Col"', '"order"']
+    text, cur = at("SELECT images.la| FROM images")
+    assert texts(text, ns, session, cur) == ["label"]
+
+
+def test_quoted_names_are_completed_quoted(ns, session):
+    text, cur = at('SELECT "My| FROM images')  # the quote is still open
+    assert texts(text, ns, session, cur) == ['"My Col"']
+    text, cur = at("SELECT or| FROM images")
+    assert '"order"' in texts(text, ns, session, cur)  # a reserved word as a column name
+
+
+def test_pandas_arrow_and_lazy_frames_give_their_schema(ns, session):
+    assert texts("SELECT x.| FROM arrow_t x".replace("|", ""), ns, session, 9) == ["score", "split"]
+    assert texts("SELECT lz FROM lazy", ns, session, 9) == ["lz_a", "lz_b"]
+
+
+def test_tables_after_from_and_join(ns, session):
+    got = complete("SELECT * FROM ", None, ns, session=session)
+    names = [c.text for c in got]
+    for t in ["images", "meta", "arrow_t", "lazy", "labels", "runs"]:
+        assert t in names
+    assert "lo" not in names and "_hidden" not in names
+    assert {c.type for c in got} == {"table"}
+    assert texts("SELECT * FROM images JOIN me", ns, session) == ["meta"]
+    assert texts("SELECT * FROM images, ar", ns, session)[0] == "arrow_t"  # frames before table functions
+    assert "read_parquet" in texts("SELECT * FROM read_pa", ns, session)
+    assert "read_images" in texts("SELECT * FROM read_im", ns, session)
+
+
+def test_duckdb_tables_and_their_columns(ns, session):
+    session.con.execute("CREATE OR REPLACE TABLE crops AS SELECT 1 AS crop_id, 'x' AS crop_path")
+    assert "crops" in texts("SELECT * FROM cr", ns, session)
+    assert texts("SELECT crop_| FROM crops".replace("|", ""), ns, session, 12) == ["crop_id", "crop_path"]
+    assert texts("SELECT c. FROM crops c", ns, session, 9) == ["crop_id", "crop_path"]
+
+
+def test_builtin_tables_and_saved_selections(ns, session, _workspace):
+    from mlnb.workspace import get_workspace
+
+    path = get_workspace().path("selections", "picked.parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"sel_path": ["a"], "sel_x": [1.0]}).write_parquet(path)
+    assert "picked" in texts("SELECT * FROM pi", ns, session)
+    assert texts("SELECT p. FROM picked p", ns, session, 9) == ["sel_path", "sel_x"]
+    assert "item" in texts("SELECT l. FROM labels l", ns, session, 9)
+
+
+def test_table_function_columns(ns, session):
+    assert texts("SELECT r. FROM read_images('x/*.jpg') r", ns, session, 9) == ["path", "size", "label", "last_modified"]
+
+
+def test_functions_with_signatures(ns, session):
+    got = complete("SELECT emb", None, ns, session=session)
+    assert got[0].text == "embed" and got[0].type == "function"
+    assert got[0].detail.startswith("embed(image") and "model :=" in got[0].detail
+    cos = [c for c in complete("SELECT array_cos", None, ns, session=session) if c.text == "array_cosine_similarity"]
+    assert cos and "array1" in cos[0].detail and "->" in cos[0].detail
+
+
+def test_user_macros_appear_after_forget(ns, session):
+    session.con.execute("CREATE OR REPLACE MACRO zz_double(x) AS x * 2")
+    forget_functions()
+    got = [c for c in complete("SELECT zz_d", None, ns, session=session)]
+    assert [c.text for c in got] == ["zz_double"] and got[0].detail == "zz_double(x)"
+
+
+def test_heads_as_functions_and_versions(ns, session):
+    from mlnb.heads import train_classifier
+
+    rng = np.random.default_rng(0)
+    frame = pl.DataFrame({"features": rng.normal(size=(12, 4)).astype(np.float32).tolist(), "label": list("ab" * 6)})
+    train_classifier(frame, name="pets", folds=None)
+    train_classifier(frame, name="pets", folds=None)
+    got = texts("SELECT pe", ns, session)
+    assert "pets" in got and "pets_proba" in got and '"pets@1"' in got and '"pets@2_proba"' in got
+    assert texts("EVALUATE CLASSIFIER ", ns, session) == ["pets", '"pets@1"', '"pets@2"']
+    assert "pets" in texts("DROP CLASSIFIER ", ns, session)
+
+
+def test_model_and_layer_strings(ns, session):
+    import mlnb.features.zoo  # noqa: F401 - the zoo loaded (in a notebook the first Tab starts loading it)
+
+    got = complete("SELECT embed(path, model := 'eff", None, ns, session=session)
+    assert got[0].text == "efficientnet_lite0" and got[0].type == "model"  # offline models first
+    assert got[0].start == len("SELECT embed(path, model := '")  # inside the quotes
+    assert all(c.text.startswith("eff") for c in got)
+    layers = texts("SELECT embed(path, model := 'efficientnet_lite0', layer := '", ns, session)
+    assert layers[0] == "pool" and "_blocks.5" in layers
+    # the layer of the model named later in the same call
+    text, cur = at("SELECT embed(path, layer := '|', model := 'efficientnet_lite0')")
+    assert "_conv_head" in texts(text, ns, session, cur)
+    # default model when none is named
+    assert "_conv_head" in texts("SELECT embed(path, layer := '", ns, session)
+    # before the quote: quoted names
+    assert "'efficientnet_lite0'" in texts("SELECT embed(path, model := ", ns, session)
+    # option names inside the call
+    assert texts("SELECT embed(path, mo", ns, session)[0] == "model := "
+
+
+def test_other_strings_are_left_alone(ns, session):
+    got = complete("SELECT * FROM read_images('photos/", None, ns, session=session)
+    assert list(got) == [] and got.context == "string"
+    got = complete("SELECT 1 -- a comment ", None, ns, session=session)
+    assert list(got) == [] and got.context == "comment"
+
+
+def test_dollar_variables(ns, session):
+    got = complete("SELECT * FROM images WHERE label = $", None, ns, session=session)
+    assert [c.text for c in got] == ["$ids", "$lo", "$name", "$threshold"]
+    assert got[0].start == len("SELECT * FROM images WHERE label = ")
+    assert texts("SELECT $na", ns, session) == ["$name"]
+
+
+def test_create_classifier_algorithms_and_options(ns, session):
+    assert texts("CREATE CLASSIFIER pets USING ", ns, session) == list(ALGORITHMS)
+    assert texts("CREATE OR REPLACE CLASSIFIER pets USING k", ns, session) == ["knn"]
+    got = texts("CREATE CLASSIFIER pets USING mlp WITH (", ns, session)
+    assert got == [*OPTIONS["mlp"], "folds"]
+    assert texts("CREATE CLASSIFIER pets USING torch WITH (epochs = 3, lr = 0.1, pat", ns, session) == ["patience"]
+    assert texts("CREATE CLASSIFIER pets WITH (", ns, session) == [*OPTIONS["logistic"], "folds"]
+    assert texts("CREATE CLASSIFIER pets ", ns, session) == ["USING", "WITH", "AS"]
+    # the training query is plain SQL again
+    text, cur = at("CREATE CLASSIFIER pets USING knn AS SELECT | FROM meta")
+    assert "width" in texts(text, ns, session, cur)
+
+
+def test_statement_keywords(ns, session):
+    got = texts("", ns, session)
+    for kw in ["SELECT", "CREATE CLASSIFIER", "EVALUATE CLASSIFIER", "SHOW CLASSIFIERS", "DROP CLASSIFIER"]:
+        assert kw in got
+    assert texts("sh", ns, session)[:3] == ["show classifiers", "show functions", "show tables"]  # typed case kept
+    assert texts("SELECT 1; CREATE CL", ns, session) == ["CLASSIFIER"]
+    assert "mlnb_engine" in texts("SET mlnb_e", ns, session)
+    assert "WHERE" in texts("SELECT * FROM images WH", ns, session)
+
+
+def test_cursor_in_the_second_statement(ns, session):
+    text, cur = at("SELECT * FROM meta; SELECT | FROM images")
+    got = texts(text, ns, session, cur)
+    assert "label" in got and "width" not in got
+
+
+def test_subquery_scope(ns, session):
+    text, cur = at("SELECT * FROM meta WHERE path IN (SELECT | FROM images)")
+    got = texts(text, ns, session, cur)
+    assert "label" in got and "width" not in got
+
+
+def test_wide_frame_is_fast(session):
+    import time
+
+    wide = pl.DataFrame({f"feat_{i}": [0.0] for i in range(1000)})
+    ns = {"wide": wide}
+    complete("SELECT f FROM wide", 8, ns, session=session)  # caches warm
+    t = time.perf_counter()
+    for _ in range(20):
+        got = complete("SELECT feat_99 FROM wide", 14, ns, session=session)
+    per = (time.perf_counter() - t) / 20
+    assert [c.text for c in got][:2] == ["feat_99", "feat_990"]
+    assert per < 0.05, f"{per * 1000:.1f} ms a completion"
+
+
+def test_incomplete_sql_never_raises(ns, session):
+    for text in ["SELECT (", "SELECT * FROM (SELECT", "SELECT 'unterminated", 'SELECT "x', "SELECT /* open", "WITH a AS (",
+                 "CREATE CLASSIFIER", "EVALUATE", ";;;", "SELECT a.b.c.", "$", "SELECT $", "SELECT * FROM t WHERE x IN (1, 2"]:
+        for cur in range(len(text) + 1):
+            complete(text, cur, ns, session=session)
