@@ -92,8 +92,12 @@ def plan_search(algo: Any, options: dict[str, Any] | None, search: Any = None) -
     """
     from .algorithms import OPTIONS
 
-    algo_key = algo.lower() if isinstance(algo, str) else None
-    own = set(k.lower() for k in OPTIONS.get(algo_key, {})) if algo_key else set()
+    # An option the algorithm itself has (a scikit-learn estimator's ``metric``) stays the algorithm's;
+    # the search's own setting of that name then goes in ``search={...}``.
+    if isinstance(algo, str):
+        own = {k.lower() for k in OPTIONS.get(algo.lower(), {})}
+    else:
+        own = {k.lower() for k in algo.get_params()} if hasattr(algo, "get_params") else set()
     opts = dict(options or {})
     settings: dict[str, Any] = {}
     for key in list(opts):

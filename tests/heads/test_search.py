@@ -156,6 +156,15 @@ def test_a_failing_trial_is_recorded_and_the_others_still_run(df):
         train_classifier(df, algo=LogisticRegression(max_iter=500), options={"l1_ratio": [1.0, 0.5]}, folds=3)
 
 
+def test_an_estimator_option_named_like_a_search_setting_stays_the_estimators(df):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    head = train_classifier(df, algo=KNeighborsClassifier(), options={"n_neighbors": [3, 5], "metric": "cosine"},
+                            search={"metric": "macro_f1"}, folds=3)
+    assert head.estimator.metric == "cosine" and head.meta["search"]["metric"] == "macro_f1"
+    assert head.meta["search"]["fixed"] == {"metric": "cosine"}
+
+
 def test_unknown_sklearn_parameter_value_is_refused_before_training(df):
     from sklearn.neighbors import KNeighborsClassifier
 
