@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -163,29 +163,32 @@ class FunctionEndpoint:
     name: str
     args: tuple[str, ...]
     expression: str
-    version: int | None
     session: Callable[[], Any]
+    table: bool = False
+    returns: str | None = None
+    created: str | None = None
+    version: None = None  # a persisted function has one definition; CREATE OR REPLACE changes it
     kind: str = "function"
-    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[Any, ...]:
         from ..workspace import get_workspace
 
-        return ("function", str(get_workspace().root), self.name, self.version, self.expression)
+        return ("function", str(get_workspace().root), self.name, self.args, self.expression)
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "kind": self.kind,
-            "version": self.version,
-            "input": "image" if len(self.args) == 1 else "arguments",
+            "kind": "table_function" if self.table else self.kind,
+            "version": None,
+            "input": "image, features or args" if len(self.args) == 1 else "args",
             "arguments": list(self.args),
             "expression": self.expression,
+            "returns": self.returns,
             "feature_dim": None,
             "classes": None,
             "backbone": None,
-            **self.info,
+            "created": self.created,
         }
 
     def check(self, item: Input) -> Input:
@@ -218,7 +221,7 @@ class FunctionEndpoint:
     def apply(self, items: Sequence[Input]) -> list[Any]:
         """The batch as one statement over a frame of its arguments; when that statement
         fails, each item alone, so the error is the request's own."""
-        if len(items) > 1:
+        if len(items) > 1 and not self.table:
             try:
                 out = self._run([self._values(it) for it in items])
             except MlnbError:
@@ -244,11 +247,19 @@ class FunctionEndpoint:
         from ..sql._errors import quote
 
         session = self.session()
+        if self.table:  # one request, one table: its rows as JSON objects, arguments bound as $parameters
+            (row,) = rows
+            names = {a: f"__mlnb_a{i}" for i, a in enumerate(self.args)}
+            call = f"{quote(self.name)}({', '.join('$' + names[a] for a in self.args)})"
+            ns = {names[a]: (v.tolist() if isinstance(v, np.ndarray) else v) for a, v in row.items()}
+            with capturing():
+                table = session.run(f"SELECT * FROM {call}", ns)
+            return [{"function": self.name, "version": None, "output": _jsonable(table.to_dicts())}]
         args = ", ".join(f"__mlnb_in.{quote(a)}" for a in self.args)
         query = f"SELECT {quote(self.name)}({args}) AS out FROM __mlnb_in ORDER BY __mlnb_row"
         cols: dict[str, Any] = {"__mlnb_row": list(range(len(rows)))}
         for a in self.args:
-            vals = [r[a] for r in rows]
+            vals = [r[a].tolist() if isinstance(r[a], np.ndarray) else r[a] for r in rows]
             cols[a] = pl.Series(a, vals, dtype=pl.Binary) if all(isinstance(v, bytes) for v in vals) else vals
         frame = pl.DataFrame(cols)
         with capturing() as failures:
@@ -283,24 +294,16 @@ def _jsonable(value: Any) -> Any:
 
 
 def persisted_functions() -> list[dict[str, Any]]:
-    """The workspace's persisted SQL functions, as ``{name, args, expression, version}`` dicts
-    (empty where this mlnb has no ``CREATE FUNCTION`` store)."""
+    """The workspace's persisted SQL functions (``CREATE FUNCTION``), as ``{name, args, expression,
+    kind, returns, created}`` dicts; empty where this mlnb has no such store."""
     try:
-        from ..functions import _persisted  # type: ignore[attr-defined]
+        from ..sql._persisted import persisted_functions as listed
     except ImportError:
         return []
-    return [_function_info(f) for f in _persisted.persisted()]
-
-
-def _function_info(f: Any) -> dict[str, Any]:
-    get = f.get if isinstance(f, dict) else (lambda k, d=None: getattr(f, k, d))
-    args = get("args") or get("params") or ()
-    return {
-        "name": get("name"),
-        "args": tuple(a if isinstance(a, str) else a[0] for a in args),
-        "expression": get("expression") or get("body") or "",
-        "version": get("version"),
-    }
+    out = []
+    for f in listed():
+        out.append({**f, "args": tuple(f.get("args") or ()), "kind": f.get("kind") or "scalar"})
+    return out
 
 
 # -- the catalog -----------------------------------------------------------------
@@ -357,7 +360,10 @@ class Catalog:
         return bad
 
     def _function(self, info: dict[str, Any]) -> FunctionEndpoint:
-        return FunctionEndpoint(info["name"], info["args"], info["expression"], info["version"], self.session)
+        return FunctionEndpoint(
+            info["name"], info["args"], info["expression"], self.session, table=info["kind"] == "table",
+            returns=info.get("returns"), created=info.get("created"),
+        )
 
     def resolve(self, ref: str) -> Any:
         """The endpoint ``name`` (latest version) or ``name@version``; a 404 with close matches otherwise."""
@@ -376,9 +382,10 @@ class Catalog:
             return HeadEndpoint(name, version, meta)
         for info in persisted_functions():
             if info["name"] == name:
-                if ver and str(info["version"]) != ver:
+                if ver:
                     raise RequestError(
-                        f"Function {name!r} has no version {ver!r}; the stored one is {info['version']}.", status=404
+                        f"{name!r} is a persisted SQL function: it has one definition, no versions. Call it as {name!r}.",
+                        status=404,
                     )
                 return self._function(info)
         known = [e.name for e in self.endpoints()]
