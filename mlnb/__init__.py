@@ -52,6 +52,12 @@ _LAZY = {
     "classifiers": "mlnb.heads",
     "trials": "mlnb.heads",
     "last_failures": "mlnb._report",
+    "create_function": "mlnb.sql._persisted",
+    "drop_function": "mlnb.sql._persisted",
+    "persisted_functions": "mlnb.sql._persisted",
+    "create_model": "mlnb.features._user_models",
+    "drop_model": "mlnb.features._user_models",
+    "persist_model": "mlnb.features._user_models",
 }
 
 from . import exceptions as _exceptions  # noqa: E402

@@ -249,6 +249,17 @@ class _OnnxBackbone:
         return self  # runs where onnxruntime runs (CPU)
 
 
+def _jit_load(path: Path) -> Any:
+    """A TorchScript file (torch 2.9+ calls TorchScript deprecated; the issue asks for it, so quietly)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=FutureWarning)
+        return torch.jit.load(str(path), map_location="cpu").eval()
+
+
 def _verify(path: Path, sha256: str) -> None:
     if _sha256_file(path) != sha256:
         raise MlnbError(f"The weights file {path} has changed since it was saved (sha256 differs): create the model again.")
@@ -264,10 +275,9 @@ def _builder(folder: Path, spec: dict[str, Any]):
         _verify(path, spec["sha256"])
         if fmt == "onnx":
             return _OnnxBackbone(path), None
-        import torch
 
         if fmt == "torchscript":
-            return torch.jit.load(str(path), map_location="cpu").eval(), None
+            return _jit_load(path), None
         from safetensors.torch import load_file
         from torch import nn
 
@@ -619,11 +629,17 @@ def _load_state(data: bytes, source: str) -> dict[str, Any]:
                 "torch.save(model.state_dict(), 'weights.pth'), or a TorchScript file (torch.jit.save), "
                 "or safetensors."
             ) from None
-        raise MlnbError(f"{source} is not a PyTorch weights file ({text.splitlines()[0][:120]}).") from None
+        raise MlnbError(_not_weights(source, text)) from None
     except Exception as exc:  # noqa: BLE001 - torch says "invalid load key", "PytorchStreamReader failed" ...
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise MlnbError(f"{source} is not a PyTorch weights file ({reason}).") from None
+        raise MlnbError(_not_weights(source, f"{type(exc).__name__}: {exc}")) from None
     return _state_of(obj, source)
+
+
+def _not_weights(source: str, reason: str) -> str:
+    return (
+        f"{source} is not a weights file mlnb can read: a torch.save state dict, safetensors, TorchScript "
+        f"or ONNX (torch.load said: {reason.splitlines()[0][:120] if reason else 'nothing'})."
+    )
 
 
 def _state_of(obj: Any, source: str) -> dict[str, Any]:
@@ -714,11 +730,10 @@ def create_model(
     try:
         atomic_write_bytes(tmp, data)
         if fmt == "torchscript":
-            import torch
 
             def build() -> tuple[Any, Any]:
                 try:
-                    return torch.jit.load(str(tmp), map_location="cpu").eval(), None
+                    return _jit_load(tmp), None
                 except Exception as exc:  # noqa: BLE001
                     raise MlnbError(f"{source} is not a TorchScript file torch.jit.load can read ({str(exc).splitlines()[0][:160]}).") from None
         else:

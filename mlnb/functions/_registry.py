@@ -70,6 +70,9 @@ class Function:
     #: context manager that may call ``dry_run()`` (the statement once, rolled back; False where
     #: that is not safe) to learn what the statement needs, and hand it to that engine first.
     offload: Callable[[Callable[[], bool]], Any] | None = None
+    #: Where it comes from, as ``SHOW FUNCTIONS`` says: "builtin" (mlnb's own), "python" (a user's
+    #: ``@function``), "classifier" (a head), "persisted" (``CREATE FUNCTION``); "" to infer it.
+    origin: str = ""
     _udf_name: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
@@ -524,7 +527,8 @@ def _annotation_type(annotation: Any, default: Any) -> str | None:
 
 
 def functions(pattern: str = "*") -> Any:
-    """The registered functions as a Polars frame: name, kind, signature, returns, doc.
+    """The registered functions as a Polars frame: name, kind, signature, returns, doc, and
+    origin (builtin, python, classifier, persisted), definition and created (persisted ones).
 
     Examples
     --------
@@ -538,8 +542,22 @@ def functions(pattern: str = "*") -> Any:
 
     _ensure_builtins()
     rows = [
-        {"name": f.name, "kind": f.kind, "signature": f.signature, "returns": f.returns, "doc": f.summary}
+        {
+            "name": f.name, "kind": f.kind, "signature": f.signature, "returns": f.returns, "doc": f.summary,
+            "origin": _origin(f), "definition": getattr(f, "expression", None) or None, "created": getattr(f, "created", None) or None,
+        }
         for f in registry.match(pattern)
     ]
-    schema = {"name": pl.String, "kind": pl.String, "signature": pl.String, "returns": pl.String, "doc": pl.String}
+    schema = {
+        "name": pl.String, "kind": pl.String, "signature": pl.String, "returns": pl.String, "doc": pl.String,
+        "origin": pl.String, "definition": pl.String, "created": pl.String,
+    }
     return pl.DataFrame(rows, schema=schema)
+
+
+def _origin(f: Function) -> str:
+    if f.origin:
+        return f.origin
+    if not registry.is_static(f.name):
+        return "classifier"  # the only other source of functions a statement resolves
+    return "builtin" if getattr(f.impl, "__module__", "").startswith("mlnb.") else "python"

@@ -99,6 +99,11 @@ _KIND_PATTERNS = [
     ("show_classifiers", re.compile(r"SHOW\s+CLASSIFIERS\b", re.I)),
     ("drop_classifier", re.compile(r"DROP\s+CLASSIFIER\b", re.I)),
     ("show_functions", re.compile(r"SHOW\s+FUNCTIONS\b", re.I)),
+    ("create_function", re.compile(r"CREATE\s+(OR\s+REPLACE\s+)?FUNCTION\b", re.I)),
+    ("drop_function", re.compile(r"DROP\s+FUNCTION\b", re.I)),
+    ("create_model", re.compile(r"CREATE\s+(OR\s+REPLACE\s+)?MODEL\b", re.I)),
+    ("show_models", re.compile(r"SHOW\s+MODELS\b", re.I)),
+    ("drop_model", re.compile(r"DROP\s+MODEL\b", re.I)),
     ("setting", re.compile(r"(SET\s+(SESSION\s+)?|RESET\s+|SHOW\s+)mlnb_\w+", re.I)),
 ]
 

@@ -237,18 +237,27 @@ class Session:
 
     def _resolve_functions(self, stmt: Statement) -> None:
         """Install what the statement calls as it is now (a head of the workspace in use);
-        drop what no longer exists (a head of the workspace left behind)."""
+        drop what no longer exists (a head of the workspace left behind). A persisted function
+        (a macro) brings the functions its body calls (``depends``), installed before it."""
+        seen: set[str] = set()
         for call in stmt.calls:
-            name = call.name
-            fn = registry.lookup(name)
-            cur = self._installed.get(name)
-            if fn is cur:
-                continue
-            if fn is None:
-                if cur is not None and not registry.is_static(name):
-                    self._uninstall(name)
-                continue
-            self._install(fn)
+            self._resolve_function(call.name, seen)
+
+    def _resolve_function(self, name: str, seen: set[str]) -> None:
+        if name in seen:
+            return
+        seen.add(name)
+        fn = registry.lookup(name)
+        for dep in getattr(fn, "depends", ()):
+            self._resolve_function(dep, seen)
+        cur = self._installed.get(name)
+        if fn is cur:
+            return
+        if fn is None:
+            if cur is not None and not registry.is_static(name):
+                self._uninstall(name)
+            return
+        self._install(fn)
 
     @contextlib.contextmanager
     def _offloaded(self, stmt: Statement, executed: str, params: dict[str, Any] | None) -> Iterator[bool]:

@@ -1,0 +1,403 @@
+"""Functions defined in SQL that persist in the workspace (MLDB's ``sql.expression``).
+
+::
+
+    CREATE [OR REPLACE] FUNCTION brand(url) AS car_head(embed(url))
+    CREATE FUNCTION near(q) AS TABLE SELECT path FROM read_images('photos/*.jpg')
+        ORDER BY array_cosine_similarity(embed(path), embed(q)) DESC LIMIT 5
+    DROP FUNCTION [IF EXISTS] brand
+
+Each is a JSON file ``<workspace>/functions/<name>.json`` (name, arguments,
+expression, return type, created), written atomically. Like heads, persisted
+functions belong to the workspace in use: the registry asks
+:class:`PersistedResolver` for a name when a statement runs, and the session
+installs the function as a DuckDB macro (and, first, the functions its body
+calls: heads, models, other persisted functions). So a function created in
+one kernel is callable in the next, and in any process using the workspace.
+
+The expression is checked when it is created: parsed by DuckDB, checked for
+calls to itself, bound (with NULL arguments) so that an unknown function or
+column fails then, with nothing written; a failed ``OR REPLACE`` keeps the
+old definition.
+
+Listing API (used by ``mlnb serve`` and ``SHOW FUNCTIONS``):
+:func:`persisted_functions` (``mlnb.persisted_functions()``) returns one dict per function: ``name``, ``args``,
+``expression``, ``kind`` (``scalar`` or ``table``), ``returns``, ``created``.
+The Python twins are :func:`create_function`, :func:`drop_function`, and the
+function itself: ``mlnb.functions.registry.get("brand")("cat.jpg")``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import difflib
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..exceptions import MlnbError, ModelNotFoundError, QueryError
+from ..functions import Function, Param, registry
+from ..workspace import get_workspace
+from ._parse import Statement, parse
+
+_MAX_NAME = 64
+
+
+@dataclass
+class PersistedFunction(Function):
+    """A function whose body is a SQL expression (or ``TABLE`` query), installed as a DuckDB macro."""
+
+    args: tuple[str, ...] = ()
+    expression: str = ""  # as the user wrote it
+    body: str = ""  # as DuckDB runs it (mlnb's rewrites applied)
+    depends: tuple[str, ...] = ()  # functions the body calls
+    created: str = ""
+
+    def install(self, con: Any, context: Any = None) -> None:
+        table = "TABLE " if self.kind == "table" else ""
+        try:
+            con.execute(f"CREATE OR REPLACE MACRO {_ident(self.name)}({', '.join(self.args)}) AS {table}{self.body}")
+        except Exception as exc:  # noqa: BLE001 - DuckDB checks the body's functions when the macro is made
+            raise QueryError(
+                f"The persisted function {self.name} no longer works: {str(exc).splitlines()[0]}",
+                hint=f"Its body is {self.expression}. Something it calls was dropped or changed: "
+                f"redefine it (CREATE OR REPLACE FUNCTION {self.name}...) or DROP FUNCTION {self.name}.",
+            ) from None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The Python twin: one value per argument (a result), or columns (a Series / a frame)."""
+        import polars as pl
+
+        from ._session import get_session
+
+        if kwargs:
+            raise MlnbError(f"{self.name}() takes positional arguments only ({', '.join(self.args) or 'none'}).")
+        if len(args) != len(self.args):
+            raise MlnbError(f"{self.name}() takes {len(self.args)} argument(s) ({', '.join(self.args)}), got {len(args)}.")
+        names = [f"a{i}" for i in range(len(args))]
+        columns = [isinstance(a, (list, tuple, pl.Series)) or _is_array(a) for a in args]
+        session = get_session()
+        call = f"{_ident(self.name)}({', '.join('$' + n if not c else n for n, c in zip(names, columns))})"
+        ns: dict[str, Any] = {n: a for n, a, c in zip(names, args, columns) if not c}
+        if self.kind == "table":
+            return session.run(f"SELECT * FROM {call}", ns)
+        if any(columns):
+            frame = pl.DataFrame({n: list(a) if not isinstance(a, pl.Series) else a for n, a, c in zip(names, args, columns) if c})
+            ns["__mlnb_args"] = frame
+            return session.run(f"SELECT {call} AS {_ident(self.name)} FROM __mlnb_args", ns).to_series()
+        return session.run(f"SELECT {call} AS r", ns).item()
+
+
+def _is_array(a: Any) -> bool:
+    return type(a).__module__.split(".")[0] in ("numpy", "pyarrow", "pandas") and getattr(a, "ndim", 1) >= 1 and not isinstance(a, (str, bytes))
+
+
+def _ident(name: str) -> str:
+    return name if name.isidentifier() else '"' + name.replace('"', '""') + '"'
+
+
+# -- the store -----------------------------------------------------------------
+def functions_root() -> Path:
+    return get_workspace().path("functions", "x", create=False).parent
+
+
+def check_function_name(name: Any, what: str = "Function names") -> str:
+    if not isinstance(name, str) or not name.isidentifier() or len(name) > _MAX_NAME:
+        raise MlnbError(
+            f"{what} are SQL identifiers (letters, digits and _, not starting with a digit, "
+            f"at most {_MAX_NAME} characters): {name!r} is not."
+        )
+    return name
+
+
+def _read(name: str) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    path = functions_root() / f"{name}.json"
+    try:
+        st = path.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+        with _cache_lock:
+            hit = _file_cache.get(str(path))
+        if hit is not None and hit[0] == key:
+            return hit
+        rec = json.loads(path.read_bytes())
+        if not isinstance(rec, dict) or rec.get("name") != name:
+            return None
+    except (OSError, ValueError):
+        return None
+    out = (key, rec)
+    with _cache_lock:
+        _file_cache[str(path)] = out
+    return out
+
+
+_file_cache: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+# (file key, body) -> the Function: the same object while nothing changed, so a session installs it once.
+_made: dict[tuple[Any, ...], PersistedFunction] = {}
+_cache_lock = threading.Lock()
+
+
+def names() -> list[str]:
+    root = functions_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.stem for p in root.glob("*.json") if p.stem.isidentifier())
+
+
+def persisted_functions() -> list[dict[str, Any]]:
+    """Every function persisted in the workspace in use: ``name``, ``args``, ``expression``,
+    ``kind``, ``returns``, ``created`` (the listing ``mlnb serve`` and ``SHOW FUNCTIONS`` use)."""
+    out = []
+    for n in names():
+        hit = _read(n)
+        if hit is not None:
+            rec = hit[1]
+            out.append({k: rec.get(k) for k in ("name", "args", "expression", "kind", "returns", "created")})
+    return out
+
+
+class _SpecialiseOnly:
+    """A function as seen by the rewrite of a stored body: its return type is made
+    exact (``embed`` → ``FLOAT[d]``), its checks already ran when the body was created."""
+
+    def __init__(self, fn: Any) -> None:
+        self.specialise, self.bind_options, self.check = fn.specialise, fn.bind_options, None
+
+
+def _specialised_lookup(name: str) -> Any:
+    fn = registry.lookup(name)
+    return None if fn is None or fn.specialise is None else _SpecialiseOnly(fn)
+
+
+def _body_statement(kind: str, expression: str) -> Statement:
+    """The body as a statement of its own (``SELECT <expr>``, or the table query)."""
+    text = expression if kind == "table" else "SELECT " + expression
+    stmts = parse(text)
+    if len(stmts) != 1:
+        raise QueryError("A function's body is one expression (or, after AS TABLE, one query): remove the ';'.",
+                         statement=expression)
+    return stmts[0]
+
+
+def _rewritten(kind: str, expression: str, lookup: Any) -> tuple[str, tuple[str, ...]]:
+    """``(body as DuckDB runs it, names of the functions it calls)``."""
+    from ._rewrite import call_edits
+    from ._rowexpr import apply_edits
+
+    stmt = _body_statement(kind, expression)
+    if stmt.row_exprs:
+        raise QueryError("Row expressions ({...}, * EXCLUDING) cannot be part of a function's body.", statement=expression)
+    text = apply_edits(stmt.text, call_edits(stmt, lookup))
+    if kind != "table":
+        text = text[len("SELECT "):]
+    return text, tuple(dict.fromkeys(c.name for c in stmt.calls))
+
+
+def _function(rec: dict[str, Any], key: tuple[Any, ...]) -> PersistedFunction | None:
+    kind = rec.get("kind", "scalar")
+    try:
+        body, depends = _rewritten(kind, rec["expression"], _specialised_lookup)
+    except Exception:  # noqa: BLE001 - a model it uses is gone: run the body as written, DuckDB says what fails
+        body = rec["expression"]
+        try:
+            depends = tuple(dict.fromkeys(c.name for c in _body_statement(kind, body).calls))
+        except Exception:  # noqa: BLE001
+            depends = ()
+    mkey = (key, body)
+    with _cache_lock:
+        fn = _made.get(mkey)
+    if fn is not None:
+        return fn
+    fn = PersistedFunction(
+        name=rec["name"],
+        impl=lambda *a: None,
+        params=tuple(Param(a, "ANY") for a in rec["args"]),
+        returns=rec.get("returns") or "ANY",
+        doc=f"{rec['name']}({', '.join(rec['args'])}) AS {'TABLE ' if kind == 'table' else ''}{rec['expression']}",
+        kind=kind,
+        origin="persisted",
+        args=tuple(rec["args"]),
+        expression=rec["expression"],
+        body=body,
+        depends=depends,
+        created=rec.get("created", ""),
+    )
+    with _cache_lock:
+        return _made.setdefault(mkey, fn)
+
+
+class PersistedResolver:
+    """The registry's source of persisted functions: those of the workspace in use."""
+
+    def lookup(self, name: str) -> Function | None:
+        if not isinstance(name, str) or not name.isidentifier():
+            return None
+        hit = _read(name)
+        return None if hit is None else _function(hit[1], hit[0])
+
+    def functions(self) -> list[Function]:
+        out = []
+        for n in names():
+            fn = self.lookup(n)
+            if fn is not None:
+                out.append(fn)
+        return out
+
+
+_resolver = PersistedResolver()
+registry.add_resolver(_resolver)
+
+
+# -- creating and dropping ---------------------------------------------------------
+def _clash(name: str, con: Any) -> str | None:
+    """Why ``name`` cannot be a persisted function (a built-in, a head, DuckDB's own), or None."""
+    from .. import _ensure_builtins
+
+    _ensure_builtins()
+    if registry.is_static(name):
+        return f"{name!r} is one of mlnb's built-in functions"
+    fn = registry.lookup(name)
+    if fn is not None and getattr(fn, "origin", "") != "persisted":
+        return f"{name!r} is the function of classifier {name.removesuffix('_proba').split('@')[0]!r}"
+    with contextlib.suppress(Exception):
+        from ..heads import store
+
+        if store.versions(name):
+            return f"{name!r} is a classifier"
+    rows = con.execute(
+        "SELECT function_type FROM duckdb_functions() WHERE lower(function_name) = lower(?) AND internal LIMIT 1", [name]
+    ).fetchall()
+    if rows:
+        return f"{name!r} is one of DuckDB's {rows[0][0]} functions"
+    return None
+
+
+def _check_body(session: Any, name: str, args: Sequence[str], kind: str, expression: str) -> tuple[str, str]:
+    """Parse, rewrite and bind the body; ``(body, return type)``. Raises and writes nothing on a fault."""
+    from . import _errors
+
+    stmt = _body_statement(kind, expression)
+    body, depends = _rewritten(kind, expression, registry.lookup)  # runs each call's check (a head's backbone)
+    _check_cycle(name, depends)
+    # The functions the body calls, installed as a statement calling them would have them.
+    session._resolve_functions(stmt)
+    probe = "__mlnb_check_" + name
+    table = "TABLE " if kind == "table" else ""
+    nulls = ", ".join("NULL" for _ in args)
+    try:
+        session.con.execute(f"CREATE OR REPLACE TEMP MACRO {probe}({', '.join(args)}) AS {table}{body}")
+        if kind == "table":
+            rows = session.con.execute(f"DESCRIBE SELECT * FROM {probe}({nulls})").fetchall()
+            returns = "TABLE(" + ", ".join(f"{r[0]} {r[1]}" for r in rows) + ")"
+        else:
+            returns = str(session.con.execute(f"DESCRIBE SELECT {probe}({nulls}) AS r").fetchall()[0][1])
+            if returns == '"NULL"':
+                returns = "ANY"
+    except Exception as exc:  # noqa: BLE001 - DuckDB's parser or binder error
+        text = str(exc)
+        if "Could not choose a best candidate" in text or "No function matches" in text:
+            returns = "ANY"  # a type only the real arguments decide (NULL fits several overloads)
+        else:
+            err = _errors.from_engine(exc, statement=stmt, executed=body, frames=())
+            raise QueryError(f"The body of function {name} does not work: {err.message}", statement=expression,
+                             hint=err.hint) from None
+    finally:
+        with contextlib.suppress(Exception):
+            session.con.execute(f"DROP MACRO IF EXISTS {probe}")
+        with contextlib.suppress(Exception):
+            session.con.execute(f"DROP MACRO TABLE IF EXISTS {probe}")
+    return body, returns
+
+
+def _check_cycle(name: str, depends: Sequence[str]) -> None:
+    seen: set[str] = set()
+    todo = [(d, (name, d)) for d in depends]
+    while todo:
+        dep, path = todo.pop()
+        if dep == name:
+            raise QueryError(f"Function {name} would call itself ({' -> '.join(path)}): a persisted function cannot be recursive.")
+        if dep in seen:
+            continue
+        seen.add(dep)
+        fn = registry.lookup(dep)
+        for d in getattr(fn, "depends", ()):
+            todo.append((d, (*path, d)))
+
+
+def _args(args: Sequence[str]) -> tuple[str, ...]:
+    out = tuple(args)
+    for a in out:
+        check_function_name(a, "Argument names")
+    dup = sorted({a for a in out if out.count(a) > 1})
+    if dup:
+        raise MlnbError(f"Argument {dup[0]!r} is named twice.")
+    return out
+
+
+def create_function(name: str, args: Sequence[str], expression: str, *, replace: bool = False, table: bool = False,
+                    session: Any = None) -> Function:
+    """Persist ``name(args) AS expression`` in the workspace; it is callable in SQL from now on,
+    here and in every later process that uses the workspace (``CREATE FUNCTION``).
+
+    ``table=True`` makes a table function: ``expression`` is a query (``AS TABLE``).
+    The body is checked first; on any fault nothing is written (and with
+    ``replace=True`` the old definition stays).
+
+    Examples
+    --------
+    >>> import mlnb
+    >>> from mlnb.sql import create_function
+    >>> create_function("double_it", ["x"], "2 * x")("21")  # doctest: +SKIP
+    42
+    """
+    from ._session import get_session
+
+    check_function_name(name)
+    args = _args(args)
+    expression = (expression or "").strip()
+    if not expression:
+        raise MlnbError(f"Function {name} needs a body: CREATE FUNCTION {name}(...) AS <expression>.")
+    kind = "table" if table else "scalar"
+    session = session or get_session()
+    with session._lock:
+        why = _clash(name, session.con)
+        if why:
+            raise MlnbError(f"Cannot create function {name}: {why}. Choose another name.")
+        ws = get_workspace()
+        with ws.lock(f"function-{name}"):
+            if not replace and _read(name) is not None:
+                raise MlnbError(f"A function named {name!r} already exists: use CREATE OR REPLACE FUNCTION (replace=True).")
+            _body, returns = _check_body(session, name, args, kind, expression)
+            from .._version import __version__
+
+            rec = {
+                "name": name, "args": list(args), "expression": expression, "kind": kind, "returns": returns,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "mlnb_version": __version__,
+            }
+            ws.write_json(f"functions/{name}.json", rec)
+        fn = _resolver.lookup(name)
+        assert fn is not None
+        session._install(fn)
+    return fn
+
+
+def drop_function(name: str, *, missing_ok: bool = False, session: Any = None) -> bool:
+    """Remove the persisted function ``name`` from the workspace (``DROP FUNCTION``)."""
+    check_function_name(name)
+    path = functions_root() / f"{name}.json"
+    with get_workspace().lock(f"function-{name}"):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            if missing_ok:
+                return False
+            close = difflib.get_close_matches(name, names(), n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ModelNotFoundError(f"No persisted function {name!r}.{hint} SHOW FUNCTIONS lists them.") from None
+    if session is not None:
+        with session._lock:
+            session._uninstall(name)
+    return True
