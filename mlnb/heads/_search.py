@@ -385,6 +385,9 @@ def saving(head: Any, plan: Plan | None, save: Any) -> None:
 
 
 # -- MLflow ------------------------------------------------------------------------
+_warned: set[str] = set()
+
+
 class Tracker:
     """Logs a search to MLflow (parent run, a child run per trial, the saved head); does
     nothing when MLflow is off or not installed. A tracking store that fails gives one
@@ -441,12 +444,15 @@ class Tracker:
         why = f"{type(exc).__name__}: {str(exc)[:300]}"
         if "MLFLOW_ALLOW_FILE_STORE" in str(exc):  # MLflow 3.x refuses its file store unless told
             why = "MLflow refuses its file store (a file: tracking URI) unless MLFLOW_ALLOW_FILE_STORE=true is set"
+        self.client = None
+        if why in _warned:  # once per process and reason, not once per search
+            return
+        _warned.add(why)
         warnings.warn(
             f"mlnb: not logging to MLflow ({why}). Set MLFLOW_TRACKING_URI to a store MLflow can open "
             "(sqlite:///mlflow.db needs the full mlflow package), or turn logging off with mlnb.config.mlflow = 'off'.",
             stacklevel=4,
         )
-        self.client = None
 
     def _log(self, run_id: str | None = None, *, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
              tags: dict[str, str] | None = None) -> None:

@@ -241,6 +241,12 @@ def test_mlflow_switch(df, mlruns, monkeypatch):
 def test_an_unreachable_tracking_store_warns_and_the_head_is_saved(df, mlruns, monkeypatch):
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "file:" + str(mlruns))
-    with pytest.warns(UserWarning, match="not logging to MLflow"):
+    monkeypatch.setattr(_search, "_warned", set())
+    with pytest.warns(UserWarning, match="not logging to MLflow.*MLFLOW_ALLOW_FILE_STORE=true"):
         train_classifier(df, options={"C": [0.1, 1]}, folds=3, name="saved")
     assert store.versions("saved") == [1]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per process, not at every search
+        train_classifier(df, options={"C": [0.1, 1]}, folds=3, name="saved")
