@@ -146,10 +146,15 @@ class _Catalog:
 
     @property
     def session(self) -> Any:
-        if self._session is None:
+        """The session, or None when it cannot be made (completion then goes on without DuckDB's names)."""
+        if self._session is None and not self._con_checked:
+            self._con_checked = True
             from ._session import get_session
 
-            self._session = get_session()
+            try:
+                self._session = get_session()
+            except Exception:  # noqa: BLE001 - a Tab press must not fail on a broken session
+                self._session = None
         return self._session
 
     # tables ----------------------------------------------------------
@@ -220,6 +225,8 @@ class _Catalog:
     def _query(self, sql: str) -> list[tuple] | None:
         """Run a catalog query on the session's connection, unless a statement holds it now."""
         session = self.session
+        if session is None:
+            return None
         lock = getattr(session, "_lock", None)
         if lock is not None and not lock.acquire(timeout=0.05):
             return None
@@ -241,6 +248,8 @@ class _Catalog:
 
     def duckdb_functions(self) -> dict[str, tuple[str, str]]:
         """name -> (kind, signature) of DuckDB's functions and the user's macros."""
+        if self.session is None:
+            return {}
         con = self.session.con
         with _cache_lock:
             cached = _builtin_cache.get(id(con))
