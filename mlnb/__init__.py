@@ -52,6 +52,10 @@ _LAZY = {
     "classifiers": "mlnb.heads",
     "trials": "mlnb.heads",
     "last_failures": "mlnb._report",
+    "label_issues": "mlnb.quality",
+    "near_duplicates": "mlnb.quality",
+    "duplicate_groups": "mlnb.quality",
+    "outliers": "mlnb.quality",
     "create_function": "mlnb.sql._persisted",
     "drop_function": "mlnb.sql._persisted",
     "persisted_functions": "mlnb.sql._persisted",
@@ -96,6 +100,7 @@ def _ensure_builtins() -> None:
     importlib.import_module("mlnb.functions.read_images")
     importlib.import_module("mlnb.features")
     importlib.import_module("mlnb.heads")
+    importlib.import_module("mlnb.quality")
 
 
 def load_ipython_extension(ipython: Any) -> None:

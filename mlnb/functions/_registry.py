@@ -136,6 +136,8 @@ class Function:
         statement context of the connection's running statement, which the call
         enters on DuckDB's worker thread (see :mod:`mlnb._context`)."""
         if self.kind == "table":
+            if self.sql is None:  # computed in Python when a statement calls it (mlnb.sql._computed)
+                return
             con.execute(f"CREATE OR REPLACE MACRO {_ident(self.name)}({self._macro_params()}) AS TABLE {self.sql}")
             return
         udf_types: list[str] = []
@@ -510,8 +512,9 @@ def function(
     return decorate
 
 
-def table_function(name: str, sql: str, *, params: Sequence[Param], returns: str, doc: str, impl: Callable[..., Any]) -> Function:
-    """Register a table function whose SQL body is a DuckDB table macro."""
+def table_function(name: str, sql: str | None, *, params: Sequence[Param], returns: str, doc: str, impl: Callable[..., Any]) -> Function:
+    """Register a table function whose SQL body is a DuckDB table macro; with ``sql=None``, one
+    computed by ``impl(input frame, **options)`` before its statement runs (``label_issues``)."""
     fn = Function(name=name, impl=impl, params=tuple(params), returns=returns, doc=doc, kind="table", sql=sql)
     return registry.add(fn, replace=True)
 

@@ -26,6 +26,8 @@ class Evaluation:
     predictions: Any
     folds: Any = None
     summary: Any = None
+    #: Out-of-fold class probabilities (columns: the sorted classes), when cross-validated.
+    proba: Any = None
 
     def _repr_html_(self) -> str:
         parts = [self.metrics._repr_html_()]

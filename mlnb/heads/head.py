@@ -116,6 +116,7 @@ def train_classifier(
     progress: Any = None,
     replace: bool = False,
     search: Any = None,
+    training_query: str | None = None,
 ) -> Head:
     """Train a head on a feature column; save and register it as SQL functions when named.
 
@@ -134,6 +135,8 @@ def train_classifier(
         are removed only once the new head is trained and written: when training
         fails, they stay as they were.
     feature_model, layer : where the features came from (checked at scoring).
+    training_query : the SQL the rows came from (``CREATE CLASSIFIER ... AS <query>``), kept in the
+        head's meta so ``label_issues('name')`` can look at those rows again.
     search : a hyperparameter search: options given as lists (``options={"C": [0.1, 1, 10]}``) are a
         grid; ``search="random"`` or ``search={"method": "random", "trials": 20, "seed": 0,
         "metric": "accuracy"}`` draws trials instead. Every trial is cross-validated; the best one's
@@ -225,6 +228,8 @@ def train_classifier(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "mlnb_version": __version__,
     }
+    if training_query:
+        meta["training_query"] = training_query
     if plan is not None:
         meta["search"] = _search.search_meta(plan, folds)
     head = Head(estimator, meta, evaluation)
@@ -253,6 +258,7 @@ def cross_validate(estimator: Any, X: np.ndarray, y: np.ndarray, folds: int, *, 
     evaluation = evaluate_predictions(y, proba, classes)
     evaluation.folds = pl.DataFrame(fold_rows)
     evaluation.summary = summarise_folds(evaluation.folds)
+    evaluation.proba = proba
     return evaluation
 
 

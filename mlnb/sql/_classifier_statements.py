@@ -114,7 +114,7 @@ def _create(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, A
     # OR REPLACE: the new head is trained first; the old versions go only once it is saved.
     head = train_classifier(
         df, features=feats, label=label, algo=(m.group("algo") or "logistic").lower(), name=name, folds=folds, options=opts,
-        feature_model=model, layer=layer, replace=bool(m.group("replace")),
+        feature_model=model, layer=layer, replace=bool(m.group("replace")), training_query=query.text,
     )
     met = head.meta["metrics"]
     return pl.DataFrame(

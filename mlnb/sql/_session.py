@@ -23,6 +23,7 @@ from .._report import collecting
 from ..exceptions import Interrupted, MlnbError, QueryError
 from ..functions import registry
 from . import _errors
+from ._computed import computed_edits
 from ._parse import Statement, parse
 from ._rewrite import rewrite
 from ._rowexpr import ScopeProbe
@@ -99,6 +100,10 @@ class Session:
         #: The context of the statement running now (see mlnb._context).
         self.context: StatementContext | None = None
         self._scope_probe = ScopeProbe(self.con)
+        # Results of table functions computed in Python (label_issues ...): registered for the
+        # statement that called them, dropped when a later top-level statement starts.
+        self._computed: list[str] = []
+        self._depth = 0
         for fn in registry:
             self._install(fn)
         registry.on_add(self._install)
@@ -153,6 +158,21 @@ class Session:
         return result
 
     def _run_one(self, stmt: Statement, namespace: Mapping[str, Any], *, lazy: bool) -> Any:
+        if self._depth == 0:
+            for name in self._computed:
+                self._unregister(name)
+            self._computed.clear()
+        self._depth += 1
+        try:
+            return self._run_statement(stmt, namespace, lazy=lazy)
+        finally:
+            self._depth -= 1
+
+    def _computed_register(self, name: str, frame: Any) -> None:
+        self.con.register(name, frame)
+        self._computed.append(name)
+
+    def _run_statement(self, stmt: Statement, namespace: Mapping[str, Any], *, lazy: bool) -> Any:
         import polars as pl
 
         if stmt.kind != "sql":
@@ -182,7 +202,10 @@ class Session:
         try:
             params = self._params(stmt, namespace)
             self._resolve_functions(stmt)
-            executed = rewrite(stmt, scopes=lambda probe: self._scopes(stmt, probe, params), lookup=registry.lookup)
+            computed = computed_edits(self, stmt, namespace, params, registry.lookup)
+            executed = rewrite(stmt, scopes=lambda probe: self._scopes(stmt, probe, params), lookup=registry.lookup, computed=computed)
+            if computed:  # $params used only inside a computed call's arguments are not in the text any more
+                params = {t.text[1:]: params[t.text[1:]] for t in stmt.params if not any(a <= t.start < b for a, b, _ in computed)}
             with self._offloaded(stmt, executed, params or None) as on_ray:
                 rel = self.con.sql(executed, params=params or None)
                 if rel is None:

@@ -1,0 +1,140 @@
+"""Table functions computed in Python: ``SELECT * FROM label_issues(photos, label := 'tag')``.
+
+DuckDB's Python API has no table functions, and a DuckDB table macro cannot take a subquery. So a
+table function registered without a SQL body (``table_function(name, None, ...)``) is computed
+before its statement runs: its first argument (a table or frame name, a ``(SELECT ...)`` query,
+or a string the function reads itself, such as a head's name) is run through the session, the
+function gets the result as a Polars frame and its constant options (literals or ``$params``),
+and what it returns is registered under a temporary name that replaces the call in the text.
+The rest of the statement (joins, WHERE, ORDER BY) is DuckDB's as usual.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from ..exceptions import MlnbError, QueryError
+from ._parse import Call, Statement, literal_value
+
+_local = threading.local()
+_names = itertools.count()
+
+
+def current_namespace() -> Mapping[str, Any] | None:
+    """The namespace of the statement whose table function is being computed on this thread."""
+    stack = getattr(_local, "stack", None)
+    return stack[-1] if stack else None
+
+
+def is_computed(fn: Any) -> bool:
+    return fn is not None and fn.kind == "table" and fn.sql is None
+
+
+def computed_edits(session: Any, stmt: Statement, namespace: Mapping[str, Any], params: Mapping[str, Any], lookup: Any) -> list[tuple[int, int, str]]:
+    """Compute the statement's Python table functions; the edits that put their results in its place."""
+    calls = [(c, lookup(c.name)) for c in stmt.calls]
+    calls = [(c, fn) for c, fn in calls if is_computed(fn)]
+    # A call inside another one's arguments is computed with that one's input query.
+    calls = [(c, fn) for c, fn in calls if not any(o.open < c.index < o.close for o, _ in calls)]
+    if not calls:
+        return []
+    toks = stmt.tokens
+    if toks[0].upper == "CREATE" and any(t.upper in ("VIEW", "MACRO", "FUNCTION") for t in toks[1:4]):
+        raise QueryError(
+            f"{calls[0][0].name}() is computed when a statement runs, so a view or macro cannot keep it.",
+            statement=stmt.text, position=toks[calls[0][0].index].start,
+            hint="Keep its result as a table instead: CREATE TABLE name AS SELECT * FROM ...",
+        )
+    edits = []
+    for call, fn in calls:
+        source, options = _arguments(stmt, call, fn, params)
+        stack = getattr(_local, "stack", None) or []
+        _local.stack = [*stack, namespace]
+        try:
+            if isinstance(source, _Query):
+                source = _run_source(session, stmt, call, source, namespace)
+            result = fn.impl(source, **fn.bind_options(options))
+        except QueryError:
+            raise
+        except MlnbError as exc:
+            raise QueryError(str(exc), statement=stmt.text, position=toks[call.index].start) from None
+        finally:
+            _local.stack = stack
+        name = f"__mlnb_{fn.name}_{next(_names)}"
+        session._computed_register(name, result)
+        after = toks[call.close + 1] if call.close + 1 < len(toks) else None
+        aliased = after is not None and (after.upper == "AS" or after.kind == "identifier")
+        text = name if aliased else f"{name} AS {call.name}"
+        edits.append((toks[call.index].start, toks[call.close].end, text))
+    return edits
+
+
+class _Query(str):
+    """The text of the query a call's first argument names (a table, frame or subquery)."""
+
+
+def _arguments(stmt: Statement, call: Call, fn: Any, params: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    toks, group = stmt.tokens, stmt.group
+    parts: list[list[int]] = [[]]
+    for j in range(call.open + 1, call.close):
+        if group[j] == call.open and toks[j].text == ",":
+            parts.append([])
+        else:
+            parts[-1].append(j)
+    parts = [p for p in parts if p]
+    usage = f"{fn.name}(table or (SELECT ...), {', '.join(f'{p.name} := ...' for p in fn.options)})"
+    if not parts:
+        raise QueryError(f"{fn.name}() needs its input: {usage}.", statement=stmt.text, position=toks[call.index].start)
+    first, rest = parts[0], parts[1:]
+    if len(first) > 1 and toks[first[1]].text in (":=", "=>"):
+        raise QueryError(f"{fn.name}() takes its input first: {usage}.", statement=stmt.text, position=toks[first[0]].start)
+    options: dict[str, Any] = {}
+    for part in rest:
+        if len(part) < 3 or toks[part[1]].text not in (":=", "=>") or not toks[part[0]].is_name:
+            raise QueryError(f"{fn.name}() takes one input, then options as name := value: {usage}.",
+                             statement=stmt.text, position=toks[part[0]].start)
+        options[toks[part[0]].name.lower()] = _constant(stmt, part[2:], params, fn.name)
+    return _source(stmt, first, fn.name, usage), options
+
+
+def _source(stmt: Statement, part: list[int], fn: str, usage: str) -> Any:
+    toks = stmt.tokens
+    t0, tn = toks[part[0]], toks[part[-1]]
+    if len(part) == 1 and t0.kind == "string":
+        return literal_value(t0)
+    if t0.text == "(" and stmt.match[part[0]] == part[-1] and len(part) > 2:
+        return _Query(stmt.text[toks[part[1]].start : toks[part[-2]].end])
+    if all(toks[j].is_name or toks[j].text == "." for j in part):
+        return _Query("SELECT * FROM " + stmt.text[t0.start : tn.end])
+    raise QueryError(f"The input of {fn}() must be a table or frame name or a (SELECT ...) query: {usage}.",
+                     statement=stmt.text, position=t0.start)
+
+
+def _constant(stmt: Statement, part: list[int], params: Mapping[str, Any], fn: str) -> Any:
+    toks = stmt.tokens
+    if len(part) == 1:
+        t = toks[part[0]]
+        if t.kind == "param":
+            return params.get(t.text[1:])
+        if t.upper in ("TRUE", "FALSE"):
+            return t.upper == "TRUE"
+        if t.upper == "NULL":
+            return None
+        value = literal_value(t)
+        if isinstance(value, (str, int, float)):
+            return value
+    if len(part) == 2 and toks[part[0]].text == "-" and toks[part[1]].kind == "number":
+        return -literal_value(toks[part[1]])
+    raise QueryError(f"The options of {fn}() must be constants (a number, a string or a $parameter).",
+                     statement=stmt.text, position=toks[part[0]].start)
+
+
+def _run_source(session: Any, stmt: Statement, call: Call, query: str, namespace: Mapping[str, Any]) -> Any:
+    try:
+        return session.run(query, namespace)
+    except QueryError as exc:
+        raise QueryError(f"The input of {call.name}() could not run: {exc.message}", statement=stmt.text,
+                         position=stmt.tokens[call.open + 1].start, hint=exc.hint) from None
