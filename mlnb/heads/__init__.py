@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from . import functions as _functions  # noqa: F401 - heads of the workspace in use become SQL functions
 from ._search import trials  # the SQL table function trials('name') and its Python twin
+from .functions import classifier_confusion, classifier_folds, regressor_folds  # SQL tables with Python twins
 from .head import Head, classifiers, cross_validate, drop_classifier, load_classifier, save_head, train_classifier
+from .regressor import Regressor, drop_regressor, load_regressor, regressors, train_regressor
 
-__all__ = ["Head", "classifiers", "cross_validate", "drop_classifier", "load_classifier", "save_head", "train_classifier", "trials"]
+__all__ = [
+    "Head", "Regressor", "classifier_confusion", "classifier_folds", "classifiers", "cross_validate", "drop_classifier",
+    "drop_regressor", "load_classifier", "load_regressor", "regressor_folds", "regressors", "save_head",
+    "train_classifier", "train_regressor", "trials",
+]

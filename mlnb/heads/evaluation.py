@@ -1,5 +1,8 @@
 """Metrics as Polars frames: accuracy, macro-F1, log-loss, per-class precision
-and recall, the confusion matrix, and the misclassified rows."""
+and recall, the confusion matrix, and the misclassified rows; RMSE, MAE and R²
+for regressors; and the experiment record (per-fold metrics and confusion
+matrices) that is stored with a head and read back by ``classifier_folds()``
+and ``classifier_confusion()``."""
 
 from __future__ import annotations
 
@@ -79,11 +82,102 @@ def evaluate_predictions(y_true: Any, proba: np.ndarray, classes: np.ndarray) ->
     return Evaluation(metrics=metrics, per_class=per_class, confusion=confusion, errors=errors, predictions=predictions)
 
 
-def summarise_folds(folds: Any) -> Any:
+def confusion_cells(y_true: Any, y_pred: Any, fold: str) -> list[dict[str, Any]]:
+    """The nonzero cells of a confusion matrix as records (fold, actual, predicted, count)."""
+    import polars as pl
+
+    df = pl.DataFrame({"actual": np.asarray(y_true).astype(str), "predicted": np.asarray(y_pred).astype(str)})
+    cells = df.group_by("actual", "predicted").len("count").sort("actual", "predicted")
+    return [{"fold": fold, **r} for r in cells.iter_rows(named=True)]
+
+
+#: The metrics of each kind of head, in the order the tables show them.
+CLASSIFIER_METRICS = ("accuracy", "macro_f1", "log_loss")
+REGRESSOR_METRICS = ("rmse", "mae", "r2")
+
+
+def fold_table(records: list[dict[str, Any]], metrics: tuple[str, ...]) -> Any:
+    """The experiment's per-fold rows, then mean / std / min / max over the numbered folds
+    (MLDB's ``classifier.experiment`` summary), then held-out or training-data rows."""
+    import polars as pl
+
+    schema = {"fold": pl.String, "rows": pl.Int64, **{m: pl.Float64 for m in metrics}}
+    numbered = [r for r in records if str(r.get("fold", "")).isdigit()]
+    other = [r for r in records if not str(r.get("fold", "")).isdigit()]
+    rows = [{k: (str(r.get(k)) if k == "fold" else r.get(k)) for k in schema} for r in numbered]
+    if numbered:
+        for stat in ("mean", "std", "min", "max"):
+            row: dict[str, Any] = {"fold": stat, "rows": None}
+            for m in metrics:
+                col = pl.Series([r.get(m) for r in numbered], dtype=pl.Float64)
+                row[m] = getattr(col, stat)()
+            rows.append(row)
+    rows += [{k: (str(r.get(k)) if k == "fold" else r.get(k)) for k in schema} for r in other]
+    return pl.DataFrame(rows, schema=schema)
+
+
+def confusion_table(records: list[dict[str, Any]]) -> Any:
+    import polars as pl
+
+    schema = {"fold": pl.String, "actual": pl.String, "predicted": pl.String, "count": pl.Int64}
+    return pl.DataFrame([{k: r.get(k) for k in schema} for r in records], schema=schema)
+
+
+@dataclass
+class RegressionEvaluation:
+    """How far a regressor's predictions are from the targets.
+
+    ``metrics`` has one row (rmse, mae, r2, n); with cross-validation, ``folds``
+    has a row per fold and ``summary`` the mean/std/min/max of each metric.
+    ``errors`` lists the rows with the largest absolute error first
+    (``row`` indexes the input).
+    """
+
+    metrics: Any
+    errors: Any
+    predictions: Any
+    folds: Any = None
+    summary: Any = None
+
+    def _repr_html_(self) -> str:
+        parts = [self.metrics._repr_html_()]
+        if self.summary is not None:
+            parts.append(self.summary._repr_html_())
+        return "".join(parts)
+
+    def __repr__(self) -> str:
+        return f"RegressionEvaluation(\n{self.metrics}\n)"
+
+
+def evaluate_regression(y_true: Any, y_pred: Any) -> RegressionEvaluation:
+    import polars as pl
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    r2 = float(r2_score(y_true, y_pred)) if len(y_true) > 1 and np.ptp(y_true) > 0 else float("nan")
+    metrics = pl.DataFrame(
+        {
+            "rmse": [float(np.sqrt(mean_squared_error(y_true, y_pred)))],
+            "mae": [float(mean_absolute_error(y_true, y_pred))],
+            "r2": [r2],
+            "n": [len(y_true)],
+        }
+    )
+    err = np.abs(y_pred - y_true)
+    order = np.argsort(-err, kind="stable")
+    errors = pl.DataFrame(
+        {"row": order.astype(np.int64), "target": y_true[order], "predicted": y_pred[order], "error": (y_pred - y_true)[order]}
+    )
+    predictions = pl.DataFrame({"target": y_true, "predicted": y_pred})
+    return RegressionEvaluation(metrics=metrics, errors=errors, predictions=predictions)
+
+
+def summarise_folds(folds: Any, metrics: tuple[str, ...] = CLASSIFIER_METRICS) -> Any:
     import polars as pl
 
     rows = []
-    for m in ("accuracy", "macro_f1", "log_loss"):
+    for m in metrics:
         col = folds[m]
         rows.append({"metric": m, "mean": col.mean(), "std": col.std(), "min": col.min(), "max": col.max()})
     return pl.DataFrame(rows)

@@ -1,6 +1,10 @@
 """Each saved head is callable from SQL: ``name(features)`` gives the label,
 ``name_proba(features)`` a map of class → probability; ``"name@2"(...)`` a
-given version.
+given version. A regressor's ``name(features)`` gives a DOUBLE.
+
+The experiment kept with each head is a SQL table too: ``classifier_folds('name')``,
+``classifier_confusion('name')`` and ``regressor_folds('name')`` (Python twins:
+``mlnb.heads.classifier_folds`` ..., and ``Head.folds()`` / ``Head.confusion()``).
 
 Heads belong to the workspace in use: the registry asks :class:`HeadResolver` for
 a name it does not know when a statement runs, and the answer comes from the
@@ -103,17 +107,33 @@ def score(head: Any, features: Any, *, proba: bool = False) -> Any:
     return pa.MapArray.from_arrays(pa.array(offsets, type=pa.int32(), mask=None), keys, values, mask=pa.array(~ok))
 
 
-def _make(ref: str, proba: bool, dim: int | None = None) -> Function:
+def score_regression(head: Any, features: Any) -> Any:
+    """A regressor applied to a column of feature vectors: DOUBLE, NULL for NULL features."""
+    import pyarrow as pa
+
+    X, ok = vectors(features, head.meta["dim"])
+    out = np.zeros(len(ok))
+    rows = np.flatnonzero(ok)
+    if len(rows) == len(ok):
+        out = np.asarray(head.estimator.predict(X), dtype=np.float64)
+    elif len(rows):
+        out[rows] = head.estimator.predict(X[rows])
+    return pa.array(out, type=pa.float64(), mask=~ok)
+
+
+def _make(ref: str, proba: bool, dim: int | None = None, kind: str = "classifier") -> Function:
     def impl(features: Any) -> Any:
         from .._context import current
-        from .head import load_classifier
+        from .head import load_head
 
         # Loaded (and its files checked) once per statement, not once per 2,048-row chunk.
         ctx = current()
         memo = ctx.memo if ctx is not None else {}
         head = memo.get(("head", ref))
         if head is None:
-            head = memo[("head", ref)] = load_classifier(ref)
+            head = memo[("head", ref)] = load_head(ref)
+        if head.meta.get("kind") == "regressor":
+            return score_regression(head, features)
         return score(head, features, proba=proba)
 
     base, _, ver = ref.partition("@")
@@ -121,13 +141,15 @@ def _make(ref: str, proba: bool, dim: int | None = None) -> Function:
     if ver:
         name = f"{base}@{ver}_proba" if proba else f"{base}@{ver}"
     what = "class probabilities (a map class -> probability)" if proba else "the predicted class"
+    regressor = kind == "regressor"
     fn = Function(
         name=name,
         impl=impl,
         # FLOAT[dim]: embed()'s FLOAT[d] arrives as it is (a list column is cast to it).
         params=(Param("features", f"FLOAT[{dim}]" if dim else "FLOAT[]"),),
-        returns="MAP(VARCHAR, FLOAT)" if proba else "VARCHAR",
-        doc=f"Classifier head {ref}: {what} for a feature vector (NULL for NULL features).",
+        returns="DOUBLE" if regressor else "MAP(VARCHAR, FLOAT)" if proba else "VARCHAR",
+        doc=f"Regressor {ref}: the predicted value for a feature vector (NULL for NULL features)." if regressor
+        else f"Classifier head {ref}: {what} for a feature vector (NULL for NULL features).",
     )
     fn.check = _checker(ref)
     return fn
@@ -159,19 +181,23 @@ class HeadResolver:
             if proba and not ver and store.versions(name):  # a head whose own name ends in _proba
                 return self._function(name, "", False)
             return None
-        return self._function(head, ver, proba)
+        fn = self._function(head, ver, proba)
+        if fn is None and not ver and store.versions(name):  # a regressor has no _proba; a head may be named so
+            return self._function(name, "", False)
+        return fn
 
     def functions(self) -> list[Function]:
         out = []
         for head in store.names():
-            for proba in (False, True):
-                out.append(self._function(head, "", proba))
-            for v in store.versions(head):
+            for ver in ["", *map(str, store.versions(head))]:
                 for proba in (False, True):
-                    out.append(self._function(head, str(v), proba))
+                    fn = self._function(head, ver, proba)
+                    if fn is not None:
+                        out.append(fn)
         return out
 
-    def _function(self, head: str, ver: str, proba: bool) -> Function:
+    def _function(self, head: str, ver: str, proba: bool) -> Function | None:
+        """The head's function (None for ``_proba`` of a regressor: it has no classes)."""
         ref = f"{head}@{ver}" if ver else head
         version = int(ver) if ver else store.versions(head)[-1]
         # A new version under the same name is a new function (its dimension may differ).
@@ -180,10 +206,13 @@ class HeadResolver:
             fn = _made.get(key)
         if fn is None:
             try:
-                dim = int(store.read_meta(head, version)["dim"])
+                meta = store.read_meta(head, version)
+                dim, kind = int(meta["dim"]), str(meta.get("kind", "classifier"))
             except (MlnbError, KeyError, TypeError, ValueError):
-                dim = None  # a damaged head: calling it gives the store's error
-            fn = _make(ref, proba, dim)
+                dim, kind = None, "classifier"  # a damaged head: calling it gives the store's error
+            if proba and kind == "regressor":
+                return None
+            fn = _make(ref, proba, dim, kind)
             with _made_lock:
                 fn = _made.setdefault(key, fn)
         return fn
@@ -198,3 +227,81 @@ def _is_head_name(name: str) -> bool:
 
 
 registry.add_resolver(HeadResolver())
+
+
+# -- the experiment as SQL tables ----------------------------------------------------
+_FOLD_COLUMNS = {
+    "classifier": "fold VARCHAR, rows BIGINT, accuracy DOUBLE, macro_f1 DOUBLE, log_loss DOUBLE",
+    "regressor": "fold VARCHAR, rows BIGINT, rmse DOUBLE, mae DOUBLE, r2 DOUBLE",
+}
+_CONFUSION_COLUMNS = "fold VARCHAR, actual VARCHAR, predicted VARCHAR, count BIGINT"
+
+
+def _rows_function(fn_name: str, frame_of: Any, columns: str, what: str) -> None:
+    """A scalar function giving, for each head name, its table as a list of structs: what the
+    table macro below unnests (DuckDB table macros are SQL; the rows come from the head store)."""
+    from ..functions import registry as reg
+
+    def impl(names: Any) -> Any:
+        import pyarrow as pa
+
+        from ..functions._registry import _arrow_type
+
+        out = [None if n is None else frame_of(str(n)).to_dicts() for n in names.to_pylist()]
+        return pa.array(out, type=_arrow_type(f"STRUCT({columns})[]"))
+
+    reg.add(
+        Function(name=fn_name, impl=impl, params=(Param("name", "VARCHAR"),), returns=f"STRUCT({columns})[]",
+                 doc=f"The rows of {what} as a list of structs (what that table function reads)."),
+        replace=True,
+    )
+
+
+def _table(name: str, rows_fn: str, frame_of: Any, columns: str, doc: str) -> Function:
+    from ..functions import table_function
+
+    _rows_function(rows_fn, frame_of, columns, f"{name}(name)")
+    fields = ", ".join(f"r.{c.split()[0]}" for c in columns.split(", "))
+    return table_function(
+        name, f"SELECT {fields} FROM (SELECT unnest({rows_fn}(name)) AS r)",
+        params=[Param("name", "VARCHAR")], returns=f"TABLE({columns})", doc=doc, impl=frame_of,
+    )
+
+
+def _classifier_folds(name: str) -> Any:
+    from ._experiment import folds_frame
+
+    return folds_frame(name, "classifier")
+
+
+def _regressor_folds(name: str) -> Any:
+    from ._experiment import folds_frame
+
+    return folds_frame(name, "regressor")
+
+
+def _classifier_confusion(name: str) -> Any:
+    from ._experiment import confusion_frame
+
+    return confusion_frame(name)
+
+
+#: ``SELECT * FROM classifier_folds('digit')``; in Python a Polars frame.
+classifier_folds = _table(
+    "classifier_folds", "classifier_folds_rows", _classifier_folds, _FOLD_COLUMNS["classifier"],
+    "A classifier's experiment, one row per fold (fold, rows, accuracy, macro_f1, log_loss), then mean, std, min "
+    "and max over the folds (MLDB's classifier.experiment), then 'test' (held-out set) or 'train' (training "
+    "data) when it was evaluated so. 'name' is the latest version, 'name@2' version 2.",
+)
+#: ``SELECT * FROM classifier_confusion('digit')``: fold, actual, predicted, count.
+classifier_confusion = _table(
+    "classifier_confusion", "classifier_confusion_rows", _classifier_confusion, _CONFUSION_COLUMNS,
+    "The confusion matrices of a classifier's experiment, as (fold, actual, predicted, count) for every nonzero "
+    "cell: fold is the fold number, 'cv' (every out-of-fold prediction), 'test' or 'train'.",
+)
+#: ``SELECT * FROM regressor_folds('price')``: fold, rows, rmse, mae, r2.
+regressor_folds = _table(
+    "regressor_folds", "regressor_folds_rows", _regressor_folds, _FOLD_COLUMNS["regressor"],
+    "A regressor's experiment, one row per fold (fold, rows, rmse, mae, r2), then mean, std, min and max over "
+    "the folds, then 'test' or 'train' when it was evaluated so.",
+)

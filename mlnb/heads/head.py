@@ -13,10 +13,10 @@ import numpy as np
 from .._frames import to_polars
 from .._version import __version__
 from ..exceptions import MlnbError
-from . import store
+from . import _experiment, store
 from ._data import data_hash, feature_matrix
 from .algorithms import check_data, make_estimator
-from .evaluation import Evaluation, evaluate_predictions, summarise_folds
+from .evaluation import Evaluation, confusion_cells, evaluate_predictions, summarise_folds
 
 
 class Head:
@@ -49,9 +49,19 @@ class Head:
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
+    def folds(self) -> Any:
+        """The experiment's metrics per fold, with mean / std / min / max rows and a ``test`` (or
+        ``train``) row, as a Polars frame; SQL: ``SELECT * FROM classifier_folds('name')``."""
+        return _experiment.folds_frame(self)
+
+    def confusion(self) -> Any:
+        """The nonzero cells of each fold's confusion matrix (fold, actual, predicted, count), plus
+        ``cv`` (all folds together) and ``test`` / ``train``; SQL: ``classifier_confusion('name')``."""
+        return _experiment.confusion_frame(self)
+
     def __repr__(self) -> str:
         m = self.meta.get("metrics", {})
-        acc = f", accuracy={m['accuracy']:.3f} ({m.get('evaluated_on')})" if "accuracy" in m else ""
+        acc = f", accuracy={m['accuracy']:.3f} ({m.get('evaluated_on')})" if m.get("accuracy") is not None else ""
         return f"<Head {self.name or '(unsaved)'}@{self.version} {self.meta['algorithm']} on {self.meta['dim']}-d {self.meta.get('feature_model') or 'features'}, {len(self.meta['classes'])} classes{acc}>"
 
     # -- scoring -----------------------------------------------------------
@@ -115,6 +125,7 @@ def train_classifier(
     layer: str | None = None,
     progress: Any = None,
     replace: bool = False,
+    test: Any = None,
     search: Any = None,
     training_query: str | None = None,
 ) -> Head:
@@ -126,8 +137,14 @@ def train_classifier(
         list of numbers) and a label column.
     algo : ``"logistic"``, ``"linear_svm"``, ``"knn"``, ``"mlp"``, ``"torch"`` or
         any scikit-learn classifier instance.
-    folds : k for k-fold cross-validation (stratified). ``None``: 5 when every
-        class has at least 5 rows, otherwise the metrics are on the training data.
+    folds : k for k-fold cross-validation (stratified); 0 for none. ``None``: 5 when
+        every class has at least 5 rows and no ``test`` is given, otherwise the
+        metrics are on the test set, or the training data.
+    test : held-out rows (a frame with the same feature and label columns): the
+        trained head is evaluated on them, and they are not trained on. The
+        per-fold metrics and confusion matrices are kept with the head
+        (``head.folds()``, ``head.confusion()``; SQL ``classifier_folds('name')``,
+        ``classifier_confusion('name')``); see :mod:`mlnb.heads._experiment`.
     name : saves the head in the workspace (a new version each time) and registers
         ``name(features)`` and ``name_proba(features)`` in SQL.
     replace : with ``name``, the new head replaces every saved version of that name
@@ -153,6 +170,7 @@ def train_classifier(
     """
     if name is not None:
         store.check_name(name)
+        _experiment.check_kind(name, "classifier", replace)
     from . import _search
 
     plan = _search.plan_search(algo, options, search)  # None: no search; checked before any training
@@ -178,12 +196,11 @@ def train_classifier(
         raise MlnbError(f"A classifier needs at least two classes; the training data has only {', '.join(map(repr, classes)) or 'none'}.")
     if plan is not None:
         folds = _search.search_folds(folds, counts)
-    if folds is None and counts.min() >= 5 and len(y) <= 50_000:
+    folds = _experiment.check_folds(folds)  # None: the rule below; 0: no cross-validation
+    test_set = None if test is None else _experiment.test_rows(test, features, label, int(X.shape[1]))
+    if folds is None and test_set is None and counts.min() >= 5 and len(y) <= 50_000:
         folds = 5
-    if folds is not None:
-        folds = int(folds)
-        if folds < 2:
-            raise MlnbError("folds must be at least 2.")
+    if folds:
         small = [(c, n) for c, n in zip(classes, counts) if n < folds]
         if small:
             listed = ", ".join(f"{c!r} ({n})" for c, n in small[:5])
@@ -207,12 +224,11 @@ def train_classifier(
         if isinstance(exc, MlnbError):
             raise
         raise MlnbError(f"Training {algo_name} failed: {exc}") from exc
-    if evaluation is None:
-        evaluation = evaluate_predictions(y, estimator.predict_proba(X), np.asarray(estimator.classes_))
-        evaluated_on = "training data"
-    rows = np.flatnonzero(ok)
-    evaluation.errors = evaluation.errors.with_columns(evaluation.errors["row"].map_elements(lambda r: int(rows[r]), return_dtype=int))
-    m = evaluation.metrics.row(0, named=True)
+    if evaluation is not None:  # cross-validated: the errors' rows index the input frame
+        rows = np.flatnonzero(ok)
+        evaluation.errors = evaluation.errors.with_columns(evaluation.errors["row"].map_elements(lambda r: int(rows[r]), return_dtype=int))
+    evaluation, evaluated_on, record = _experiment.classifier_outcome(estimator, X, y, ok, evaluation, folds, test_set)
+    m = evaluation.metrics.row(0, named=True) if evaluation is not None else dict.fromkeys(("accuracy", "macro_f1", "log_loss"))
     meta = {
         "algorithm": algo_name,
         "options": {k: v for k, v in (options or {}).items()},
@@ -223,6 +239,8 @@ def train_classifier(
         "features_column": features,
         "metrics": {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "log_loss": m["log_loss"], "evaluated_on": evaluated_on},
         "n_rows": int(len(y)),
+        "folds": int(folds or 0),
+        "test_rows": 0 if test_set is None else test_set[2],
         "data_hash": data_hash(X, y),
         "train_seconds": round(train_seconds, 4),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -233,6 +251,7 @@ def train_classifier(
     if plan is not None:
         meta["search"] = _search.search_meta(plan, folds)
     head = Head(estimator, meta, evaluation)
+    head.experiment = record
     # Saves a named head, and ends its MLflow run (the search's, or its own with config.mlflow = "all").
     _search.saving(head, plan, None if name is None else lambda: save_head(head, name, replace=replace))
     return head
@@ -246,6 +265,7 @@ def cross_validate(estimator: Any, X: np.ndarray, y: np.ndarray, folds: int, *, 
     classes = np.unique(y)
     proba = np.zeros((len(y), len(classes)))
     fold_rows = []
+    fold_confusion: dict[str, list[dict[str, Any]]] = {}
     for i, (tr, te) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=0).split(X, y)):
         est = clone(estimator).fit(X[tr], y[tr])
         p = est.predict_proba(X[te])
@@ -253,11 +273,13 @@ def cross_validate(estimator: Any, X: np.ndarray, y: np.ndarray, folds: int, *, 
         proba[np.ix_(te, cols)] = p
         ev = evaluate_predictions(y[te], proba[te], classes)
         fold_rows.append({"fold": i, **ev.metrics.row(0, named=True)})
+        fold_confusion[str(i)] = confusion_cells(ev.predictions["true"], ev.predictions["predicted"], str(i))
         if progress is not None:
             progress(i + 1, folds, fold_rows[-1])
     evaluation = evaluate_predictions(y, proba, classes)
     evaluation.folds = pl.DataFrame(fold_rows)
     evaluation.summary = summarise_folds(evaluation.folds)
+    evaluation.fold_confusion = fold_confusion
     evaluation.proba = proba
     return evaluation
 
@@ -272,7 +294,7 @@ def save_head(head: Head, name: str, *, replace: bool = False) -> Head:
     """Save ``head`` as a new version of ``name`` (with ``replace``: as the only version).
     Its SQL functions are found in the workspace by the next statement that calls them."""
     store.check_name(name)
-    version = store.save(name, head.estimator, head.meta, replace=replace)
+    version = store.save(name, head.estimator, head.meta, replace=replace, evaluation=getattr(head, "experiment", None))
     head.meta = {**head.meta, "name": name, "version": version}
     root = str(store.heads_root())
     with _loaded_lock:
@@ -289,7 +311,16 @@ def load_classifier(ref: str) -> Head:
     A head whose files are missing, damaged, edited or hold types mlnb does not
     trust gives an ``MlnbError`` naming it.
     """
-    name, version = store.resolve(ref)
+    head = load_head(ref)
+    if head.meta.get("kind") == "regressor":
+        raise MlnbError(f"{head.ref} is a regressor, not a classifier: use mlnb.load_regressor({head.name!r}).")
+    return head
+
+
+def load_head(ref: str, what: str = "classifier") -> Any:
+    """A saved classifier :class:`Head` or :class:`~mlnb.heads.regressor.Regressor`, whichever
+    ``ref`` is (``what`` names the kind in a not-found error)."""
+    name, version = store.resolve(ref, what)
     key = (str(store.heads_root()), name, version)
     stamp = store.stamp(name, version)
     with _loaded_lock:
@@ -297,7 +328,12 @@ def load_classifier(ref: str) -> Head:
     if hit is not None and hit[0] == stamp:
         return hit[1]
     estimator, meta = store.load(name, version)
-    head = Head(estimator, meta)
+    if meta.get("kind") == "regressor":
+        from .regressor import Regressor
+
+        head: Any = Regressor(estimator, meta)
+    else:
+        head = Head(estimator, meta)
     with _loaded_lock:
         _loaded[key] = (stamp, head)
     return head
@@ -318,6 +354,8 @@ def classifiers() -> Any:
                 m = store.check_files(n, v)
             except MlnbError as exc:
                 rows.append({"name": n, "version": v, "error": str(exc)})
+                continue
+            if m.get("kind") == "regressor":  # listed by regressors()
                 continue
             rows.append(
                 {
@@ -343,7 +381,12 @@ def classifiers() -> Any:
     return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
 
 
-def drop_classifier(name: str) -> int:
+def drop_classifier(name: str, *, kind: str = "classifier") -> int:
+    other = store.kind_of(name)
+    if other is not None and other != kind:
+        raise MlnbError(f"{name!r} is a {other}, not a {kind}: DROP {other.upper()} {name}.")
+    if not store.versions(name):
+        store.resolve(name, kind)  # the not-found error, with suggestions
     n = store.drop(name)
     with _loaded_lock:
         for k in [k for k in _loaded if k[1] == name]:

@@ -12,21 +12,33 @@ reported by ``skops.io.get_untrusted_types``; we accept such a type only
 when its exact name is in :data:`TRUSTED_TYPES`:
 
 * the types mlnb's own algorithms write (found by dumping each of
-  ``logistic``, ``linear_svm``, ``knn`` and ``mlp``; ``tests/heads`` checks
+  ``logistic``, ``linear_svm``, ``knn``, ``mlp``, ``gbdt``, ``random_forest``
+  and the regressors; ``tests/heads`` checks
   the list still covers them), and
 * the internal state that fitted scikit-learn classifiers a user passes to
   ``train_classifier(algo=...)`` keep beside their estimator classes: the tree
   and neighbour indexes, distance metrics, GP kernels, calibrators and MLP
   optimizers, each by exact name. A RandomForest or an SVC can be saved.
 
+HistGradientBoosting's ``TreePredictor`` (``gbdt``) is trusted on a condition.
+It holds only arrays, but skops leaves it out because its compiled predict
+follows the node indexes without bounds checks, so a crafted one crashes the
+process. A loaded head's predictors are therefore checked before it is used
+(:func:`_check_tree_predictors`): the record dtype scikit-learn writes, child
+indexes that point forward inside the array (no loop, no jump outside it),
+feature indexes below the head's dimension, finite thresholds and values, and no
+categorical splits (mlnb's features are numeric). A file that fails is damaged.
+
 Never trusted: functions and callables of any kind (``numpy.full_like``,
 ``builtins.exec``, ``numpy.vectorize``, ``PyFuncDistance64``), which are how a
-crafted file runs code; HistGradientBoosting's ``TreePredictor``, which skops
-itself leaves out because a crafted one crashes the process; and
-``FunctionTransformer`` anywhere in a file, even though skops trusts the class,
-since its only purpose is to call a function. An estimator that needs anything
-else is refused when it is saved, not only when it is loaded, so a head that
-was saved can always be loaded again.
+crafted file runs code; and ``FunctionTransformer`` anywhere in a file, even
+though skops trusts the class, since its only purpose is to call a function.
+An estimator that needs anything else is refused when it is saved, not only
+when it is loaded, so a head that was saved can always be loaded again.
+
+Beside ``meta.json`` each version may hold ``evaluation.json``: the per-fold
+metrics and confusion matrices of its experiment (plain JSON, read and checked
+by :func:`read_evaluation`).
 
 Writes hold a lock per head name (shared by every process using the
 workspace): a version folder is written under a temporary name and renamed
@@ -56,6 +68,8 @@ TRUSTED_TYPES = frozenset(
         "sklearn.calibration._CalibratedClassifier",
         "sklearn.calibration._SigmoidCalibration",
         "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        # gbdt: loaded only once _check_tree_predictors has passed (see above)
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
         # scikit-learn classifiers a user may pass from Python
         "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
         "sklearn.tree._tree.Tree",
@@ -115,10 +129,10 @@ def names() -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.name.isidentifier() and p.is_dir() and versions(p.name))
 
 
-def resolve(ref: str) -> tuple[str, int]:
-    """``"name"`` (latest) or ``"name@2"`` → (name, version)."""
+def resolve(ref: str, what: str = "classifier") -> tuple[str, int]:
+    """``"name"`` (latest) or ``"name@2"`` → (name, version). ``what`` names the kind in errors."""
     if not isinstance(ref, str):
-        raise MlnbError(f"A classifier is named by a string such as 'pets' or 'pets@2', not {type(ref).__name__}.")
+        raise MlnbError(f"A {what} is named by a string such as 'pets' or 'pets@2', not {type(ref).__name__}.")
     name, _, ver = ref.partition("@")
     vs = versions(name)
     if not vs:
@@ -126,12 +140,24 @@ def resolve(ref: str) -> tuple[str, int]:
 
         close = difflib.get_close_matches(name, names(), n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise ModelNotFoundError(f"No classifier named {name!r} in {heads_root()}.{hint}")
+        raise ModelNotFoundError(f"No {what} named {name!r} in {heads_root()}.{hint}")
     if not ver:
         return name, vs[-1]
     if not ver.isdigit() or int(ver) not in vs:
-        raise ModelNotFoundError(f"Classifier {name!r} has no version {ver!r}; versions: {', '.join(map(str, vs))}.")
+        raise ModelNotFoundError(f"{what.capitalize()} {name!r} has no version {ver!r}; versions: {', '.join(map(str, vs))}.")
     return name, int(ver)
+
+
+def kind_of(name: str) -> str | None:
+    """``"classifier"`` or ``"regressor"``: what the latest version of ``name`` is (None when
+    there is none, or it cannot be read)."""
+    vs = versions(name)
+    if not vs:
+        return None
+    try:
+        return str(read_meta(name, vs[-1]).get("kind", "classifier"))
+    except MlnbError:
+        return None
 
 
 def stamp(name: str, version: int) -> tuple[int, ...] | None:
@@ -161,8 +187,9 @@ def locked(name: str) -> Iterator[Path]:
         yield folder
 
 
-def save(name: str, estimator: Any, meta: dict[str, Any], *, replace: bool = False) -> int:
-    """Write a new version; returns its number.
+def save(name: str, estimator: Any, meta: dict[str, Any], *, replace: bool = False, evaluation: dict[str, Any] | None = None) -> int:
+    """Write a new version; returns its number. ``evaluation`` (per-fold metrics and
+    confusion matrices, JSON-able) goes to ``evaluation.json`` beside ``meta.json``.
 
     With ``replace``, the older versions are removed once the new one is in
     place, and the new one becomes version 1 (as after DROP and CREATE). There
@@ -192,6 +219,8 @@ def save(name: str, estimator: Any, meta: dict[str, Any], *, replace: bool = Fal
                 meta = {**meta, "format": "skops"}
             meta = {**meta, "name": name, "version": final}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+            if evaluation is not None:
+                (tmp / "evaluation.json").write_text(json.dumps(evaluation, default=_json_number))
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
@@ -208,6 +237,13 @@ def save(name: str, estimator: Any, meta: dict[str, Any], *, replace: bool = Fal
             os.replace(folder / f"v{version}", folder / f"v{final}")
         _fsync_dir(folder)
     return final
+
+
+def _json_number(value: Any) -> Any:
+    """numpy numbers in an evaluation record as plain ones."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
 
 
 def _dump_checked(name: str, estimator: Any) -> bytes:
@@ -320,6 +356,61 @@ def _check_consistent(name: str, version: int, estimator: Any, meta: dict[str, A
     dim = getattr(estimator, "n_features_in_", None)
     if dim is not None and int(dim) != int(meta["dim"]):
         raise _damaged(name, version, f"meta.json says {meta['dim']}-d features, the model takes {dim}-d")
+    problem = _check_tree_predictors(estimator, int(meta["dim"]))
+    if problem:
+        raise _damaged(name, version, problem)
+
+
+def _check_tree_predictors(estimator: Any, dim: int) -> str | None:
+    """What is wrong with the ``TreePredictor`` objects anywhere in ``estimator`` (None when
+    nothing is): their compiled predict trusts every index in them."""
+    import numpy as np
+
+    predictor = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+    seen: set[int] = set()
+    stack = [estimator]
+    found: list[Any] = []
+    while stack:  # every object in the estimator: a predictor may hide in a pipeline step
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (str, bytes, int, float, bool, np.ndarray, type(None))):
+            continue
+        seen.add(id(obj))
+        if f"{type(obj).__module__}.{type(obj).__qualname__}" == predictor:
+            found.append(obj)
+        if isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple)):
+            stack.extend(obj)
+        elif hasattr(obj, "__dict__"):
+            stack.extend(vars(obj).values())
+    if not found:
+        return None
+    from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+
+    for p in found:
+        nodes = getattr(p, "nodes", None)
+        if not isinstance(nodes, np.ndarray) or nodes.dtype != PREDICTOR_RECORD_DTYPE or nodes.ndim != 1 or len(nodes) == 0:
+            return "a gradient-boosted tree has no valid node array"
+        if not nodes.flags.c_contiguous:
+            return "a gradient-boosted tree's node array is not contiguous"
+        for attr in ("binned_left_cat_bitsets", "raw_left_cat_bitsets"):
+            bits = getattr(p, attr, None)
+            if not isinstance(bits, np.ndarray) or bits.dtype != np.uint32 or bits.ndim != 2 or bits.shape[1] != 8:
+                return f"a gradient-boosted tree has an invalid {attr}"
+        inner = ~nodes["is_leaf"].astype(bool)
+        idx = np.flatnonzero(inner)
+        n = len(nodes)
+        left, right = nodes["left"][idx].astype(np.int64), nodes["right"][idx].astype(np.int64)
+        if ((left <= idx) | (right <= idx) | (left >= n) | (right >= n)).any():
+            return "a gradient-boosted tree's node links point outside it or backwards"
+        feat = nodes["feature_idx"][idx].astype(np.int64)
+        if ((feat < 0) | (feat >= dim)).any():
+            return f"a gradient-boosted tree splits on a feature outside the {dim} it takes"
+        if nodes["is_categorical"].astype(bool).any():
+            return "a gradient-boosted tree has categorical splits, which mlnb never trains"
+        if not (np.isfinite(nodes["value"]).all() and np.isfinite(nodes["num_threshold"][idx]).all()):
+            return "a gradient-boosted tree holds non-finite values"
+    return None
 
 
 def read_meta(name: str, version: int) -> dict[str, Any]:
@@ -340,6 +431,25 @@ def read_meta(name: str, version: int) -> dict[str, Any]:
     if meta["format"] not in ("skops", "safetensors"):
         raise _damaged(name, version, f"{path.name} names an unknown format {meta['format']!r}")
     return {**meta, "name": name, "version": version}
+
+
+def read_evaluation(name: str, version: int) -> dict[str, Any]:
+    """``evaluation.json`` of ``name@version``: ``{"folds": [...], "confusion": [...]}``, each a list of
+    flat records. A head saved before experiments were recorded has none: empty lists."""
+    path = heads_root() / check_name(name) / f"v{version}" / "evaluation.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        read_meta(name, version)  # the version itself is gone or damaged: say so
+        return {"folds": [], "confusion": []}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _damaged(name, version, f"{path.name} is not valid JSON ({exc})") from None
+    ok = isinstance(data, dict) and all(
+        isinstance(data.get(k, []), list) and all(isinstance(r, dict) for r in data.get(k, [])) for k in ("folds", "confusion")
+    )
+    if not ok:
+        raise _damaged(name, version, f"{path.name} does not hold lists of fold and confusion records")
+    return {"folds": data.get("folds", []), "confusion": data.get("confusion", [])}
 
 
 def check_files(name: str, version: int) -> dict[str, Any]:

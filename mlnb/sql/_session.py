@@ -104,7 +104,8 @@ class Session:
         # statement that called them, dropped when a later top-level statement starts.
         self._computed: list[str] = []
         self._depth = 0
-        for fn in registry:
+        # Table macros last: their SQL may call any scalar function (classifier_folds_rows ...).
+        for fn in sorted(registry, key=lambda f: f.kind == "table"):
             self._install(fn)
         registry.on_add(self._install)
 

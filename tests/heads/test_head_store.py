@@ -19,7 +19,13 @@ def _data(n_classes):
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
-@pytest.mark.parametrize("algo,options", [("logistic", {}), ("linear_svm", {}), ("knn", {"k": 3}), ("mlp", {"hidden": 8, "max_iter": 500})])
+@pytest.mark.parametrize(
+    "algo,options",
+    [
+        ("logistic", {}), ("linear_svm", {}), ("knn", {"k": 3}), ("mlp", {"hidden": 8, "max_iter": 500}),
+        ("gbdt", {"max_iter": 5, "min_samples_leaf": 2}), ("random_forest", {"n_estimators": 5}),
+    ],
+)
 def test_allow_list_covers_what_mlnb_writes(algo, options, n_classes):
     import skops.io as sio
 
@@ -27,6 +33,17 @@ def test_allow_list_covers_what_mlnb_writes(algo, options, n_classes):
     est = make_estimator(algo, options).fit(X, y)
     untrusted = set(sio.get_untrusted_types(data=sio.dumps(est)))
     assert untrusted <= store.TRUSTED_TYPES
+
+
+@pytest.mark.parametrize(
+    "algo,options", [("ridge", {}), ("gbdt", {"max_iter": 5, "min_samples_leaf": 2}), ("random_forest", {"n_estimators": 5}), ("knn", {"k": 3})]
+)
+def test_allow_list_covers_the_regressors(algo, options):
+    import skops.io as sio
+
+    X, _ = _data(3)
+    est = make_estimator(algo, options, task="regression").fit(X, X[:, 0] * 2 + 1)
+    assert set(sio.get_untrusted_types(data=sio.dumps(est))) <= store.TRUSTED_TYPES
 
 
 def _users_estimators():
@@ -59,16 +76,45 @@ def test_common_scikit_learn_classifiers_save_and_load(est):
     assert np.allclose(again.predict_proba(X), head.predict_proba(X))
 
 
-def test_hist_gradient_boosting_is_refused_when_saved():
-    from sklearn.ensemble import HistGradientBoostingClassifier
+@pytest.mark.parametrize("regression", [False, True])
+def test_gbdt_saves_loads_and_a_tampered_tree_is_refused(regression, _workspace):
+    """TreePredictor is trusted only with its nodes checked: indexes that point outside the tree,
+    or back up it (a loop), would send the compiled predict out of bounds."""
+    import skops.io as sio
 
-    X, y = _data(2)
-    df = pl.DataFrame({"features": X.tolist(), "label": y.tolist()})
-    with pytest.raises(mlnb.MlnbError, match="was not saved: HistGradientBoostingClassifier holds .*TreePredictor"):
-        train_classifier(df, algo=HistGradientBoostingClassifier(max_iter=3), name="hgb", folds=None)
-    assert store.versions("hgb") == []
+    X, y = _data(3)
+    opts = {"max_iter": 5, "min_samples_leaf": 2}
+    if regression:
+        df = pl.DataFrame({"features": X.tolist(), "target": X[:, 0] * 2.0})
+        head = mlnb.train_regressor(df, algo="gbdt", options=opts, name="hgb", folds=0)
+        load, out = mlnb.load_regressor, lambda h: h.predict(X)
+    else:
+        df = pl.DataFrame({"features": X.tolist(), "label": y.tolist()})
+        head = train_classifier(df, algo="gbdt", options=opts, name="hgb", folds=None)
+        load, out = load_classifier, lambda h: h.predict_proba(X)
+    mlnb.heads.head._loaded.clear()
+    assert np.allclose(out(load("hgb")), out(head))
+    path = _workspace / "heads" / "hgb" / "v1" / "model.skops"
+    good = path.read_bytes()
+    est = sio.loads(good, trusted=sio.get_untrusted_types(data=good))
+    for field, value, message in [("left", 10_000, "point outside it or backwards"), ("right", 0, "point outside it or backwards"),
+                                  ("feature_idx", 99, "splits on a feature outside the 5")]:
+        bad = sio.loads(good, trusted=sio.get_untrusted_types(data=good))
+        nodes = bad._predictors[0][0].nodes
+        inner = np.flatnonzero(~nodes["is_leaf"].astype(bool))
+        assert len(inner), "the test needs a tree with a split"
+        nodes[field][inner[0]] = value
+        path.write_bytes(sio.dumps(bad))
+        mlnb.heads.head._loaded.clear()
+        with pytest.raises(mlnb.MlnbError, match=f"hgb@1 is damaged: a gradient-boosted tree.*{message}"):
+            load("hgb")
+    path.write_bytes(sio.dumps(est))
+    mlnb.heads.head._loaded.clear()
+    assert np.allclose(out(load("hgb")), out(head))
 
 
 def test_no_function_or_callable_type_is_trusted():
     assert not any(t.startswith(("builtins.", "numpy.")) for t in store.TRUSTED_TYPES)
-    assert not any("Func" in t or "Transformer" in t or "Predictor" in t for t in store.TRUSTED_TYPES)
+    # TreePredictor (gbdt) is the one predictor trusted, and only with its nodes checked on load (above).
+    checked = {"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"}
+    assert not any("Func" in t or "Transformer" in t or "Predictor" in t for t in store.TRUSTED_TYPES - checked)
