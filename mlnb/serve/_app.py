@@ -205,6 +205,8 @@ class ServeState:
         self.started = time.time()
         self.requests = 0
         self.errors = 0
+        #: Requests being read and checked, not yet queued: a batch waits for them (and only for them).
+        self.arriving = 0
 
     def batcher(self, endpoint: Any) -> MicroBatcher:
         b = self.batchers.get(endpoint.key)
@@ -216,6 +218,7 @@ class ServeState:
                 max_batch=o.max_batch if o.batching else 1,
                 max_wait=o.max_wait_ms / 1000 if o.batching else 0.0,
                 max_queue=o.max_queue,
+                expecting=lambda: self.arriving,
             )
         return b
 
@@ -311,9 +314,13 @@ def create_app(options: ServeOptions | None = None, *, workspace: str | os.PathL
     @guarded
     async def application(request: Request) -> JSONResponse:
         state.requests += 1
-        ep = await run_in_threadpool(state.catalog.resolve, request.path_params["name"])
-        body = await read_body(request, options.body_limit())
-        item = ep.check(parse_input(request.headers.get("content-type", ""), body, options))
+        state.arriving += 1
+        try:
+            ep = await run_in_threadpool(state.catalog.resolve, request.path_params["name"])
+            body = await read_body(request, options.body_limit())
+            item = ep.check(parse_input(request.headers.get("content-type", ""), body, options))
+        finally:
+            state.arriving -= 1
         try:
             result = await state.batcher(ep).submit(item)
         except Overloaded as exc:

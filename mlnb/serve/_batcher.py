@@ -2,8 +2,10 @@
 milliseconds of each other go through the model as one batch.
 
 The first request of a batch waits at most ``max_wait`` seconds for others
-(requests already queued join at once, without waiting); a batch holds at most
-``max_batch`` items. The batch runs in a worker thread, never on the event
+(requests already queued join at once, without waiting), and only while
+``expecting()`` says more requests are on their way (read, not yet queued): a
+lone request does not wait for company that is not coming. A batch holds at
+most ``max_batch`` items. The batch runs in a worker thread, never on the event
 loop, and while it runs the next requests gather in the queue, so a busy server
 makes larger batches by itself. The queue is bounded: beyond ``max_queue``
 waiting requests, :class:`Overloaded` is raised at once (the app answers 503).
@@ -37,6 +39,7 @@ class MicroBatcher:
         max_batch: int = 32,
         max_wait: float = 0.005,
         max_queue: int = 1024,
+        expecting: Callable[[], int] | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait < 0:
             raise ValueError("max_batch and max_queue must be at least 1, max_wait at least 0")
@@ -44,6 +47,7 @@ class MicroBatcher:
         self.executor = executor
         self.max_batch = int(max_batch)
         self.max_wait = float(max_wait)
+        self.expecting = expecting
         self.queue: asyncio.Queue[tuple[Any, asyncio.Future[Any]]] = asyncio.Queue(maxsize=int(max_queue))
         self.batches = 0
         self.items = 0
@@ -73,7 +77,7 @@ class MicroBatcher:
                 except asyncio.QueueEmpty:
                     pass
                 left = deadline - loop.time()
-                if left <= 0:
+                if left <= 0 or (self.expecting is not None and not self.expecting()):
                     break
                 try:
                     batch.append(await asyncio.wait_for(self.queue.get(), left))
