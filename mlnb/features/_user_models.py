@@ -105,9 +105,12 @@ def _head_path(architecture: str, model: Any) -> str:
     if architecture in TORCHVISION:
         return TORCHVISION[architecture][1]
     last = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not last:
-        raise MlnbError(f"Cannot find the classifier layer of {architecture}.")
-    return last[-1]
+    if last:
+        return last[-1]
+    for name in ("classifier", "fc", "head", "heads"):  # squeezenet's classifier is a convolution
+        if hasattr(model, name):
+            return name
+    raise MlnbError(f"Cannot find the classifier layer of {architecture}.")
 
 
 def _new_model(architecture: str, num_classes: int | None = None) -> Any:

@@ -218,6 +218,7 @@ def _function(rec: dict[str, Any], key: tuple[Any, ...]) -> PersistedFunction | 
         returns=rec.get("returns") or "ANY",
         doc=f"{rec['name']}({', '.join(rec['args'])}) AS {'TABLE ' if kind == 'table' else ''}{rec['expression']}",
         kind=kind,
+        sql=body if kind == "table" else None,  # a table macro's body (not one computed in Python)
         origin="persisted",
         args=tuple(rec["args"]),
         expression=rec["expression"],

@@ -1,0 +1,352 @@
+"""Things defined in SQL persist in the workspace: CREATE FUNCTION, CREATE MODEL (and persist_model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import polars as pl
+import pytest
+
+import mlnb
+from mlnb.features import _user_models
+from mlnb.functions import registry
+
+
+def _q(sql: str, **frames):
+    return mlnb.sql(sql, **frames)
+
+
+# -- functions ---------------------------------------------------------------------
+def test_create_function_is_stored_listed_and_callable(_workspace):
+    out = _q("CREATE FUNCTION twice(x) AS 2 * x")
+    assert out.row(0, named=True)["function"] == "twice" and out["definition"].item() == "2 * x"
+    assert _q("SELECT twice(21) AS r").item() == 42
+    rec = json.loads((_workspace / "functions" / "twice.json").read_text())
+    assert rec["args"] == ["x"] and rec["expression"] == "2 * x" and rec["created"]
+
+    listed = _q("SHOW FUNCTIONS LIKE 'twice'").row(0, named=True)
+    assert listed["origin"] == "persisted" and listed["definition"] == "2 * x" and listed["created"] == rec["created"]
+    assert listed["signature"].startswith("twice(x")
+    every = _q("SHOW FUNCTIONS")
+    assert every.filter(pl.col("name") == "embed")["origin"].item() == "builtin"
+    assert [f["name"] for f in mlnb.persisted_functions()] == ["twice"]
+    assert mlnb.persisted_functions()[0]["args"] == ["x"]
+
+
+def test_python_twin_and_columns():
+    fn = mlnb.create_function("plus", ["a", "b"], "a + b")
+    assert fn(2, 3) == 5
+    assert registry.get("plus")([1, 2], [10, 20]).to_list() == [11, 22]
+    assert _q("SELECT plus(1, 1) AS r").item() == 2
+
+
+def test_or_replace_and_a_failed_replace_keeps_the_old(_workspace):
+    _q("CREATE FUNCTION f(x) AS x + 1")
+    with pytest.raises(mlnb.MlnbError, match="already exists.*OR REPLACE"):
+        _q("CREATE FUNCTION f(x) AS x + 2")
+    before = (_workspace / "functions" / "f.json").read_bytes()
+    with pytest.raises(mlnb.QueryError, match="lowr.*does not exist"):
+        _q("CREATE OR REPLACE FUNCTION f(x) AS lowr(x)")
+    assert (_workspace / "functions" / "f.json").read_bytes() == before
+    assert _q("SELECT f(1) AS r").item() == 2
+    _q("CREATE OR REPLACE FUNCTION f(x) AS x + 10")
+    assert _q("SELECT f(1) AS r").item() == 11
+
+
+@pytest.mark.parametrize(
+    "sql,message",
+    [
+        ("CREATE FUNCTION g(x) AS y + 1", 'column "y"'),
+        ("CREATE FUNCTION g(x) AS lowr(x)", "lowr"),
+        ("CREATE FUNCTION g(x) AS x +", "syntax error"),
+        ("CREATE FUNCTION embed(x) AS x", "built-in"),
+        ("CREATE FUNCTION lower(x) AS x", "DuckDB"),
+        ("CREATE FUNCTION g(x, x) AS x", "named twice"),
+        ("CREATE FUNCTION g AS 1", "arguments in parentheses"),
+    ],
+)
+def test_bad_functions_are_refused_and_nothing_is_written(_workspace, sql, message):
+    with pytest.raises(mlnb.MlnbError, match=message):
+        _q(sql)
+    assert not list((_workspace / "functions").glob("*.json"))
+
+
+def test_a_function_cannot_call_itself():
+    _q("CREATE FUNCTION a(x) AS x + 1")
+    _q("CREATE FUNCTION b(x) AS a(x) * 2")
+    with pytest.raises(mlnb.QueryError, match="call itself .*a -> b -> a"):
+        _q("CREATE OR REPLACE FUNCTION a(x) AS b(x)")
+    assert _q("SELECT b(1) AS r").item() == 4
+
+
+def test_drop_function():
+    _q("CREATE FUNCTION h(x) AS x")
+    assert _q("DROP FUNCTION h")["dropped"].item() == "h"
+    with pytest.raises(mlnb.QueryError, match="h"):
+        _q("SELECT h(1)")
+    with pytest.raises(mlnb.QueryError, match="No function 'h' to drop"):
+        _q("DROP FUNCTION h")
+    _q("DROP FUNCTION IF EXISTS h")
+    with pytest.raises(mlnb.QueryError, match="built-in"):
+        _q("DROP FUNCTION embed")
+    # DuckDB's own session macros are still DuckDB's to drop
+    _q("CREATE MACRO tmp_m(x) AS x")
+    _q("DROP FUNCTION tmp_m")
+
+
+@pytest.mark.slow
+def test_function_over_a_classifier_and_another_function():
+    digits = mlnb.datasets.digits().head(200)
+    _q("CREATE CLASSIFIER digit AS SELECT pixels AS features, label FROM digits", digits=digits)
+    _q("CREATE FUNCTION which(p) AS digit(p)")
+    _q("CREATE FUNCTION which_twice(p) AS which(p) || which(p)")
+    out = _q("SELECT digit(pixels) AS a, which_twice(pixels) AS b FROM digits", digits=digits)
+    assert (out["a"] + out["a"]).to_list() == out["b"].to_list()
+    with pytest.raises(mlnb.MlnbError, match="classifier"):
+        _q("CREATE FUNCTION digit(x) AS x")
+    with pytest.raises(mlnb.MlnbError, match="classifier"):
+        _q("CREATE FUNCTION digit_proba(x) AS x")
+
+
+def test_table_function():
+    _q("CREATE FUNCTION firsts(n) AS TABLE SELECT range AS i FROM range(n)")
+    assert _q("SELECT sum(i) AS s FROM firsts(5)").item() == 10
+    assert _q("SHOW FUNCTIONS LIKE 'firsts'")["kind"].item() == "table"
+
+
+def test_functions_belong_to_the_workspace_in_use(tmp_path, monkeypatch):
+    _q("CREATE FUNCTION here(x) AS x")
+    monkeypatch.setattr(mlnb.config, "_workspace", tmp_path / "other")
+    with pytest.raises(mlnb.QueryError, match="here"):
+        _q("SELECT here(1)")
+    assert "here" not in _q("SHOW FUNCTIONS")["name"].to_list()
+
+
+# -- models ------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def small_weights(tmp_path_factory):
+    """A torchvision regnet_x_400mf with random weights (nothing downloaded), as a user's .pth."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.regnet_x_400mf(weights=None).eval()
+    d = tmp_path_factory.mktemp("weights")
+    torch.save(net.state_dict(), d / "small.pth")
+    with zipfile.ZipFile(d / "models.zip", "w") as z:
+        z.write(d / "small.pth", "nets/small.pth")
+    torch.manual_seed(1)
+    torch.save(torchvision.models.regnet_x_400mf(weights=None).state_dict(), d / "small_other.pth")
+    return d
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    return mlnb.datasets.digits(tmp_path_factory.mktemp("digits")).head(3)
+
+
+@pytest.fixture
+def fp32(monkeypatch):
+    """Full precision (on CPUs with bf16, autocast would make features differ from plain torch's)."""
+    monkeypatch.setattr(mlnb.config, "precision", "fp32")
+
+
+def _feats(name: str, images) -> np.ndarray:
+    return np.stack(mlnb.sql(f"SELECT embed(path, model := '{name}') AS f FROM images", images=images)["f"].to_numpy())
+
+
+def _reference(weights, images, **kw) -> np.ndarray:
+    """Features of the weights computed here with torch, as the model spec preprocesses."""
+    import torch
+    import torchvision
+    from PIL import Image
+
+    from mlnb.features.engine import preprocess
+    from mlnb.features.zoo import get_spec
+
+    net = torchvision.models.regnet_x_400mf(weights=None)
+    net.load_state_dict(torch.load(weights, weights_only=True))
+    net.fc = torch.nn.Identity()
+    spec = get_spec(kw["model"])
+    x = np.stack([preprocess(spec, Image.open(p).convert("RGB")) for p in images["path"]])
+    t = (torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        return net.eval()(t).numpy()
+
+
+@pytest.mark.slow
+def test_create_model_from_a_file(small_weights, images, _workspace, fp32):
+    out = _q(f"CREATE MODEL small FROM '{small_weights / 'small.pth'}' WITH (architecture = 'regnet_x_400mf', input_size = 96)")
+    row = out.row(0, named=True)
+    assert row["format"] == "state_dict" and row["feature_dim"] == 400 and row["input_size"] == 96
+    files = sorted(p.name for p in (_workspace / "models" / "small").iterdir())
+    assert files == ["spec.json", f"weights-{row['sha256'][:16]}.safetensors"]
+    feats = _feats("small", images)
+    assert feats.shape == (3, 400)
+    np.testing.assert_allclose(feats, _reference(small_weights / "small.pth", images, model="small"), rtol=1e-3, atol=1e-3)
+    shown = _q("SHOW MODELS LIKE 'small'").row(0, named=True)
+    assert shown["origin"] == "workspace" and shown["architecture"] == "regnet_x_400mf" and shown["sha256"] == row["sha256"]
+    assert "small" in mlnb.list_models()["name"].to_list()
+
+
+def test_create_model_from_an_archive_member_outlives_the_archive(small_weights, images, tmp_path):
+    archive = tmp_path / "copy.zip"
+    archive.write_bytes((small_weights / "models.zip").read_bytes())
+    _q(f"CREATE MODEL arch FROM 'archive+file://{archive}#nets/small.pth' WITH (architecture = 'regnet_x_400mf', "
+       "layer = 'trunk_output.block2', input_size = 64, mean = [0.5, 0.5, 0.5], std = 0.5)")
+    archive.unlink()
+    spec = _user_models.read_model_spec("arch")
+    assert spec["layer"] == "trunk_output.block2" and spec["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and spec["feature_dim"] == 64
+    assert _feats("arch", images).shape == (3, 64)
+    _q(f"CREATE MODEL arch2 FROM 'zip://nets/small.pth::{small_weights / 'models.zip'}' WITH (architecture = 'regnet_x_400mf')")
+    assert _user_models.read_model_spec("arch2")["sha256"] == spec["sha256"]  # same weights, same id
+
+
+@pytest.mark.slow
+def test_redefined_weights_get_their_own_cache_entries(small_weights, images, fp32):
+    _q(f"CREATE MODEL m FROM '{small_weights / 'small.pth'}' WITH (architecture = 'regnet_x_400mf', input_size = 64)")
+    first = _feats("m", images)
+    _q(f"CREATE OR REPLACE MODEL m FROM '{small_weights / 'small_other.pth'}' WITH (architecture = 'regnet_x_400mf', input_size = 64)")
+    second = _feats("m", images)
+    assert not np.allclose(first, second)
+    np.testing.assert_allclose(second, _reference(small_weights / "small_other.pth", images, model="m"), rtol=1e-3, atol=1e-3)
+
+
+def test_bad_models_are_refused_and_nothing_is_written(small_weights, tmp_path, _workspace):
+    import torch
+
+    src = small_weights / "small.pth"
+    cases = [
+        (f"CREATE MODEL x FROM '{src}' WITH (architecture = 'regnet_x_40mf')", "Unknown architecture.*Did you mean .regnet_x_400mf."),
+        (f"CREATE MODEL x FROM '{src}' WITH (architecture = 'resnet18')", "do not fit the architecture: .* missing .*unexpected"),
+        (f"CREATE MODEL x FROM '{src}'", "architecture"),
+        (f"CREATE MODEL x FROM '{tmp_path / 'nope.pth'}' WITH (architecture = 'resnet18')", "No weights file"),
+        (f"CREATE MODEL x FROM 'archive+file://{small_weights / 'models.zip'}#nets/nope.pth' WITH (architecture = 'resnet18')", "no member"),
+        (f"CREATE MODEL x FROM '{src}' WITH (architecture = 'regnet_x_400mf', layr = 'x')", "no option 'layr'. Did you mean layer"),
+        (f"CREATE MODEL x FROM '{src}' WITH (architecture = 'regnet_x_400mf', layer = 'featurez')", "no layer 'featurez'"),
+        (f"CREATE MODEL resnet18 FROM '{src}' WITH (architecture = 'regnet_x_400mf')", "built-in model"),
+    ]
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"these are not weights at all")
+    cases.append((f"CREATE MODEL x FROM '{junk}' WITH (architecture = 'resnet18')", "not a weights file"))
+    pickled = tmp_path / "whole.pth"
+    torch.save(torch.nn.Linear(2, 2), pickled)  # a whole module: unpickling it would import and run code
+    cases.append((f"CREATE MODEL x FROM '{pickled}' WITH (architecture = 'resnet18')", "Python objects.*weights_only=True"))
+    for sql, message in cases:
+        with pytest.raises(mlnb.MlnbError, match=message):
+            _q(sql)
+    assert _user_models.names() == []
+    with pytest.raises(mlnb.ModelNotFoundError, match="Unknown model 'x'"):
+        mlnb.embed(b"", model="x")
+
+
+def test_a_failed_create_or_replace_keeps_the_old_model(small_weights, _workspace):
+    _q(f"CREATE MODEL keep FROM '{small_weights / 'small.pth'}' WITH (architecture = 'regnet_x_400mf')")
+    before = {p.name: p.read_bytes() for p in (_workspace / "models" / "keep").iterdir()}
+    with pytest.raises(mlnb.MlnbError, match="do not fit"):
+        _q(f"CREATE OR REPLACE MODEL keep FROM '{small_weights / 'small.pth'}' WITH (architecture = 'resnet18')")
+    with pytest.raises(mlnb.MlnbError, match="already exists"):
+        _q(f"CREATE MODEL keep FROM '{small_weights / 'small.pth'}' WITH (architecture = 'regnet_x_400mf')")
+    assert {p.name: p.read_bytes() for p in (_workspace / "models" / "keep").iterdir()} == before
+
+
+def test_drop_model(small_weights):
+    _q(f"CREATE MODEL gone FROM '{small_weights / 'small.pth'}' WITH (architecture = 'regnet_x_400mf')")
+    assert _q("DROP MODEL gone")["dropped"].item() == "gone"
+    with pytest.raises(mlnb.ModelNotFoundError, match="No model 'gone'"):
+        _q("DROP MODEL gone")
+    assert _q("DROP MODEL IF EXISTS gone")["dropped"].item() is None
+    with pytest.raises(mlnb.MlnbError, match="not a workspace model"):
+        _q("DROP MODEL resnet18")
+    assert "gone" not in mlnb.list_models()["name"].to_list()
+
+
+def test_torchscript_and_onnx_models(tmp_path, images, fp32):
+    import warnings
+
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch calls TorchScript and its ONNX exporter deprecated; users still have such files
+        torch.jit.trace(net, torch.zeros(1, 3, 32, 32)).save(str(tmp_path / "net.pt"))
+    out = _q(f"CREATE MODEL scripted FROM '{tmp_path / 'net.pt'}' WITH (input_size = 32)").row(0, named=True)
+    assert out["format"] == "torchscript" and out["feature_dim"] == 8
+    scripted = _feats("scripted", images)
+    with pytest.raises(mlnb.MlnbError, match="layer` does not apply"):
+        _q(f"CREATE MODEL s2 FROM '{tmp_path / 'net.pt'}' WITH (layer = '0')")
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.zeros(1, 3, 32, 32), str(tmp_path / "net.onnx"), input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}}, dynamo=False)
+    with zipfile.ZipFile(tmp_path / "nets.zip", "w") as z:
+        z.write(tmp_path / "net.onnx", "net.onnx")
+    out = _q(f"CREATE MODEL onnxed FROM 'archive+file://{tmp_path / 'nets.zip'}#net.onnx'").row(0, named=True)
+    assert out["format"] == "onnx" and out["input_size"] == 32 and out["feature_dim"] == 8
+    np.testing.assert_allclose(_feats("onnxed", images), scripted, rtol=1e-4, atol=1e-5)
+
+
+def test_persist_model_contract():
+    import torchvision
+
+    net = torchvision.models.regnet_x_400mf(weights=None, num_classes=3)  # a fine-tuned head of 3 classes
+    spec = mlnb.persist_model("tuned", architecture="regnet_x_400mf", state_dict=net.state_dict(), input_size=64,
+                              meta={"from": "test", "accuracy": 0.5})
+    assert spec.feature_dim == 400 and spec.classes is None and spec.input_size == 64 and spec.weights_id
+    rec = _user_models.read_model_spec("tuned")
+    assert rec["meta"] == {"from": "test", "accuracy": 0.5} and rec["classes"] == 3
+    assert mlnb.embed(np.zeros((40, 40, 3), dtype=np.uint8), model="tuned").shape == (400,)
+    with pytest.raises(mlnb.MlnbError, match="already exists"):
+        mlnb.persist_model("tuned", architecture="regnet_x_400mf", state_dict=net.state_dict())
+    headless = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    assert mlnb.persist_model("tuned", architecture="regnet_x_400mf", state_dict=headless, replace=True).feature_dim == 400
+    with pytest.raises(mlnb.MlnbError, match="not a state dict of tensors"):
+        mlnb.persist_model("t2", architecture="regnet_x_400mf", state_dict={"a": 1})
+    assert _user_models.user_models()["name"].to_list() == ["tuned"]
+    assert mlnb.drop_model("tuned") and _user_models.user_models().height == 0
+
+
+# -- a new process ---------------------------------------------------------------------
+@pytest.mark.slow
+def test_functions_and_models_work_in_a_fresh_process(tmp_path, _workspace):
+    import torch
+
+    from mlnb.features.zoo import _lite_weights_path, load_lite_state_dict
+
+    weights = tmp_path / "lite.pth"
+    torch.save(load_lite_state_dict(_lite_weights_path("efficientnet_lite0")), weights)
+    images = mlnb.datasets.digits(tmp_path / "digits").head(3)
+    _q(f"CREATE MODEL mine FROM '{weights}' WITH (architecture = 'efficientnet_lite0')")
+    weights.unlink()  # the workspace has its own copy
+    _q("CREATE FUNCTION feat(p) AS embed(p, model := 'mine')")
+    _q("CREATE FUNCTION sim(a, b) AS array_cosine_similarity(feat(a), feat(b))")
+    _q("CREATE FUNCTION label_of(p) AS CASE WHEN sim(p, p) > 0.99 THEN 'same' ELSE 'other' END")
+    original = np.stack(_q("SELECT embed(path) AS f FROM images", images=images)["f"].to_numpy())  # the built-in weights
+
+    code = textwrap.dedent(
+        f"""
+        import json, mlnb, polars as pl
+        mlnb.config.workspace = {str(_workspace)!r}
+        images = pl.DataFrame({{"path": {images["path"].to_list()!r}}})
+        out = mlnb.sql("SELECT feat(path) AS f, sim(path, path) AS s, label_of(path) AS l, embed(path, model := 'mine') AS e FROM images")
+        print(json.dumps({{"f": out["f"].to_list(), "s": out["s"].to_list(), "l": out["l"].to_list(), "e": out["e"].to_list(),
+                          "models": mlnb.sql("SHOW MODELS LIKE 'mine'")["origin"].to_list()}}))
+        """
+    )
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    np.testing.assert_array_equal(np.array(got["f"], dtype=np.float32), original)
+    np.testing.assert_array_equal(np.array(got["e"], dtype=np.float32), original)
+    assert got["s"] == pytest.approx([1.0] * 3) and got["l"] == ["same"] * 3 and got["models"] == ["workspace"]
