@@ -250,6 +250,10 @@ def _create(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, A
     from ..heads._search import result_columns
 
     opts, query = _with_as(stmt, m)
+    if (m.group("algo") or "").lower() == "finetune":  # trains on images, not features
+        from ..heads._finetune import create_statement
+
+        return create_statement(session, stmt, m.group("name"), opts, query, ns, replace=bool(m.group("replace")))
     df, test, feats, label, folds = _experiment_data(session, stmt, opts, query, ns, ("label",))
     model, layer = _provenance(query)
     name = m.group("name")
