@@ -110,7 +110,7 @@ function render({ model, el }) {
       img.width = size; img.height = size; img.alt = "";
       // No paths in tooltips: in ImageFolder data the path names the class.
       const what = it.kind === "label" ? `labelled ${Array.isArray(it.label) ? it.label.join(", ") : it.label}` : (it.kind || "unlabelled");
-      cell.title = `#${it.pos + 1} · ${what}`;
+      cell.title = `#${it.pos + 1} · ${what}` + (it.review ? ` · review: current label ${it.review.current}, suggested ${it.review.suggested} (Enter accepts, k keeps)` : "");
       const buf = thumbs[it.item];
       if (buf && buf.byteLength) {
         const u = URL.createObjectURL(new Blob([buf], { type: "image/jpeg" }));
@@ -121,6 +121,7 @@ function render({ model, el }) {
       const tag = document.createElement("div");
       if (it.kind === "label") { tag.className = "tag label"; tag.textContent = Array.isArray(it.label) ? it.label.join(", ") : it.label; }
       else if (it.kind) { tag.className = "tag"; tag.textContent = it.kind; }
+      else if (it.review) { tag.className = "tag review"; tag.textContent = `review: current label ${it.review.current}, suggested ${it.review.suggested}`; }
       else if (it.suggestion) { tag.className = "tag suggested"; tag.textContent = `${it.suggestion}? ${(it.confidence * 100).toFixed(0)}%`; }
       if (tag.className) cell.appendChild(tag);
       cell.onmousedown = (e) => { dragStart = it.item; e.preventDefault(); root.focus(); };
@@ -190,7 +191,7 @@ function render({ model, el }) {
 
   root.addEventListener("keydown", (e) => {
     if (e.target.tagName === "INPUT") return;
-    const keys = ["Enter", " ", "ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "?", "u", "f", "r", "z", "y"];
+    const keys = ["Enter", " ", "ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "?", "u", "f", "r", "z", "y", "k"];
     if (/^[0-9]$/.test(e.key) || keys.includes(e.key) || keys.includes(e.key.toLowerCase())) {
       e.preventDefault();
       e.stopPropagation();

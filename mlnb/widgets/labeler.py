@@ -25,7 +25,7 @@ from ._base import Controller
 KEYS_HELP = (
     "the key on each class button labels the selection (digit classes: the digit itself; otherwise 1-9, 0 by position) · Enter: accept the suggestion · Space: skip · "
     "u: unsure · arrows: move · shift+arrows: extend the selection · Ctrl+Z / Ctrl+Shift+Z: undo / redo · "
-    "f: focus mode · r: use the new ranking now · ?: these keys"
+    "f: focus mode · r: use the new ranking now · k: keep the current label (reviewing label issues) · ?: these keys"
 )
 
 
@@ -67,6 +67,7 @@ class Labeler(Controller):
         retrain_every: int = 10,
         strategy: str = "entropy",
         random_share: float = 0.2,
+        review: Any = None,
     ) -> None:
         from .._frames import to_polars
 
@@ -113,6 +114,10 @@ class Labeler(Controller):
         # One lock for every state change: the retrain thread and the view's messages take turns.
         self.lock = threading.RLock()
         self._listeners: list[Any] = []
+        #: Items under review (suspected label errors): item -> (given label, suggested label, score).
+        self.reviews: dict[str, tuple[str, str, float | None]] = {}
+        if review is not None:
+            self.review(review)
 
     # -- persistence ----------------------------------------------------
     def _resume(self) -> None:
@@ -245,7 +250,7 @@ class Labeler(Controller):
         else:
             changes = [(it, ItemState("label", name)) for it in targets]
         self._write(changes)
-        self._after_labels(len(changes))
+        self._after_labels(len(changes), reviewed=bool(targets) and all(it in self.reviews for it in targets) and not self.multi_label)
 
     def mark(self, kind: str, items: list[str] | None = None) -> None:
         """Mark the selection (or ``items``) ``unsure`` or ``skip``."""
@@ -258,17 +263,91 @@ class Labeler(Controller):
             self.next_unlabelled()
 
     def accept_suggestion(self) -> None:
-        changes = [(it, ItemState("label", self.suggestions[it][0])) for it in self.selected_items() if it in self.suggestions]
+        """Label the selection with its suggestion: the suggested label of an item under review,
+        else the active-learning head's prediction."""
+        changes = []
+        for it in self.selected_items():
+            sug = self.reviews[it][1] if it in self.reviews else self.suggestions.get(it, (None,))[0]
+            if sug is not None:
+                changes.append((it, ItemState("label", self._known_class(sug))))
         if not changes:
             self.status = "no suggestion for the selection yet"
             self._changed()
             return
         self._write(changes)
-        self._after_labels(len(changes))
+        self._after_labels(len(changes), reviewed=all(it in self.reviews for it, _ in changes))
 
-    def _after_labels(self, n: int) -> None:
+    def keep_label(self) -> None:
+        """Reviewing label issues: keep the current label of the selected items (written to the
+        label store as given), and go on to the next item."""
+        changes = [(it, ItemState("label", self._known_class(self._current(it)))) for it in self.selected_items() if it in self.reviews]
+        if not changes:
+            self.status = "k keeps the label of an item under review; this one is not"
+            self._changed()
+            return
+        self._write(changes)
+        self._after_labels(len(changes), reviewed=True)
+
+    def _current(self, item: str) -> Any:
+        """The label an item has now: its label in the store, else (under review) the given one."""
+        st = self.state.get(item, _EMPTY)
+        if st.kind == "label":
+            return st.label
+        return self.reviews[item][0] if item in self.reviews else None
+
+    def _known_class(self, name: Any) -> str:
+        name = str(name)
+        if name not in self.classes:
+            self.classes.append(name)
+        return name
+
+    def review(self, issues: Any, *, item: str | None = None, label: str = "given_label",
+               suggested: str = "suggested_label", score: str = "label_quality") -> None:
+        """Walk suspected label errors, most suspicious first.
+
+        ``issues`` is a frame such as ``mlnb.label_issues(...)`` gives (or a ``%%mlsql`` result of
+        ``label_issues``): a column naming the item (``item``, default the labeler's item column),
+        the given label, the suggested label and a score (low is suspicious). Each item shows
+        "review: current label 3, suggested 8"; Enter accepts the suggestion, k keeps the current
+        label, a class key gives another, and each answer is written to the label store.
+
+        >>> issues = mlnb.label_issues(digits, features="features")  # doctest: +SKIP
+        >>> labeler = mlnb.label(digits, review=issues.filter(pl.col("is_issue")))  # doctest: +SKIP
+        """
+        from .._frames import to_polars
+
+        df = to_polars(issues)
+        item = item or self.item_col
+        for col in (item, label, suggested):
+            if col not in df.columns:
+                raise MlnbError(f"review(): no column {col!r} in the issues frame; columns: {', '.join(df.columns)}.")
+        if score in df.columns:
+            df = df.sort(score, nulls_last=True)
+        known = set(self.items)
+        reviews: dict[str, tuple[str, str, float | None]] = {}
+        for it, given, sug, sc in zip(df.get_column(item).cast(str).to_list(), df.get_column(label).to_list(),
+                                     df.get_column(suggested).to_list(),
+                                     df.get_column(score).to_list() if score in df.columns else [None] * df.height):
+            if it in known and it not in reviews and given is not None and sug is not None:
+                reviews[it] = (str(given), str(sug), None if sc is None else float(sc))
+        if not reviews:
+            raise MlnbError(f"review(): none of the issues' {item!r} values is an item of this labeler.")
+        with self.lock:
+            self.reviews = reviews
+            for given, sug, _ in reviews.values():
+                self._known_class(given)
+                self._known_class(sug)
+            self.status = f"reviewing {len(reviews)} suspected label errors, most suspicious first: Enter accepts the suggestion, k keeps the label"
+            self.order_by(list(reviews))
+
+    def _after_labels(self, n: int, *, reviewed: bool = False) -> None:
         self._since_train += n
-        if not self.multi_label:
+        if reviewed:  # reviewing: on to the next item of the walk, labelled or not
+            if max(self.selection) < len(self.order) - 1:
+                self.move(1)
+            else:
+                self._changed()
+        elif not self.multi_label:
             self.next_unlabelled()
         if self.features and self._since_train >= self.retrain_every:
             self._since_train = 0
@@ -386,7 +465,7 @@ class Labeler(Controller):
     def key(self, key: str, *, ctrl: bool = False, shift: bool = False, items: list[str] | None = None, cursor: str | None = None) -> None:
         """A key press as the browser reports it (``event.key``), with the ids the view drew as selected."""
         k = key.lower() if len(key) == 1 else key
-        acts = (key.isdigit() and len(key) == 1) or key in ("Enter", " ", "Spacebar") or (k == "u" and not ctrl)
+        acts = (key.isdigit() and len(key) == 1) or key in ("Enter", " ", "Spacebar") or (k in ("u", "k") and not ctrl)
         if items is not None and acts and not ctrl:
             self.adopt(items, cursor)
         elif cursor is not None and not ctrl and cursor in self.page_ids():
@@ -403,6 +482,8 @@ class Labeler(Controller):
             self.mark("skip")
         elif k == "u":
             self.mark("unsure")
+        elif k == "k" and not ctrl:
+            self.keep_label()
         elif key in ("ArrowRight", "ArrowDown", "ArrowLeft", "ArrowUp"):
             cols = 1 if self.focus else 8
             delta = {"ArrowRight": 1, "ArrowLeft": -1, "ArrowDown": cols, "ArrowUp": -cols}[key]
@@ -450,6 +531,7 @@ class Labeler(Controller):
             it = self.items[self.order[pos]]
             st = self.state.get(it, _EMPTY)
             sug = self.suggestions.get(it)
+            rev = self.reviews.get(it)
             out.append(
                 {
                     "pos": pos,
@@ -458,6 +540,7 @@ class Labeler(Controller):
                     "label": list(st.label) if isinstance(st.label, tuple) else st.label,
                     "suggestion": sug[0] if sug else None,
                     "confidence": sug[1] if sug else None,
+                    "review": None if rev is None else {"current": self._current(it), "given": rev[0], "suggested": rev[1], "score": rev[2]},
                     "selected": pos in self.selection,
                     "cursor": pos == self.cursor,
                 }

@@ -229,3 +229,36 @@ def test_functions_are_listed():
     assert {"label_issues", "near_duplicates", "duplicate_groups", "outliers"} <= names
     sig = mlnb.functions("near_duplicates").get_column("signature").item()
     assert "threshold := 0.95" in sig
+
+
+@pytest.mark.slow
+def test_near_duplicates_finds_planted_copies_of_real_photographs(tmp_path):
+    """Each bundled photograph, re-encoded as JPEG at quality 75 and cropped by 3% on every side,
+    embedded with the default model: exactly the copies pair up (8 groups of 3), nothing else,
+    beside 10 unrelated scikit-image pictures."""
+    import skimage.data
+    from PIL import Image
+
+    rows = []
+    for name, src in sorted(mlnb.datasets.photograph_files().items()):
+        im = Image.open(src).convert("RGB")
+        stem = name.rsplit(".", 1)[0]
+        w, h = im.size
+        im.save(tmp_path / f"{stem}.png")
+        im.save(tmp_path / f"{stem}_q75.jpg", quality=75)
+        im.crop((int(0.03 * w), int(0.03 * h), w - int(0.03 * w), h - int(0.03 * h))).save(tmp_path / f"{stem}_crop.png")
+        rows += [(f"{stem}.png", stem), (f"{stem}_q75.jpg", stem), (f"{stem}_crop.png", stem)]
+    for name in ["brick", "camera", "clock", "coins", "grass", "gravel", "horse", "moon", "page", "text"]:
+        a = getattr(skimage.data, name)()
+        Image.fromarray(a if a.dtype == np.uint8 else (a * 255).astype(np.uint8)).convert("RGB").save(tmp_path / f"{name}.png")
+        rows.append((f"{name}.png", name))
+    photos = pl.DataFrame({"path": [str(tmp_path / p) for p, _ in rows], "source": [s for _, s in rows]})
+    out = mlnb.sql(
+        "SELECT source_i, source_j, path_i, path_j, similarity, duplicate_group "
+        "FROM near_duplicates((SELECT path, source, embed(path) AS features FROM photos), threshold := 0.9)",
+        photos=photos,
+    )
+    assert out.height == 24, out
+    assert (out.get_column("source_i") == out.get_column("source_j")).all()
+    groups = out.group_by("duplicate_group").agg(pl.col("source_i").unique())
+    assert groups.height == 8 and all(len(s) == 1 for s in groups.get_column("source_i").to_list())
