@@ -78,6 +78,17 @@ class Workspace:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def check_identifier(name: Any, what: str, longest: int = 64) -> str:
+    """``name`` if it is a SQL identifier (so also a safe file or folder name in the workspace);
+    otherwise an error that says so (``what``: "Model names", "Function names" ...)."""
+    if not isinstance(name, str) or not name.isidentifier() or len(name) > longest:
+        raise WorkspaceError(
+            f"{what} are SQL identifiers (letters, digits and _, not starting with a digit, "
+            f"at most {longest} characters): {name!r} is not."
+        )
+    return name
+
+
 def atomic_write_bytes(target: Path, data: bytes) -> None:
     """Write to a temp file beside ``target``, fsync, rename over it."""
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -42,10 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from ..exceptions import MissingDependencyError, MlnbError, ModelNotFoundError
-from ..workspace import atomic_write_bytes, get_workspace
+from ..workspace import atomic_write_bytes, check_identifier, get_workspace
 from .zoo import _REGISTRY, IMAGENET_MEAN, IMAGENET_STD, TORCHVISION, ModelSpec, check_state_dict
 
-_MAX_NAME = 64
 #: Largest weights file read from an archive member (a local file is read whole).
 MAX_WEIGHTS_BYTES = 4 << 30
 #: Keys under which training checkpoints keep the model's state dict.
@@ -55,12 +54,7 @@ FORMATS = ("state_dict", "torchscript", "onnx")
 
 # -- names and places ----------------------------------------------------------
 def check_model_name(name: Any) -> str:
-    if not isinstance(name, str) or not name.isidentifier() or len(name) > _MAX_NAME:
-        raise MlnbError(
-            f"Model names are SQL identifiers (letters, digits and _, not starting with a digit, "
-            f"at most {_MAX_NAME} characters): {name!r} is not."
-        )
-    return name
+    return check_identifier(name, "Model names")
 
 
 def models_root(create: bool = False) -> Path:

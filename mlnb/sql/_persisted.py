@@ -41,10 +41,8 @@ from typing import Any
 
 from ..exceptions import MlnbError, ModelNotFoundError, QueryError
 from ..functions import Function, Param, registry
-from ..workspace import get_workspace
+from ..workspace import check_identifier, get_workspace
 from ._parse import Statement, parse
-
-_MAX_NAME = 64
 
 
 @dataclass
@@ -106,12 +104,7 @@ def functions_root() -> Path:
 
 
 def check_function_name(name: Any, what: str = "Function names") -> str:
-    if not isinstance(name, str) or not name.isidentifier() or len(name) > _MAX_NAME:
-        raise MlnbError(
-            f"{what} are SQL identifiers (letters, digits and _, not starting with a digit, "
-            f"at most {_MAX_NAME} characters): {name!r} is not."
-        )
-    return name
+    return check_identifier(name, what)
 
 
 def _read(name: str) -> tuple[tuple[Any, ...], dict[str, Any]] | None:

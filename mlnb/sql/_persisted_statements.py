@@ -33,6 +33,15 @@ def _frame(**cols: Any) -> Any:
     return pl.DataFrame({k: [v] for k, v in cols.items()})
 
 
+def _usage(pattern: str, message: str) -> None:
+    """Registered after a statement's own handler: the statement written wrong is told how it is
+    written (rather than passed to DuckDB, where ``CREATE FUNCTION`` means a session macro)."""
+
+    @statement(pattern)
+    def _wrong(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
+        raise QueryError(message, statement=stmt.text)
+
+
 # -- functions ---------------------------------------------------------------------
 @statement(
     r"CREATE\s+(?P<replace>OR\s+REPLACE\s+)?FUNCTION\s+" + _NAME + r"\s*\((?P<args>[^)]*)\)\s*AS\s+(?P<table>TABLE\s+)?(?P<body>.+)"
@@ -48,13 +57,10 @@ def _create_function(session: Session, m: Match[str], stmt: Statement, ns: Mappi
     return _frame(function=fn.name, arguments=", ".join(fn.args), returns=fn.returns, definition=fn.expression)
 
 
-@statement(r"CREATE\s+(OR\s+REPLACE\s+)?FUNCTION\b.*")
-def _create_function_usage(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
-    raise QueryError(
-        "CREATE FUNCTION takes a name, its arguments in parentheses and a body: "
-        "CREATE FUNCTION brand(url) AS car_head(embed(url)).",
-        statement=stmt.text,
-    )
+_usage(
+    r"CREATE\s+(OR\s+REPLACE\s+)?FUNCTION\b.*",
+    "CREATE FUNCTION takes a name, its arguments in parentheses and a body: CREATE FUNCTION brand(url) AS car_head(embed(url)).",
+)
 
 
 @statement(r"DROP\s+FUNCTION\s+(?P<ifexists>IF\s+EXISTS\s+)?" + _NAME)
@@ -161,13 +167,11 @@ def _create_model(session: Session, m: Match[str], stmt: Statement, ns: Mapping[
     )
 
 
-@statement(r"CREATE\s+(OR\s+REPLACE\s+)?MODEL\b.*")
-def _create_model_usage(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
-    raise QueryError(
-        "CREATE MODEL takes a name and a quoted source: CREATE MODEL cars FROM 'weights.pth' "
-        "WITH (architecture = 'resnet18'), or FROM 'archive+file:///models.zip#model.onnx'.",
-        statement=stmt.text,
-    )
+_usage(
+    r"CREATE\s+(OR\s+REPLACE\s+)?MODEL\b.*",
+    "CREATE MODEL takes a name and a quoted source: CREATE MODEL cars FROM 'weights.pth' "
+    "WITH (architecture = 'resnet18'), or FROM 'archive+file:///models.zip#model.onnx'.",
+)
 
 
 @statement(r"SHOW\s+MODELS(?:\s+LIKE\s+'(?P<pattern>[^']*)')?")
