@@ -16,6 +16,7 @@ Functions: :mod:`._persisted`; models: :mod:`mlnb.features._user_models`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from re import Match
 from typing import Any
@@ -151,14 +152,21 @@ def _plain(value: Any) -> Any:
 
 
 @statement(
-    r"CREATE\s+(?P<replace>OR\s+REPLACE\s+)?MODEL\s+" + _NAME + r"\s+FROM\s+(?P<src>'(?:[^']|'')*')"
+    r"CREATE\s+(?P<replace>OR\s+REPLACE\s+)?MODEL\s+" + _NAME + r"\s+FROM\s+(?P<src>'(?:[^']|'')*'|\$\w+)"
     r"(?:\s*WITH\s*\((?P<opts>.*)\))?"
 )
 def _create_model(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     from ..features._user_models import create_model, read_model_spec
 
     opts = _with_options(session, stmt, m, ns)
-    source = m.group("src")[1:-1].replace("''", "'")
+    src = m.group("src")
+    if src.startswith("$"):  # a notebook variable holding the path
+        source = session._params(stmt.sub(m.start("src"), m.end("src")), ns)[src[1:]]
+        if not isinstance(source, (str, os.PathLike)):
+            raise QueryError(f"{src} must hold a path or URL, not a {type(source).__name__}.", statement=stmt.text)
+        source = os.fspath(source)
+    else:
+        source = src[1:-1].replace("''", "'")
     spec = create_model(m.group("name"), source, replace=bool(m.group("replace")), **opts)
     rec = read_model_spec(spec.name)
     return _frame(

@@ -69,6 +69,7 @@ def test_or_replace_and_a_failed_replace_keeps_the_old(_workspace):
         ("CREATE FUNCTION lower(x) AS x", "DuckDB"),
         ("CREATE FUNCTION g(x, x) AS x", "named twice"),
         ("CREATE FUNCTION g AS 1", "arguments in parentheses"),
+        ("CREATE FUNCTION g(x) AS embed(x, model := 'no_such_model')", "Unknown model 'no_such_model'"),
     ],
 )
 def test_bad_functions_are_refused_and_nothing_is_written(_workspace, sql, message):
@@ -108,6 +109,9 @@ def test_function_over_a_classifier_and_another_function():
     _q("CREATE FUNCTION which_twice(p) AS which(p) || which(p)")
     out = _q("SELECT digit(pixels) AS a, which_twice(pixels) AS b FROM digits", digits=digits)
     assert (out["a"] + out["a"]).to_list() == out["b"].to_list()
+    listed = dict(_q("SHOW FUNCTIONS LIKE '*which*'").select("name", "origin").iter_rows())
+    assert listed == {"which": "persisted", "which_twice": "persisted"}
+    assert _q("SHOW FUNCTIONS LIKE 'digit*'")["origin"].unique().to_list() == ["classifier"]
     with pytest.raises(mlnb.MlnbError, match="classifier"):
         _q("CREATE FUNCTION digit(x) AS x")
     with pytest.raises(mlnb.MlnbError, match="classifier"):
@@ -204,7 +208,8 @@ def test_create_model_from_an_archive_member_outlives_the_archive(small_weights,
     spec = _user_models.read_model_spec("arch")
     assert spec["layer"] == "trunk_output.block2" and spec["preprocessing"]["mean"] == [0.5, 0.5, 0.5] and spec["feature_dim"] == 64
     assert _feats("arch", images).shape == (3, 64)
-    _q(f"CREATE MODEL arch2 FROM 'zip://nets/small.pth::{small_weights / 'models.zip'}' WITH (architecture = 'regnet_x_400mf')")
+    member = f"zip://nets/small.pth::{small_weights / 'models.zip'}"
+    _q("CREATE MODEL arch2 FROM $member WITH (architecture = 'regnet_x_400mf')", member=member)
     assert _user_models.read_model_spec("arch2")["sha256"] == spec["sha256"]  # same weights, same id
 
 
