@@ -31,25 +31,19 @@ import contextlib
 import datetime as _dt
 import difflib
 import hashlib
-import io
 import json
 import os
 import shutil
 import threading
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import MissingDependencyError, MlnbError, ModelNotFoundError
+from ..exceptions import MlnbError, ModelNotFoundError
 from ..workspace import atomic_write_bytes, check_identifier, get_workspace
-from .zoo import _REGISTRY, IMAGENET_MEAN, IMAGENET_STD, TORCHVISION, ModelSpec, check_state_dict
-
-#: Largest weights file read from an archive member (a local file is read whole).
-MAX_WEIGHTS_BYTES = 4 << 30
-#: Keys under which training checkpoints keep the model's state dict.
-_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "module")
-FORMATS = ("state_dict", "torchscript", "onnx")
+from ._architectures import check_architecture, fit_architecture, preprocessing
+from ._weights_files import FORMATS, OnnxBackbone, jit_load, load_state_dict_bytes, read_weights_source, sniff_format
+from .zoo import _REGISTRY, ModelSpec
 
 
 # -- names and places ----------------------------------------------------------
@@ -60,201 +54,6 @@ def check_model_name(name: Any) -> str:
 def models_root(create: bool = False) -> Path:
     ws = get_workspace()
     return ws.path("models", "x", create=create).parent
-
-
-def _folder(name: str) -> Path:
-    return models_root() / name
-
-
-# -- architectures -----------------------------------------------------------
-def architectures() -> list[str]:
-    """Names :func:`persist_model` and ``CREATE MODEL ... WITH (architecture = ...)`` accept."""
-    import torchvision.models as tvm
-
-    from .efficientnet_lite import VARIANTS
-
-    return sorted(set(VARIANTS) | set(tvm.list_models(module=tvm)))
-
-
-def check_architecture(architecture: Any) -> str:
-    names = architectures()
-    if architecture not in names:
-        close = difflib.get_close_matches(str(architecture), names, n=4, cutoff=0.5)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise MlnbError(
-            f"Unknown architecture {architecture!r}.{hint} Architectures are efficientnet_lite0/1/2 and the "
-            f"torchvision classification models (resnet18, resnet50, mobilenet_v3_large, convnext_tiny, ...)."
-        )
-    return architecture
-
-
-def _head_path(architecture: str, model: Any) -> str:
-    """The attribute path of the classifier layer mlnb takes off to get features."""
-    from torch import nn
-
-    from .efficientnet_lite import VARIANTS
-
-    if architecture in VARIANTS:
-        return "_fc"
-    if architecture in TORCHVISION:
-        return TORCHVISION[architecture][1]
-    last = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if last:
-        return last[-1]
-    for name in ("classifier", "fc", "head", "heads"):  # squeezenet's classifier is a convolution
-        if hasattr(model, name):
-            return name
-    raise MlnbError(f"Cannot find the classifier layer of {architecture}.")
-
-
-def _new_model(architecture: str, num_classes: int | None = None) -> Any:
-    """The architecture with random weights: nothing is downloaded."""
-    from .efficientnet_lite import VARIANTS
-
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    if architecture in VARIANTS:
-        from .efficientnet_lite import EfficientNetLite
-
-        return EfficientNetLite(architecture, **kwargs)
-    import torchvision.models as tvm
-
-    if architecture in ("googlenet", "inception_v3"):
-        kwargs["init_weights"] = False  # scipy-based init is slow, and the weights come next anyway
-    return tvm.get_model(architecture, weights=None, **kwargs)
-
-
-def _get_attr_path(root: Any, path: str) -> Any:
-    obj = root
-    for p in path.split("."):
-        obj = obj[int(p)] if p.isdigit() else getattr(obj, p)
-    return obj
-
-
-def _fit_architecture(architecture: str, state: Mapping[str, Any], source: str) -> tuple[Any, str, bool, int | None]:
-    """``(model with the weights loaded, head path, has head, classes)``: the model is sized
-    for the classifier in ``state`` (any number of classes), or has none when ``state`` has none."""
-    from torch import nn
-
-    from .zoo import _set_attr_path
-
-    model = _new_model(architecture)
-    head = _head_path(architecture, model)
-    head_weight = state.get(head + ".weight")
-    classes: int | None = None
-    if head_weight is not None and getattr(head_weight, "ndim", 0) == 2:
-        classes = int(head_weight.shape[0])
-        if classes != getattr(_get_attr_path(model, head), "out_features", classes):
-            model = _new_model(architecture, classes)
-    has_head = any(k == head or k.startswith(head + ".") for k in state)
-    if not has_head:
-        _set_attr_path(model, head, nn.Identity())
-    check_state_dict(model, dict(state), source)
-    model.load_state_dict(dict(state), strict=True)
-    model.eval()
-    return model, head, has_head, classes
-
-
-def _default_preprocessing(architecture: str | None) -> dict[str, Any]:
-    """Input size, resize, mean/std and interpolation the architecture was trained with."""
-    if architecture in _REGISTRY:
-        s = _REGISTRY[architecture]
-        return {"input_size": s.input_size, "resize_size": s.resize_size, "mean": list(s.mean), "std": list(s.std),
-                "interpolation": s.interpolation}
-    if architecture:
-        with contextlib.suppress(Exception):
-            import torchvision.models as tvm
-
-            t = tvm.get_model_weights(architecture).DEFAULT.transforms()
-            return {"input_size": int(t.crop_size[0]), "resize_size": int(t.resize_size[0]), "mean": list(t.mean),
-                    "std": list(t.std), "interpolation": str(t.interpolation.value)}
-    return {"input_size": 224, "resize_size": 256, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "interpolation": "bilinear"}
-
-
-def _triple(value: Any, what: str) -> list[float]:
-    if isinstance(value, str):
-        value = [v for v in value.replace(",", " ").split() if v]
-    if isinstance(value, (int, float)):
-        value = [value] * 3
-    try:
-        out = [float(v) for v in value]
-    except (TypeError, ValueError):
-        out = []
-    if len(out) != 3 or (what == "std" and min(out) <= 0):
-        raise MlnbError(f"{what} takes three numbers (one per RGB channel), e.g. [0.485, 0.456, 0.406]; got {value!r}.")
-    return out
-
-
-def _preprocessing(architecture: str | None, input_size: Any, resize_size: Any, mean: Any, std: Any,
-                   interpolation: Any) -> dict[str, Any]:
-    out = _default_preprocessing(architecture)
-    if input_size is not None:
-        if not isinstance(input_size, int) or isinstance(input_size, bool) or not 8 <= input_size <= 4096:
-            raise MlnbError(f"input_size is a whole number of pixels between 8 and 4096, got {input_size!r}.")
-        if input_size != out["input_size"]:
-            out["resize_size"] = int(round(input_size / 0.875))
-        out["input_size"] = input_size
-    if resize_size is not None:
-        if not isinstance(resize_size, int) or isinstance(resize_size, bool) or resize_size < out["input_size"]:
-            raise MlnbError(f"resize_size is a whole number of pixels, at least input_size ({out['input_size']}); got {resize_size!r}.")
-        out["resize_size"] = resize_size
-    if mean is not None:
-        out["mean"] = _triple(mean, "mean")
-    if std is not None:
-        out["std"] = _triple(std, "std")
-    if interpolation is not None:
-        if interpolation not in ("bilinear", "bicubic"):
-            raise MlnbError(f"interpolation is 'bilinear' or 'bicubic', got {interpolation!r}.")
-        out["interpolation"] = interpolation
-    return out
-
-
-# -- backbones built from the stored files ----------------------------------------
-class _OnnxBackbone:
-    """An onnxruntime session behind the engine's module interface (NCHW float in, features out)."""
-
-    def __init__(self, path: Path) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise MissingDependencyError("onnxruntime", "export", "An ONNX model") from None
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1:
-            raise MlnbError(f"An ONNX feature extractor takes one input (an image batch); {path.name} takes {len(inputs)}.")
-        self.input = inputs[0].name
-        shape = list(inputs[0].shape)
-        self.nhwc = len(shape) == 4 and shape[-1] == 3 and shape[1] != 3
-        self.shape = shape
-
-    def __call__(self, x: Any) -> Any:
-        import numpy as np
-        import torch
-
-        arr = x.detach().float().cpu()
-        if self.nhwc:
-            arr = arr.permute(0, 2, 3, 1)
-        out = self.session.run(None, {self.input: np.ascontiguousarray(arr.numpy())})[0]
-        return torch.from_numpy(np.asarray(out, dtype=np.float32))
-
-    def eval(self) -> _OnnxBackbone:
-        return self
-
-    def to(self, *args: Any, **kwargs: Any) -> _OnnxBackbone:
-        return self  # runs where onnxruntime runs (CPU)
-
-
-def _jit_load(path: Path) -> Any:
-    """A TorchScript file (torch 2.9+ calls TorchScript deprecated; the issue asks for it, so quietly)."""
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=FutureWarning)
-        return torch.jit.load(str(path), map_location="cpu").eval()
 
 
 def _verify(path: Path, sha256: str) -> None:
@@ -271,16 +70,16 @@ def _builder(folder: Path, spec: dict[str, Any]):
             raise MlnbError(f"The weights of model {spec['name']!r} are missing ({path}): create the model again.")
         _verify(path, spec["sha256"])
         if fmt == "onnx":
-            return _OnnxBackbone(path), None
+            return OnnxBackbone(path), None
 
         if fmt == "torchscript":
-            return _jit_load(path), None
+            return jit_load(path), None
         from safetensors.torch import load_file
         from torch import nn
 
         from .zoo import _set_attr_path
 
-        model, head_path, has_head, classes = _fit_architecture(arch, load_file(str(path)), str(path))
+        model, head_path, has_head, classes = fit_architecture(arch, load_file(str(path)), str(path))
         head = _set_attr_path(model, head_path, nn.Identity()) if has_head else None
         if layer:
             from .engine import LayerTap
@@ -473,7 +272,7 @@ def _persist_state(name: str, architecture: str, state: Mapping[str, Any], *, la
     if bad:
         raise MlnbError(f"{what} is not a state dict of tensors: {bad[0]!r} is {type(state[bad[0]]).__name__}.")
     tensors = {str(k): v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    model, head_path, has_head, classes = _fit_architecture(architecture, tensors, what)
+    model, head_path, has_head, classes = fit_architecture(architecture, tensors, what)
     if layer:
         from .engine import LayerTap
 
@@ -544,128 +343,9 @@ def persist_model(
             json.dumps(dict(meta))
         except (TypeError, ValueError) as exc:
             raise MlnbError(f"meta must hold JSON values (numbers, strings, lists, dicts): {exc}") from None
-    pre = _preprocessing(architecture, input_size, None, mean, std, None)
+    pre = preprocessing(architecture, input_size, None, mean, std, None)
     return _persist_state(name, architecture, state_dict, layer=layer, pre=pre, replace=replace, source=None,
                           source_sha256=None, meta=meta)
-
-
-# -- reading a user's file ------------------------------------------------------
-def _read_source(source: str) -> tuple[bytes, str]:
-    """The bytes behind a path, ``file://`` URL, archive member or URL, and a display name."""
-    from .._archives import read_member, split_pattern
-    from ..exceptions import ImageLoadError
-
-    try:
-        parts = split_pattern(source)
-        if parts is not None:
-            _scheme, member, outer = parts
-            if not member:
-                raise MlnbError(f"{source}: an archive source names its member: archive+file:///x.zip#weights.pth.")
-            return read_member(source, outer, member, 60.0, MAX_WEIGHTS_BYTES), member
-        lower = source.lower()
-        if "://" in source and not lower.startswith("file://"):
-            from ..images import read_source
-
-            return read_source(source, timeout=120.0), source.rsplit("/", 1)[-1]
-        path = Path(source[7:] if lower.startswith("file://") else source).expanduser()
-        if not path.exists():
-            raise MlnbError(f"No weights file {source}: check the path (relative paths start at {os.getcwd()}).")
-        if path.is_dir():
-            raise MlnbError(f"{source} is a folder: name the weights file inside it.")
-        return path.read_bytes(), path.name
-    except ImageLoadError as exc:
-        raise MlnbError(f"Cannot read the weights {exc.source}: {exc.reason}.") from None
-
-
-def _sniff(data: bytes, filename: str) -> str:
-    """``state_dict`` (a torch pickle or safetensors), ``torchscript`` or ``onnx``."""
-    lower = filename.lower()
-    if data[:4] == b"PK\x03\x04":
-        with contextlib.suppress(zipfile.BadZipFile):
-            members = zipfile.ZipFile(io.BytesIO(data)).namelist()
-            if any(m.endswith("/constants.pkl") or "/code/" in m for m in members):
-                return "torchscript"
-        return "state_dict"
-    if lower.endswith(".onnx"):
-        return "onnx"
-    if lower.endswith((".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors")) or data[:1] == b"\x80":
-        return "state_dict"
-    if len(data) > 8 and data[8:9] == b"{":
-        return "state_dict"  # safetensors: an 8-byte header length, then JSON
-    with contextlib.suppress(Exception):
-        import onnx
-
-        onnx.load_model_from_string(data)
-        return "onnx"
-    return "state_dict"
-
-
-def _load_state(data: bytes, source: str) -> dict[str, Any]:
-    """A state dict from ``torch.save`` bytes (``weights_only=True``) or safetensors."""
-    import pickle
-
-    import torch
-
-    if len(data) > 8 and data[8:9] == b"{" and data[:4] != b"PK\x03\x04" and data[:1] != b"\x80":
-        from safetensors.torch import load as st_load
-
-        try:
-            return dict(st_load(data))
-        except Exception as exc:  # noqa: BLE001
-            raise MlnbError(f"{source} looks like safetensors but cannot be read: {exc}") from None
-    try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "Weights only load failed" in text or "Unsupported global" in text:
-            glob = text.split("Unsupported global:", 1)[-1].split("was not an allowed global")[0].strip(" :")
-            more = f" (it names {glob.split()[-1] if glob else 'a Python class'})" if "Unsupported global" in text else ""
-            raise MlnbError(
-                f"{source} holds Python objects, not only tensors{more}: loading it would run code from the file, "
-                "which mlnb never does (torch.load(weights_only=True)). Save the weights instead: "
-                "torch.save(model.state_dict(), 'weights.pth'), or a TorchScript file (torch.jit.save), "
-                "or safetensors."
-            ) from None
-        raise MlnbError(_not_weights(source, text)) from None
-    except Exception as exc:  # noqa: BLE001 - torch says "invalid load key", "PytorchStreamReader failed" ...
-        raise MlnbError(_not_weights(source, f"{type(exc).__name__}: {exc}")) from None
-    return _state_of(obj, source)
-
-
-def _not_weights(source: str, reason: str) -> str:
-    return (
-        f"{source} is not a weights file mlnb can read: a torch.save state dict, safetensors, TorchScript "
-        f"or ONNX (torch.load said: {reason.splitlines()[0][:120] if reason else 'nothing'})."
-    )
-
-
-def _state_of(obj: Any, source: str) -> dict[str, Any]:
-    import torch
-
-    def tensors_only(d: Any) -> bool:
-        return isinstance(d, Mapping) and bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
-
-    if not tensors_only(obj) and isinstance(obj, Mapping):
-        for k in _CHECKPOINT_KEYS:  # a training checkpoint: {"epoch": .., "state_dict": {...}}
-            if tensors_only(obj.get(k)):
-                obj = obj[k]
-                break
-    if isinstance(obj, Mapping) and not tensors_only(obj):
-        # Non-tensor extras beside the tensors (rare: metadata strings) are dropped.
-        kept = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if kept and len(kept) >= len(obj) / 2:
-            obj = kept
-    if not tensors_only(obj):
-        kind = type(obj).__name__
-        keys = ", ".join(map(repr, list(obj)[:5])) if isinstance(obj, Mapping) else ""
-        raise MlnbError(
-            f"{source} holds no state dict (a {kind}{' with keys ' + keys if keys else ''}): "
-            "save one with torch.save(model.state_dict(), path)."
-        )
-    state = {str(k): v for k, v in obj.items()}
-    if all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
 
 
 def create_model(
@@ -703,10 +383,10 @@ def create_model(
         raise MlnbError(f"format is one of {', '.join(FORMATS)}; got {format!r}.")
     if architecture is not None:
         check_architecture(architecture)
-    data, filename = _read_source(source)
+    data, filename = read_weights_source(source)
     if not data:
         raise MlnbError(f"{source} is empty.")
-    fmt = format or _sniff(data, filename)
+    fmt = format or sniff_format(data, filename)
     source_sha = hashlib.sha256(data).hexdigest()
     if fmt == "state_dict":
         if architecture is None:
@@ -714,8 +394,8 @@ def create_model(
                 f"{source} holds weights without the network: say which architecture they are for, "
                 "e.g. WITH (architecture = 'resnet18') (architecture='resnet18' in Python)."
             )
-        state = _load_state(data, source)
-        pre = _preprocessing(architecture, input_size, resize_size, mean, std, interpolation)
+        state = load_state_dict_bytes(data, source)
+        pre = preprocessing(architecture, input_size, resize_size, mean, std, interpolation)
         return _persist_state(name, architecture, state, layer=layer, pre=pre, replace=replace, source=source,
                               source_sha256=source_sha, meta=None)
     if layer:
@@ -730,13 +410,13 @@ def create_model(
 
             def build() -> tuple[Any, Any]:
                 try:
-                    return _jit_load(tmp), None
+                    return jit_load(tmp), None
                 except Exception as exc:  # noqa: BLE001
                     raise MlnbError(f"{source} is not a TorchScript file torch.jit.load can read ({str(exc).splitlines()[0][:160]}).") from None
         else:
             def build() -> tuple[Any, Any]:
                 try:
-                    return _OnnxBackbone(tmp), None
+                    return OnnxBackbone(tmp), None
                 except MlnbError:
                     raise
                 except Exception as exc:  # noqa: BLE001
@@ -748,7 +428,7 @@ def create_model(
                     input_size = int(shape[2])
                 elif len(shape) == 4 and isinstance(shape[1], int) and shape[1] == shape[2] and shape[3] == 3:
                     input_size = int(shape[1])
-        pre = _preprocessing(architecture, input_size, resize_size, mean, std, interpolation)
+        pre = preprocessing(architecture, input_size, resize_size, mean, std, interpolation)
         dim = _probe(build, pre["input_size"], source)
         ext = "pt" if fmt == "torchscript" else "onnx"
         filename = f"model-{source_sha[:16]}.{ext}"
