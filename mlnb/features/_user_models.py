@@ -22,7 +22,8 @@ weights' sha256 is part of the embedding cache key (``ModelSpec.weights_id``).
 Public functions: :func:`persist_model` (a state dict, from Python: fine-tuning
 uses it), :func:`create_model` (a file, URL or archive member: ``CREATE
 MODEL``), :func:`drop_model`, :func:`user_models` (a frame),
-:func:`lookup` / :func:`specs` (what the zoo asks).
+:func:`lookup` / :func:`specs` (what the zoo asks), :func:`names`, :func:`read_model_spec`,
+:func:`check_model_name`, and :func:`~._architectures.architectures` (the names ``architecture`` takes).
 """
 
 from __future__ import annotations
@@ -41,9 +42,14 @@ from typing import Any
 
 from ..exceptions import MlnbError, ModelNotFoundError
 from ..workspace import atomic_write_bytes, check_identifier, get_workspace
-from ._architectures import check_architecture, fit_architecture, preprocessing
+from ._architectures import architectures, check_architecture, fit_architecture, preprocessing
 from ._weights_files import FORMATS, OnnxBackbone, jit_load, load_state_dict_bytes, read_weights_source, sniff_format
 from .zoo import _REGISTRY, ModelSpec
+
+__all__ = [
+    "architectures", "check_model_name", "create_model", "drop_model", "lookup", "names", "persist_model",
+    "read_model_spec", "specs", "user_models",
+]
 
 
 # -- names and places ----------------------------------------------------------
