@@ -301,7 +301,7 @@ def test_torchscript_and_onnx_models(tmp_path, images, fp32):
     np.testing.assert_allclose(_feats("onnxed", images), scripted, rtol=1e-4, atol=1e-5)
 
 
-def test_persist_model_contract():
+def test_persist_model_contract(tmp_path, monkeypatch):
     import torchvision
 
     net = torchvision.models.regnet_x_400mf(weights=None, num_classes=3)  # a fine-tuned head of 3 classes
@@ -318,6 +318,10 @@ def test_persist_model_contract():
     with pytest.raises(mlnb.MlnbError, match="not a state dict of tensors"):
         mlnb.persist_model("t2", architecture="regnet_x_400mf", state_dict={"a": 1})
     assert _user_models.user_models()["name"].to_list() == ["tuned"]
+    with monkeypatch.context() as mp:  # models belong to the workspace in use
+        mp.setattr(mlnb.config, "_workspace", tmp_path / "other")
+        with pytest.raises(mlnb.ModelNotFoundError, match="Unknown model 'tuned'"):
+            mlnb.embed(np.zeros((40, 40, 3), dtype=np.uint8), model="tuned")
     assert mlnb.drop_model("tuned") and _user_models.user_models().height == 0
 
 
