@@ -179,6 +179,9 @@ def _experiment_data(
     where = opts.pop("test_where", None)
     if test is not None and where is not None:
         raise QueryError("Give test = (SELECT ...) or test_where = '...', not both.", statement=stmt.text)
+    for key, value in opts.items():
+        if isinstance(value, Subquery):
+            raise QueryError(f"Option {key} takes a value, not a query in parentheses (only test does).", statement=stmt.text)
     test_df = None
     if where is not None:
         df = session._run_one(_with_test_column(stmt, query, where), ns, lazy=False)

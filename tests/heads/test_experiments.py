@@ -160,6 +160,7 @@ def test_evaluate_confusion_is_a_matrix(t):
         ("test = (SELECT features FROM t), folds = 0", r"test query must return a features column and a label column"),
         ("test = (SELECT features, label FROM t), test_where = 'true'", r"not both"),
         ("test = ()", r"empty parentheses"),
+        ("k = (SELECT 3)", r"Option k takes a value, not a query"),
         ("test = 5", r"test takes a query in parentheses"),
         ("folds = 1", r"folds must be 0 \(no cross-validation\) or a whole number of at least 2; got 1"),
         ("folds = 2.5", r"folds must be 0"),
