@@ -229,7 +229,7 @@ class PersistedResolver:
     def lookup(self, name: str) -> Function | None:
         if not isinstance(name, str) or not name.isidentifier():
             return None
-        hit = _read(name)
+        hit = _read(name.lower())  # SQL names are case-insensitive: stored in lower case
         return None if hit is None else _function(hit[1], hit[0])
 
     def functions(self) -> list[Function]:
@@ -349,7 +349,7 @@ def create_function(name: str, args: Sequence[str], expression: str, *, replace:
     """
     from ._session import get_session
 
-    check_function_name(name)
+    name = check_function_name(name).lower()  # as DuckDB reads an unquoted name
     args = _args(args)
     expression = (expression or "").strip()
     if not expression:
@@ -380,7 +380,7 @@ def create_function(name: str, args: Sequence[str], expression: str, *, replace:
 
 def drop_function(name: str, *, missing_ok: bool = False, session: Any = None) -> bool:
     """Remove the persisted function ``name`` from the workspace (``DROP FUNCTION``)."""
-    check_function_name(name)
+    name = check_function_name(name).lower()  # as DuckDB reads an unquoted name
     path = functions_root() / f"{name}.json"
     with get_workspace().lock(f"function-{name}"):
         try:

@@ -69,7 +69,7 @@ def _drop_function(session: Session, m: Match[str], stmt: Statement, ns: Mapping
     from ..functions import registry
     from ._persisted import _read, drop_function
 
-    name = m.group("name")
+    name = m.group("name").lower()
     if _read(name) is not None:
         drop_function(name, session=session)
         return _frame(dropped=name)

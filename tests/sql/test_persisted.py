@@ -39,6 +39,14 @@ def test_create_function_is_stored_listed_and_callable(_workspace):
     assert mlnb.persisted_functions()[0]["args"] == ["x"]
 
 
+def test_names_are_case_insensitive_as_in_sql(_workspace):
+    _q("CREATE FUNCTION Shout(x) AS upper(x)")
+    assert (_workspace / "functions" / "shout.json").is_file()
+    assert _q("SELECT SHOUT('a') AS a, shout('b') AS b").row(0) == ("A", "B")
+    _q("DROP FUNCTION SHOUT")
+    assert mlnb.persisted_functions() == []
+
+
 def test_python_twin_and_columns():
     fn = mlnb.create_function("plus", ["a", "b"], "a + b")
     assert fn(2, 3) == 5
