@@ -5,8 +5,8 @@
 The server runs as ``python -m mlnb serve`` in its own process (as a user runs it);
 the clients are threads of this process, each with its own HTTP connection. Every
 request carries an image the server has not seen (digits, 1,797 of them), so each
-one goes through decode and the model, not the embedding cache. A few requests
-first warm the server (not counted). The machine's load average is printed: on a
+one goes through decode and the model, not the embedding cache. A few requests at
+each level first warm the server (not counted). The machine's load average is printed: on a
 shared machine the absolute numbers move, the on/off ratio less.
 
     .venv/bin/python benchmarks/bench_serve.py [--levels 1,8,32] [--requests 40,160,320] [--features]
@@ -123,14 +123,20 @@ def main() -> None:
         feats = np.asarray(mlnb.embed_frame(train, "path", progress=False)["features"].to_numpy(), dtype=np.float32)
 
     need = sum(counts)
+    warm = sum(2 * c for c in levels)
     rows = []
     for mode, flags in (("on", ()), ("off", ("--no-batching",))):
         proc, url = start_server(ws, *flags)
         try:
             # Each mode gets images the other has not sent (the server caches features by content).
-            offset = 0 if mode == "on" else need
-            pool = [paths[(offset + i) % len(paths)] for i in range(need + 8)]
-            load(url, [(Path(p).read_bytes(), "image/png") for p in pool[-8:]], 4)  # warm-up, not counted
+            offset = 0 if mode == "on" else need + warm
+            pool = [paths[(offset + i) % len(paths)] for i in range(need + warm)]
+            # Warm-up, not counted: a few requests at each level, so that the model has seen the batch
+            # sizes that level makes (oneDNN prepares each new input shape once).
+            start = need
+            for c in levels:
+                load(url, [(Path(p).read_bytes(), "image/png") for p in pool[start : start + 2 * c]], c)
+                start += 2 * c
             start = 0
             for c, n in zip(levels, counts):
                 bodies = [(Path(p).read_bytes(), "image/png") for p in pool[start : start + n]]

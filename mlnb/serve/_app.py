@@ -42,6 +42,15 @@ class ServeOptions:
     allow_paths: bool | str | os.PathLike[str] = False
     warmup: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_queue", "workers"):
+            if int(getattr(self, name)) < 1:
+                raise MlnbError(f"{name} must be at least 1, not {getattr(self, name)!r}.")
+        if self.max_wait_ms < 0 or (self.max_body is not None and self.max_body < 1):
+            raise MlnbError("max_wait_ms must be 0 or more and max_body at least 1 byte.")
+        if self.allow_paths not in (True, False, None) and not os.path.isdir(self.allow_paths):
+            raise MlnbError(f"allow_paths names a folder that does not exist: {self.allow_paths!r}.")
+
     def body_limit(self) -> int:
         if self.max_body is not None:
             return int(self.max_body)

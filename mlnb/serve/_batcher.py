@@ -3,8 +3,10 @@ milliseconds of each other go through the model as one batch.
 
 The first request of a batch waits at most ``max_wait`` seconds for others
 (requests already queued join at once, without waiting), and only while
-``expecting()`` says more requests are on their way (read, not yet queued): a
-lone request does not wait for company that is not coming. A batch holds at
+``expecting()`` says more requests are on their way (read, not yet queued) or the
+previous batch held several (the clients it just answered are about to send
+again): a lone request on a quiet server does not wait for company that is not
+coming. A batch holds at
 most ``max_batch`` items. The batch runs in a worker thread, never on the event
 loop, and while it runs the next requests gather in the queue, so a busy server
 makes larger batches by itself. The queue is bounded: beyond ``max_queue``
@@ -67,6 +69,7 @@ class MicroBatcher:
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
+        last = 0  # size of the previous batch: a busy server waits for the clients it just answered
         while True:
             batch = [await self.queue.get()]
             deadline = loop.time() + self.max_wait
@@ -77,7 +80,7 @@ class MicroBatcher:
                 except asyncio.QueueEmpty:
                     pass
                 left = deadline - loop.time()
-                if left <= 0 or (self.expecting is not None and not self.expecting()):
+                if left <= 0 or (self.expecting is not None and not self.expecting() and last <= 1):
                     break
                 try:
                     batch.append(await asyncio.wait_for(self.queue.get(), left))
@@ -89,6 +92,7 @@ class MicroBatcher:
                 continue
             self.batches += 1
             self.items += len(batch)
+            last = len(batch)
             try:
                 results = await loop.run_in_executor(self.executor, self.run, [item for item, _ in batch])
                 if len(results) != len(batch):

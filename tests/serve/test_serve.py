@@ -368,3 +368,11 @@ def test_persisted_table_function(client, trained):
         assert r.json()["output"] == [{"i": 0}, {"i": 1}, {"i": 2}], r.text
     finally:
         persisted.drop_function("upto", missing_ok=True)
+
+
+def test_bad_options_are_refused():
+    from mlnb.serve import ServeOptions
+
+    for bad in ({"max_batch": 0}, {"max_wait_ms": -1}, {"allow_paths": "/no/such/folder"}, {"workers": 0}):
+        with pytest.raises(mlnb.MlnbError):
+            ServeOptions(**bad)
