@@ -54,6 +54,8 @@ _LAZY = {
     "load_regressor": "mlnb.heads",
     "regressors": "mlnb.heads",
     "trials": "mlnb.heads",
+    "finetune_classifier": "mlnb.heads",
+    "export_classifier": "mlnb.heads",
     "last_failures": "mlnb._report",
     "label_issues": "mlnb.quality",
     "near_duplicates": "mlnb.quality",

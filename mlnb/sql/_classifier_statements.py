@@ -331,6 +331,35 @@ def _matrix(cells: list[dict[str, Any]], classes: list[str]) -> Any:
     return pl.DataFrame({"actual": actual, **{p: [counts.get((a, p), 0) for a in actual] for p in labels}})
 
 
+@statement(
+    r"EXPORT\s+CLASSIFIER\s+" + _REF + r"\s+TO\s+'(?P<path>(?:[^']|'')*)'(?:\s+FORMAT\s+(?P<fmt>\w+))?"
+    r"(?:\s+CHECK\s+ON\s*\((?P<query>.+)\))?"
+)
+def _export(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
+    """``EXPORT CLASSIFIER name[@v] TO 'file.onnx' [FORMAT onnx|torchscript] [CHECK ON (SELECT image FROM ...)]``:
+    see :mod:`mlnb.heads._export`."""
+    import os
+
+    import polars as pl
+
+    from ..heads._export import export_classifier
+
+    images = None
+    if m.group("query") is not None:
+        df = session._run_one(stmt.sub(m.start("query"), m.end("query")), ns, lazy=False)
+        images = df.get_column(df.columns[0]).drop_nulls().to_list()
+    path = m.group("path").replace("''", "'")
+    card = export_classifier(m.group("ref").strip('"'), path, format=m.group("fmt"), check_images=images)
+    check = card["check"]
+    return pl.DataFrame(
+        {
+            "classifier": [card["classifier"]], "path": [path], "format": [card["format"]], "card": [path + ".card.json"],
+            "classes": [len(card["classes"])], "checked_images": [check["images"]], "same_class": [check["same_class"]],
+            "max_abs_diff": [check["max_abs_diff"]], "bytes": [os.path.getsize(path)],
+        }
+    )
+
+
 @statement(r"SHOW\s+CLASSIFIERS")
 def _show(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     from ..heads import classifiers

@@ -98,6 +98,7 @@ _KIND_PATTERNS = [
     ("evaluate_classifier", re.compile(r"EVALUATE\s+CLASSIFIER\b", re.I)),
     ("show_classifiers", re.compile(r"SHOW\s+CLASSIFIERS\b", re.I)),
     ("drop_classifier", re.compile(r"DROP\s+CLASSIFIER\b", re.I)),
+    ("export_classifier", re.compile(r"EXPORT\s+CLASSIFIER\b", re.I)),
     ("create_regressor", re.compile(r"CREATE\s+(OR\s+REPLACE\s+)?REGRESSOR\b", re.I)),
     ("evaluate_regressor", re.compile(r"EVALUATE\s+REGRESSOR\b", re.I)),
     ("show_regressors", re.compile(r"SHOW\s+REGRESSORS\b", re.I)),
@@ -144,7 +145,7 @@ class Statement:
     # -- what it is ---------------------------------------------------------
     @functools.cached_property
     def kind(self) -> str:
-        if not self.tokens or self.tokens[0].upper not in ("CREATE", "EVALUATE", "SHOW", "DROP", "SET", "RESET"):
+        if not self.tokens or self.tokens[0].upper not in ("CREATE", "EVALUATE", "SHOW", "DROP", "SET", "RESET", "EXPORT"):
             return "sql"
         head = self.text[: self.tokens[min(3, len(self.tokens) - 1)].end]
         for kind, pattern in _KIND_PATTERNS:
