@@ -309,6 +309,35 @@ def test_torchscript_and_onnx_models(tmp_path, images, fp32):
     np.testing.assert_allclose(_feats("onnxed", images), scripted, rtol=1e-4, atol=1e-5)
 
 
+def test_model_from_a_url_and_an_archive_on_a_server(tmp_path):
+    """MLDB's modelFileUrl: archive+http://site/models.zip#net.pt (fetched through the one URL seam)."""
+    import io
+    import warnings
+
+    import torch
+
+    from mlnb import images as images_mod
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        buf = io.BytesIO()
+        torch.jit.save(torch.jit.trace(net, torch.zeros(1, 3, 32, 32)), buf)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("models/net.pt", buf.getvalue())
+    served = {"http://models.example/net.pt": buf.getvalue(), "http://models.example/all.zip": archive.getvalue()}
+    images_mod.set_url_fetcher(lambda url, timeout: served[url])
+    try:
+        _q("CREATE MODEL web FROM 'http://models.example/net.pt' WITH (input_size = 32)")
+        _q("CREATE MODEL web_zip FROM 'archive+http://models.example/all.zip#models/net.pt' WITH (input_size = 32)")
+    finally:
+        images_mod.set_url_fetcher(None)
+    a, b = _user_models.read_model_spec("web"), _user_models.read_model_spec("web_zip")
+    assert a["sha256"] == b["sha256"] and a["format"] == "torchscript" and a["feature_dim"] == 4
+    assert mlnb.embed(np.zeros((40, 40, 3), dtype=np.uint8), model="web_zip").shape == (4,)
+
+
 def test_persist_model_contract(tmp_path, monkeypatch):
     import torchvision
 
