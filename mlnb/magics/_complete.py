@@ -53,12 +53,15 @@ def sql_at(text: str, line: int, column: int) -> tuple[str, int] | None:
 
 
 def _shown_type(c: Any) -> str:
-    """What the front end shows beside a completion: the signature of a function, the type of a column."""
+    """What the front end shows beside a completion (JupyterLab: at the right of the item, its first
+    letter as the badge): the signature of a function, the type of a column. Non-breaking spaces, so
+    JupyterLab widens the list rather than wrapping the text over the next item."""
+    text = c.type
     if c.type in ("function", "classifier") and c.detail:
-        return c.detail if len(c.detail) <= 90 else c.detail[:87] + "..."
-    if c.type == "column" and c.detail:
-        return f"column {c.detail}"
-    return c.type
+        text = c.detail if len(c.detail) <= 80 else c.detail[:77] + "..."
+    elif c.type == "column" and c.detail:
+        text = f"column {c.detail}"
+    return text.replace(" ", "\u00a0")
 
 
 def make_matcher(shell: Any) -> Any:
@@ -93,11 +96,24 @@ def _after_cell(result: Any) -> None:
         forget_functions()
 
 
+def _warm_up() -> None:
+    """Make the session and read DuckDB's function list once, off the main thread: JupyterLab drops
+    a completion reply that takes over a second (its providerTimeout), so the first Tab must not
+    pay for them."""
+    try:
+        complete("SELECT a", None, {})
+    except Exception:  # noqa: BLE001 - the first Tab will say nothing rather than fail
+        pass
+
+
 def register(shell: Any) -> None:
     """Add the matcher to ``shell``'s completer (once, however often the extension is loaded)."""
     completer = getattr(shell, "Completer", None)
     if completer is None:
         return
+    import threading
+
+    threading.Thread(target=_warm_up, name="mlnb-complete-warm-up", daemon=False).start()  # joined at exit: never inside DuckDB when the interpreter goes
     completer.custom_matchers[:] = [m for m in completer.custom_matchers if getattr(m, "__name__", "") != "mlsql_matcher"]
     completer.custom_matchers.insert(0, make_matcher(shell))
     try:

@@ -266,14 +266,19 @@ class _Catalog:
         return {**cached, **user}
 
     def reserved(self) -> frozenset[str]:
+        """DuckDB's reserved words (a column named ``order`` is written ``"order"``)."""
         global _reserved
-        if _reserved is None:
-            import duckdb
+        with _cache_lock:
+            if _reserved is None:
+                import duckdb
 
-            _reserved = frozenset(
-                r[0].upper() for r in duckdb.sql("SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved'").fetchall()
-            )
-        return _reserved
+                con = duckdb.connect()  # its own: DuckDB refuses a connection busy in another thread
+                try:
+                    rows = con.execute("SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved'").fetchall()
+                finally:
+                    con.close()
+                _reserved = frozenset(r[0].upper() for r in rows)
+            return _reserved
 
 
 _cache_lock = threading.Lock()
@@ -561,6 +566,9 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
     reserved = cat.reserved()
     depth = _depth(before)
     here = [r for r in refs if r.depth == depth] or refs
+    if not here and not any(t.upper == "FROM" for t in pl_.toks):
+        # SELECT typed before FROM: the columns of the notebook's frames (the first 50 frames)
+        here = [_Ref(name, None, -1) for name in cat.frames()[:50]]
     col_items: list[Completion] = []
     for ref in here:
         for c, t in _columns_of(ref, cat):
@@ -568,7 +576,7 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
             if _fits(prefix, name):
                 col_items.append(Completion(name, "column", start, end, f"{t} ({ref.alias or ref.name})"))
     items += col_items
-    quals = [r.alias or r.name for r in here if (r.alias or r.name)]
+    quals = [r.alias or r.name for r in here if (r.alias or r.name) and r in refs]
     items += make(_matches(prefix, quals), "table", "table in FROM")
     fns = cat.mlnb_functions()
     mlnb_names = {f.name for f in fns}
@@ -800,7 +808,7 @@ def _zoo(wait: float = 0.5) -> Any:
             import importlib
 
             loading = _zoo_loading = threading.Thread(
-                target=importlib.import_module, args=("mlnb.features.zoo",), name="mlnb-zoo-import", daemon=True
+                target=importlib.import_module, args=("mlnb.features.zoo",), name="mlnb-zoo-import", daemon=False
             )
             loading.start()
     loading.join(wait)

@@ -235,3 +235,11 @@ def test_incomplete_sql_never_raises(ns, session):
                  "CREATE CLASSIFIER", "EVALUATE", ";;;", "SELECT a.b.c.", "$", "SELECT $", "SELECT * FROM t WHERE x IN (1, 2"]:
         for cur in range(len(text) + 1):
             complete(text, cur, ns, session=session)
+
+
+def test_columns_of_the_notebooks_frames_before_from_is_typed(ns, session):
+    got = complete("SELECT wi", None, ns, session=session)
+    assert got[0].text == "width" and "meta" in got[0].detail
+    assert {"lz_a", "lz_b", "score", "label"} <= set(texts("SELECT ", ns, session))
+    # once there is a FROM, only its tables count
+    assert "width" not in texts("SELECT wi FROM images", ns, session, 9)
