@@ -161,7 +161,7 @@ def main() -> None:
     on = df.filter(pl.col("batching") == "on").select("input", "concurrency", pl.col("req_per_s").alias("on"))
     off = df.filter(pl.col("batching") == "off").select("input", "concurrency", pl.col("req_per_s").alias("off"))
     ratio = on.join(off, on=["input", "concurrency"]).with_columns((pl.col("on") / pl.col("off")).round(2).alias("on/off"))
-    with pl.Config(tbl_rows=50, tbl_width_chars=200, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+    with pl.Config(tbl_rows=50, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         print(f"\n{os.cpu_count()} CPUs, load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())}; model efficientnet_lite0")
         print(df)
         print("requests/s, micro-batching on vs off:")
