@@ -50,13 +50,6 @@ class Completions(list):
     context: str = "sql"
 
 
-_STATEMENT_STARTS = [
-    "SELECT", "FROM", "WITH", "CREATE CLASSIFIER", "CREATE OR REPLACE CLASSIFIER", "EVALUATE CLASSIFIER",
-    "SHOW CLASSIFIERS", "DROP CLASSIFIER", "SHOW FUNCTIONS", "SHOW TABLES", "SHOW", "DESCRIBE", "SUMMARIZE",
-    "CREATE TABLE", "CREATE OR REPLACE TABLE", "CREATE VIEW", "CREATE MACRO", "INSERT INTO", "UPDATE",
-    "DELETE FROM", "DROP TABLE", "DROP VIEW", "EXPLAIN", "PIVOT", "UNPIVOT", "COPY", "SET", "RESET",
-    "ATTACH", "INSTALL", "LOAD", "VALUES",
-]
 #: Keywords worth offering inside a query (DuckDB knows ~500; these are what people type).
 _QUERY_KEYWORDS = [
     "SELECT", "FROM", "WHERE", "GROUP BY", "ORDER BY", "HAVING", "LIMIT", "OFFSET", "JOIN", "LEFT JOIN",
@@ -527,10 +520,10 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
 
     # statement start -------------------------------------------------------
     if not before or (len(before) == 1 and before[0].text == "(" ):
-        return make((_cased(k, prefix) for k in _matches(prefix, _STATEMENT_STARTS)), "keyword")
+        return make((_cased(k, prefix) for k in _matches(prefix, _statement_starts())), "keyword")
 
     # mlnb's statements ----------------------------------------------------
-    if first in ("CREATE", "EVALUATE", "DROP", "SHOW", "SET", "RESET"):
+    if first in ("CREATE", "EVALUATE", "DROP", "SHOW", "SET", "RESET", "EXPORT"):
         special = _statement(pl_, cat, upper, make)
         if special is not None:
             return special
@@ -598,73 +591,109 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
 
 def _statement(pl_: _Place, cat: _Catalog, upper: list[str], make: Any) -> list[Completion] | None:
     """Completions in mlnb's own statements (None when the cursor is in plain SQL)."""
-    before, prefix = pl_.before, pl_.prefix
+    prefix = pl_.prefix
     n = len(upper)
     first = upper[0]
-    if first in ("SET", "RESET") and n == 1 or first == "SHOW" and n == 1:
+    # the rest of a statement's first words: CREATE <OR REPLACE CLASSIFIER>, SHOW <MODELS> ...
+    typed = " ".join(upper) + " "
+    rests = [s[len(typed) :] for s in _statement_starts() if s.startswith(typed)]
+    if first in ("SET", "RESET", "SHOW") and n == 1:
         from ._statements import _SETTINGS
 
-        words = [f"mlnb_{s}" for s in _SETTINGS]
-        kws = ["CLASSIFIERS", "FUNCTIONS", "TABLES"] if first == "SHOW" else []
-        return make((_cased(k, prefix) for k in _matches(prefix, kws)), "keyword") + make(_matches(prefix, words), "setting")
-    if first == "CREATE":
-        if n == 1:
-            words = ["CLASSIFIER", "OR REPLACE CLASSIFIER", "TABLE", "OR REPLACE TABLE", "VIEW", "MACRO", "TEMP TABLE"]
-            return make((_cased(k, prefix) for k in _matches(prefix, words)), "keyword")
-        if n == 3 and upper[1:] == ["OR", "REPLACE"]:
-            return make((_cased(k, prefix) for k in _matches(prefix, ["CLASSIFIER", "TABLE", "VIEW", "MACRO"])), "keyword")
-        if "CLASSIFIER" not in upper[:4]:
-            return None
-        c = upper.index("CLASSIFIER")
-        if "AS" in upper[c + 2 :]:
-            return None  # the training query: plain SQL
-        if n == c + 1:
-            return []  # a new classifier's name: nothing to suggest
-        if upper[-1] == "USING":
-            from ..heads.algorithms import ALGORITHMS, OPTIONS
-
-            return make(_matches(prefix, ALGORITHMS), "algorithm", {a: "options: " + ", ".join(OPTIONS[a]) for a in ALGORITHMS})
-        if "WITH" in upper[c:]:
-            w = c + upper[c:].index("WITH")
-            inside = n > w + 1 and before[w + 1].text == "(" and not any(t.text == ")" for t in before[w + 1 :])
-            if inside and before[-1].text in ("(", ","):
-                from ..heads.algorithms import OPTIONS
-
-                algo = "logistic"
-                if "USING" in upper[c:w]:
-                    u = c + upper[c:w].index("USING")
-                    algo = before[u + 1].text.lower() if u + 1 < n else algo
-                rules = dict(OPTIONS.get(algo, {}))
-                details = {k: f"{algo}: {r.describe()}" for k, r in rules.items()}
-                details["folds"] = "k-fold cross-validation: a whole number of at least 2"
-                return make(_matches(prefix, list(details)), "option", details)
-            if inside:
-                return []
-            return make((_cased(k, prefix) for k in _matches(prefix, ["AS"])), "keyword")
-        words = ["USING", "WITH", "AS"] if "USING" not in upper[c:] else ["WITH", "AS"]
-        return make((_cased(k, prefix) for k in _matches(prefix, words)), "keyword")
-    if first in ("EVALUATE", "DROP"):
-        if n == 1:
-            words = ["CLASSIFIER"] if first == "EVALUATE" else ["CLASSIFIER", "TABLE", "VIEW", "MACRO"]
-            return make((_cased(k, prefix) for k in _matches(prefix, words)), "keyword")
-        if upper[1] != "CLASSIFIER":
-            if first == "DROP" and n == 2 and upper[1] in ("TABLE", "VIEW"):
-                return make(_matches(prefix, [t for t, _k in cat.duckdb_tables()]), "table")
-            return None
-        if n == 2 or (first == "DROP" and upper[2:] == ["IF", "EXISTS"]):
-            from ..heads import store
-
-            heads = store.names()
-            texts = list(heads)
-            if first == "EVALUATE":
-                texts += [f'"{h}@{v}"' for h in heads for v in store.versions(h)]
-            else:
-                texts = (["IF EXISTS"] if n == 2 else []) + texts
-            return make(_matches(prefix.lstrip('"'), texts) if not prefix.startswith('"') else _matches(prefix, texts), "classifier")
-        if first == "EVALUATE" and n == 3:
-            return make((_cased(k, prefix) for k in _matches(prefix, ["ON"])), "keyword")
+        settings = make(_matches(prefix, [f"mlnb_{s}" for s in _SETTINGS]), "setting")
+        return make((_cased(k, prefix) for k in _matches(prefix, rests)), "keyword") + settings
+    if rests and n <= 3:
+        return make((_cased(k, prefix) for k in _matches(prefix, rests)), "keyword")
+    kind = next((w for w in upper[1:4] if w in ("CLASSIFIER", "REGRESSOR")), None)
+    if kind is None:
+        if first == "DROP" and n == 2 and upper[1] in ("TABLE", "VIEW"):
+            return make(_matches(prefix, [t for t, _k in cat.duckdb_tables()]), "table")
         return None
+    c = upper.index(kind)
+    if first == "CREATE":
+        return _create_head(pl_, upper, c, kind, make)
+    # EVALUATE / DROP / EXPORT CLASSIFIER <name>
+    if n == c + 1 or (first == "DROP" and upper[c + 1 :] == ["IF", "EXISTS"]):
+        from ..heads import store
+
+        heads = store.names()
+        texts = list(heads)
+        if first != "DROP":
+            texts += [f'"{h}@{v}"' for h in heads for v in store.versions(h)]
+        elif n == c + 1:
+            texts = ["IF EXISTS", *texts]
+        return make(_matches(prefix, texts), kind.lower())
+    if first == "EVALUATE" and n == c + 2:
+        return make((_cased(k, prefix) for k in _matches(prefix, ["ON", "CONFUSION"])), "keyword")
     return None
+
+
+def _create_head(pl_: _Place, upper: list[str], c: int, kind: str, make: Any) -> list[Completion] | None:
+    """``CREATE [OR REPLACE] CLASSIFIER|REGRESSOR name [USING algo] [WITH (...)] AS query``."""
+    from ..heads import algorithms
+
+    before, prefix = pl_.before, pl_.prefix
+    n = len(upper)
+    regression = kind == "REGRESSOR"
+    algos = getattr(algorithms, "REGRESSION_ALGORITHMS", {}) if regression else algorithms.ALGORITHMS
+    rules = getattr(algorithms, "REGRESSION_OPTIONS", {}) if regression else algorithms.OPTIONS
+    if "AS" in upper[c + 2 :]:
+        return None  # the training query: plain SQL
+    if n == c + 1:
+        return []  # the new head's name: nothing to suggest
+    if upper[-1] == "USING":
+        return make(_matches(prefix, algos), "algorithm", {a: "options: " + ", ".join(rules.get(a, {})) for a in algos})
+    if "WITH" in upper[c:]:
+        w = c + upper[c:].index("WITH")
+        inside = n > w + 1 and before[w + 1].text == "(" and not any(t.text == ")" for t in before[w + 1 :])
+        if inside and before[-1].text in ("(", ","):
+            algo = next(iter(algos), "")
+            if "USING" in upper[c:w]:
+                u = c + upper[c:w].index("USING")
+                algo = before[u + 1].text.lower() if u + 1 < n else algo
+            details = {k: f"{algo}: {r.describe()}" if hasattr(r, "describe") else algo for k, r in rules.get(algo, {}).items()}
+            details["folds"] = "k-fold cross-validation: a whole number of at least 2"
+            details["test"] = "test rows: (SELECT features, label FROM ...)"
+            details["test_where"] = "test rows: a SQL condition, e.g. 'hash(path) % 5 = 0'"
+            return make(_matches(prefix, list(details)), "option", details)
+        if inside:
+            return []
+        return make((_cased(k, prefix) for k in _matches(prefix, ["AS"])), "keyword")
+    words = ["USING", "WITH", "AS"] if "USING" not in upper[c:] else ["WITH", "AS"]
+    return make((_cased(k, prefix) for k in _matches(prefix, words)), "keyword")
+
+
+_DUCKDB_STATEMENTS = [
+    "SHOW TABLES", "SHOW", "DESCRIBE", "SUMMARIZE", "CREATE TABLE", "CREATE OR REPLACE TABLE", "CREATE TEMP TABLE",
+    "CREATE VIEW", "CREATE OR REPLACE VIEW", "CREATE MACRO", "CREATE OR REPLACE MACRO", "INSERT INTO", "UPDATE",
+    "DELETE FROM", "DROP TABLE", "DROP VIEW", "DROP MACRO", "EXPLAIN", "PIVOT", "UNPIVOT", "COPY", "SET", "RESET",
+    "ATTACH", "INSTALL", "LOAD", "VALUES",
+]
+
+
+def _statement_starts() -> list[str]:
+    """Statements by their first words: SELECT, then mlnb's own (read from the parser's list of
+    them, so a new statement is offered as soon as it exists), then DuckDB's."""
+    from ._parse import _KIND_PATTERNS
+
+    mlnb: list[str] = []
+    for kind, pattern in _KIND_PATTERNS:
+        if kind == "setting":
+            continue
+        variants = [pattern.pattern.replace(r"\b", "").replace(r"\s+", " ")]
+        while any("(" in v for v in variants):  # (OR REPLACE )? -> without and with
+            expanded = []
+            for v in variants:
+                m = re.search(r"\(([^()]*)\)\?", v)
+                if m is None:
+                    break
+                expanded += [v[: m.start()] + v[m.end() :], v[: m.start()] + m.group(1) + v[m.end() :]]
+            else:
+                variants = expanded
+                continue
+            break
+        mlnb += [" ".join(v.split()) for v in variants if re.fullmatch(r"[A-Z ]+", v)]
+    return ["SELECT", "FROM", "WITH", *dict.fromkeys(mlnb), *_DUCKDB_STATEMENTS]
 
 
 def _in_table_position(before: list[Token]) -> bool:

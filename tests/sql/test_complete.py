@@ -185,10 +185,11 @@ def test_create_classifier_algorithms_and_options(ns, session):
     assert texts("CREATE CLASSIFIER pets USING ", ns, session) == list(ALGORITHMS)
     assert texts("CREATE OR REPLACE CLASSIFIER pets USING k", ns, session) == ["knn"]
     got = texts("CREATE CLASSIFIER pets USING mlp WITH (", ns, session)
-    assert got == [*OPTIONS["mlp"], "folds"]
+    assert got == [*OPTIONS["mlp"], "folds", "test", "test_where"]
     assert texts("CREATE CLASSIFIER pets USING torch WITH (epochs = 3, lr = 0.1, pat", ns, session) == ["patience"]
-    assert texts("CREATE CLASSIFIER pets WITH (", ns, session) == [*OPTIONS["logistic"], "folds"]
+    assert texts("CREATE CLASSIFIER pets WITH (", ns, session) == [*OPTIONS["logistic"], "folds", "test", "test_where"]
     assert texts("CREATE CLASSIFIER pets ", ns, session) == ["USING", "WITH", "AS"]
+    assert "folds" in texts("CREATE CLASSIFIER pets WITH (C = 1, ", ns, session)
     # the training query is plain SQL again
     text, cur = at("CREATE CLASSIFIER pets USING knn AS SELECT | FROM meta")
     assert "width" in texts(text, ns, session, cur)
@@ -198,7 +199,17 @@ def test_statement_keywords(ns, session):
     got = texts("", ns, session)
     for kw in ["SELECT", "CREATE CLASSIFIER", "EVALUATE CLASSIFIER", "SHOW CLASSIFIERS", "DROP CLASSIFIER"]:
         assert kw in got
-    assert texts("sh", ns, session)[:3] == ["show classifiers", "show functions", "show tables"]  # typed case kept
+    got = texts("sh", ns, session)
+    assert {"show classifiers", "show functions", "show models", "show tables"} <= set(got)  # typed case kept
+    # statements follow the parser's list: a new mlnb statement is offered as soon as it parses
+    from mlnb.sql._parse import _KIND_PATTERNS
+
+    for kind, pattern in _KIND_PATTERNS:
+        if kind != "setting":
+            first_two = " ".join(pattern.pattern.replace(r"\s+", " ").replace(r"\b", "").split()[:2])
+            if "(" not in first_two:
+                assert first_two in texts("", ns, session), first_two
+    assert texts("CREATE OR REPLACE ", ns, session)[:2] == ["CLASSIFIER", "REGRESSOR"]
     assert texts("SELECT 1; CREATE CL", ns, session) == ["CLASSIFIER"]
     assert "mlnb_engine" in texts("SET mlnb_e", ns, session)
     assert "WHERE" in texts("SELECT * FROM images WH", ns, session)
@@ -243,3 +254,12 @@ def test_columns_of_the_notebooks_frames_before_from_is_typed(ns, session):
     assert {"lz_a", "lz_b", "score", "label"} <= set(texts("SELECT ", ns, session))
     # once there is a FROM, only its tables count
     assert "width" not in texts("SELECT wi FROM images", ns, session, 9)
+
+
+def test_regressors(ns, session):
+    from mlnb.heads.algorithms import REGRESSION_ALGORITHMS, REGRESSION_OPTIONS
+
+    assert texts("CREATE REGRESSOR price USING ", ns, session) == list(REGRESSION_ALGORITHMS)
+    algo = next(iter(REGRESSION_OPTIONS))
+    got = texts(f"CREATE REGRESSOR price USING {algo} WITH (", ns, session)
+    assert got[: len(REGRESSION_OPTIONS[algo])] == list(REGRESSION_OPTIONS[algo]) and "folds" in got
