@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-body", type=int, default=None, help="largest request body in bytes (default: from mlnb.config.max_image_bytes)")
     s.add_argument("--workers", type=int, default=2, help="worker threads running batches (default 2)")
     s.add_argument("--warmup", action="store_true", help="load every head and its backbone before serving")
+    s.add_argument("--no-cache", action="store_true", help="do not keep posted images' features in the workspace's embedding cache")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return p
 
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batching=not args.no_batching, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
             max_queue=args.max_queue, max_body=args.max_body, workers=args.workers,
             allow_urls=not args.no_urls, allow_paths=args.allow_paths, warmup=args.warmup,
+            cache=not args.no_cache,
         )
     except MlnbError as exc:
         print(f"mlnb serve: {exc}", file=sys.stderr)

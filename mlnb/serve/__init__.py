@@ -35,7 +35,7 @@ def start(*, host: str = "127.0.0.1", port: int = 0, **options: Any) -> Server:
     :class:`Server` (``.url``, ``.stop()``). ``port=0`` picks a free port.
 
     ``options`` are :class:`ServeOptions` fields: ``batching``, ``max_batch``, ``max_wait_ms``,
-    ``max_queue``, ``workers``, ``max_body``, ``allow_urls``, ``allow_paths``, ``warmup``.
+    ``max_queue``, ``workers``, ``max_body``, ``allow_urls``, ``allow_paths``, ``warmup``, ``cache``.
 
     Examples
     --------

@@ -41,6 +41,7 @@ class ServeOptions:
     allow_urls: bool = True
     allow_paths: bool | str | os.PathLike[str] = False
     warmup: bool = False
+    cache: bool = True  # keep posted images' features in the embedding cache (a repeated image is not recomputed)
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_queue", "workers"):
@@ -208,7 +209,7 @@ class ServeState:
 
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
-        self.catalog = Catalog()
+        self.catalog = Catalog(use_cache=options.cache)
         self.executor = ThreadPoolExecutor(max_workers=max(1, options.workers), thread_name_prefix="mlnb-serve")
         self.batchers: dict[tuple[Any, ...], MicroBatcher] = {}
         self.started = time.time()

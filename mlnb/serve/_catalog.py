@@ -49,6 +49,7 @@ class HeadEndpoint:
     version: int
     meta: dict[str, Any]
     kind: str = "classifier"
+    use_cache: bool = True  # features of posted images kept in the workspace's embedding cache
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -113,7 +114,9 @@ class HeadEndpoint:
             if it.kind == "features":
                 X[i] = it.value
         if images:
-            feats, errors = embed_batch([items[i].value for i in images], model=self.backbone, layer=self.layer)
+            feats, errors = embed_batch(
+                [items[i].value for i in images], model=self.backbone, layer=self.layer, use_cache=self.use_cache
+            )
             for j, i in enumerate(images):
                 if errors[j] is None:
                     X[i] = feats[j]
@@ -136,7 +139,7 @@ class HeadEndpoint:
         return out
 
 
-def embed_batch(sources: Sequence[Any], *, model: str, layer: str) -> tuple[np.ndarray, list[str | None]]:
+def embed_batch(sources: Sequence[Any], *, model: str, layer: str, use_cache: bool = True) -> tuple[np.ndarray, list[str | None]]:
     """Features of ``sources`` through the one embedding engine (its cache included), and
     for each source the reason it could not be used (``None`` where it could)."""
     from .._report import capturing
@@ -144,7 +147,7 @@ def embed_batch(sources: Sequence[Any], *, model: str, layer: str) -> tuple[np.n
     from ..features.engine import embed_images
 
     with capturing() as failures:
-        feats, ok = embed_images(list(sources), model=model, layer=layer, progress=False)
+        feats, ok = embed_images(list(sources), model=model, layer=layer, progress=False, use_cache=use_cache)
     reasons: dict[str, str] = {}
     for src, reason in failures:
         reasons.setdefault(src, reason)
@@ -310,7 +313,8 @@ def persisted_functions() -> list[dict[str, Any]]:
 class Catalog:
     """Finds endpoints by name in the workspace in use; one SQL session for persisted functions."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, use_cache: bool = True) -> None:
+        self.use_cache = use_cache
         self._session: Any = None
         self._lock = threading.Lock()
 
@@ -341,7 +345,7 @@ class Catalog:
         for name in store.names():
             v = store.versions(name)[-1]
             try:
-                out.append(HeadEndpoint(name, v, store.check_files(name, v)))
+                out.append(HeadEndpoint(name, v, store.check_files(name, v), use_cache=self.use_cache))
             except MlnbError:
                 continue
         out += [self._function(f) for f in persisted_functions()]
@@ -379,7 +383,7 @@ class Catalog:
                 meta = store.check_files(name, version)
             except MlnbError as exc:
                 raise RequestError(str(exc), status=500) from None
-            return HeadEndpoint(name, version, meta)
+            return HeadEndpoint(name, version, meta, use_cache=self.use_cache)
         for info in persisted_functions():
             if info["name"] == name:
                 if ver:

@@ -376,3 +376,18 @@ def test_bad_options_are_refused():
     for bad in ({"max_batch": 0}, {"max_wait_ms": -1}, {"allow_paths": "/no/such/folder"}, {"workers": 0}):
         with pytest.raises(mlnb.MlnbError):
             ServeOptions(**bad)
+
+
+def test_no_cache_leaves_the_embedding_cache_alone(trained, tmp_path, monkeypatch):
+    ws = tmp_path / ".mlnb"
+    import shutil
+
+    shutil.copytree(trained.ws / "heads", ws / "heads")
+    monkeypatch.setattr(mlnb.config, "_workspace", ws)
+    from mlnb.features.cache import get_cache
+
+    for cache, grows in ((False, False), (True, True)):
+        before = len(get_cache())
+        with start(cache=cache) as s:
+            assert _post_image(httpx.Client(base_url=s.url, timeout=60), "digit", trained.paths[5]).status_code == 200
+        assert (len(get_cache()) > before) is grows
