@@ -8,10 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-../.venv/bin/python}
 npm ci --no-audit --no-fund --silent
+"$PY" keywords.py  # src/keywords.js: DuckDB's keywords and mlnb's statement words
 core=$("$PY" -c 'import jupyterlab, os; print(os.path.join(os.path.dirname(jupyterlab.__file__), "staging"))')
 rm -rf ../mlnb/labextension
 node node_modules/@jupyterlab/builder/lib/build-labextension.js --core-path "$core" .
-hash=$(cat src/index.js package.json package-lock.json | sha256sum | cut -c1-16)
+hash=$(cat src/index.js src/keywords.js package.json package-lock.json | sha256sum | cut -c1-16)
 node -e '
 const fs = require("fs"); const f = "../mlnb/labextension/package.json";
 const p = JSON.parse(fs.readFileSync(f)); p.mlnbSourceHash = process.argv[1];

@@ -18,10 +18,11 @@ SETUP = (
 )
 SQL = "%%mlsql\nSELECT path FROM images WHERE label = 'cat' AND width > 100"
 PYTHON = "SELECT = 'not sql here'"
+LINE = "n = 1\nr = %mlsql -o r SELECT path FROM images WHERE width > 100"
 
 
 def _notebook(root, name: str) -> str:
-    cells = [nbformat.v4.new_code_cell(src) for src in (SETUP, "", SQL, PYTHON)]
+    cells = [nbformat.v4.new_code_cell(src) for src in (SETUP, "", SQL, PYTHON, LINE)]
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     (root / name).write_text(nbformat.writes(nb))
@@ -78,9 +79,14 @@ def _check_highlighting(page, shot: str) -> None:
     assert _colour(page, 2, "SELECT") == py_keyword
     assert _colour(page, 2, "WHERE") == py_keyword
     assert _colour(page, 2, "'cat'") == py_string
+    py_number = _colour(page, 0, "640")
     # a Python cell that merely contains the word SELECT is not highlighted as SQL
     assert _colour(page, 3, "SELECT") in (None, _plain_colour(page, 3))
     assert _colour(page, 3, "SELECT") != py_keyword
+    # a %mlsql line in a Python cell: its SQL is highlighted, the Python around it stays Python
+    assert _colour(page, 4, "SELECT") == _colour(page, 4, "FROM") == _colour(page, 4, "WHERE") == py_keyword
+    assert _colour(page, 4, "100") == py_number
+    assert _colour(page, 4, "path") != py_keyword
 
 
 def test_tab_shows_a_column_and_the_cell_is_sql(lab_server):

@@ -27,7 +27,7 @@ def _built() -> dict:
 
 def test_bundle_is_built_from_the_current_source():
     """labextension/build.sh stamps a hash of the sources into the built package.json: edit the source, rebuild."""
-    src = b"".join((SRC / name).read_bytes() for name in ("src/index.js", "package.json", "package-lock.json"))
+    src = b"".join((SRC / name).read_bytes() for name in ("src/index.js", "src/keywords.js", "package.json", "package-lock.json"))
     assert _built()["mlnbSourceHash"] == hashlib.sha256(src).hexdigest()[:16], (
         "mlnb/labextension is stale: run `bash dev js` (or bash labextension/build.sh)"
     )
