@@ -57,7 +57,7 @@ def _shown_type(c: Any) -> str:
     letter as the badge): the signature of a function, the type of a column. Non-breaking spaces, so
     JupyterLab widens the list rather than wrapping the text over the next item."""
     text = c.type
-    if c.type in ("function", "classifier") and c.detail:
+    if c.type in ("function", "head") and c.detail:
         text = c.detail if len(c.detail) <= 80 else c.detail[:77] + "..."
     elif c.type == "column" and c.detail:
         text = f"column {c.detail}"

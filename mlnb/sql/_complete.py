@@ -34,7 +34,7 @@ class Completion:
     """One suggestion: ``text`` replaces ``text[start:end]`` of the cell."""
 
     text: str
-    type: str  # column table function classifier keyword model layer variable algorithm option setting
+    type: str  # column table function head keyword model layer variable algorithm option setting classifier regressor
     start: int
     end: int
     detail: str = ""  # a function's signature, a column's type, a variable's value
@@ -488,11 +488,10 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
     before, word, prefix = pl_.before, pl_.word, pl_.prefix
     start, end = pl_.start, pl_.cursor
 
-    def make(texts: Iterable[str], kind: str, detail: str | dict[str, str] = "", at: int | None = None) -> list[Completion]:
-        s = start if at is None else at
+    def make(texts: Iterable[str], kind: str, detail: str | dict[str, str] = "") -> list[Completion]:
         if isinstance(detail, dict):
-            return [Completion(t, kind, s, end, detail.get(t, "")) for t in texts]
-        return [Completion(t, kind, s, end, detail) for t in texts]
+            return [Completion(t, kind, start, end, detail.get(t, "")) for t in texts]
+        return [Completion(t, kind, start, end, detail) for t in texts]
 
     # $variables ---------------------------------------------------------
     if word is not None and (word.kind == "param" or word.text == "$"):
@@ -519,7 +518,7 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
     first = upper[0] if upper else ""
 
     # statement start -------------------------------------------------------
-    if not before or (len(before) == 1 and before[0].text == "(" ):
+    if not before or (len(before) == 1 and before[0].text == "("):
         return make((_cased(k, prefix) for k in _matches(prefix, _statement_starts())), "keyword")
 
     # mlnb's statements ----------------------------------------------------
@@ -535,8 +534,7 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
         cols = _ref_columns(qualifier, refs, cat)
         reserved = cat.reserved()
         texts = {_sql_name(c, reserved): t for c, t in cols}
-        typed = prefix
-        return make(_matches(typed, texts), "column", texts)
+        return make(_matches(prefix, texts), "column", texts)
 
     # FROM / JOIN <table> ------------------------------------------------------
     if _in_table_position(before):
@@ -555,7 +553,7 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
         return make((f"'{n}'" for n in _matches(prefix, names)), option)
 
     # an expression: columns, tables, functions, keywords ---------------------
-    refs, ctes = _refs(pl_.toks)
+    refs, _ctes = _refs(pl_.toks)
     reserved = cat.reserved()
     depth = _depth(before)
     here = [r for r in refs if r.depth == depth] or refs
@@ -574,7 +572,8 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
     fns = cat.mlnb_functions()
     mlnb_names = {f.name for f in fns}
     for f in fns:
-        kind = "classifier" if f.name not in _static_names() else "function"
+        # a saved head's scorer (pets, pets_proba, "pets@2") or any other function
+        kind = "head" if getattr(f.impl, "__module__", "").startswith("mlnb.heads") else "function"
         name = f.name if _SIMPLE_NAME.fullmatch(f.name) else '"' + f.name + '"'
         if _fits(prefix, name):
             items.append(Completion(name, kind, start, end, f.signature))
@@ -584,8 +583,6 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
                 continue
             items.append(Completion(name, "function", start, end, sig))
         items += make((_cased(k, prefix) for k in _matches(prefix, _QUERY_KEYWORDS)), "keyword")
-    elif not col_items:
-        items += make(_matches(prefix, ctes), "table", "WITH")
     return items
 
 
@@ -864,12 +861,6 @@ def _layers(model: str) -> list[str]:
         return list(zoo.get_spec(model).layers)
     except Exception:  # noqa: BLE001 - an unknown model has no layers to offer
         return []
-
-
-def _static_names() -> set[str]:
-    from ..functions import registry
-
-    return set(registry._functions)
 
 
 _SCALARS = (int, float, str, bool, bytes)
