@@ -11,8 +11,9 @@ DuckDB's own tables are described by the session's connection.
 
 >>> import polars as pl
 >>> images = pl.DataFrame({"path": ["a.jpg"], "label": ["cat"]})
->>> [c.text for c in complete("SELECT pa FROM images", 9, {"images": images})]
-['path']
+>>> first = complete("SELECT pa FROM images", 9, {"images": images})[0]  # columns come first
+>>> first.text, first.type, first.detail, (first.start, first.end)
+('path', 'column', 'String (images)', (7, 9))
 """
 
 from __future__ import annotations
