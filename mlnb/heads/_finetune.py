@@ -192,18 +192,17 @@ def _load_pixels(spec: Any, sources: list[Any], *, progress: bool | None) -> tup
 def _validation_mask(df: Any, where: str) -> np.ndarray:
     """``where`` (DuckDB SQL) evaluated on each training row."""
     import duckdb
-    import polars as pl
 
     con = duckdb.connect()
     try:
         con.register("rows", df.with_row_index("__row"))
-        got = con.execute(f"SELECT coalesce(CAST(({where}) AS BOOLEAN), false) AS v FROM rows ORDER BY __row").pl()
+        got = con.execute(f"SELECT coalesce(CAST(({where}) AS BOOLEAN), false) AS v FROM rows ORDER BY __row").fetchnumpy()["v"]
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0]
         raise MlnbError(f"validation_where = {where!r} cannot be evaluated on the training rows (columns: {', '.join(df.columns)}): {first}") from None
     finally:
         con.close()
-    return got.get_column("v").cast(pl.Boolean).to_numpy().astype(bool)
+    return np.asarray(got, dtype=bool)
 
 
 def _split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -424,7 +423,9 @@ def _train(spec: Any, pixels: np.ndarray, y: np.ndarray, classes: np.ndarray, va
     for mod in trainable:
         for p in mod.parameters():
             p.requires_grad_(True)
-    backbone.to(device)
+    # channels-last, as the engine runs it (inputs from Loaded._prepare are channels-last; a
+    # module left in the default format falls onto slow mixed-format convolutions: 30x on CPU).
+    backbone.to(device, memory_format=torch.channels_last)
     runner = Loaded(spec=spec, backbone=backbone, head=None, device=device, dtype=None)
     with torch.no_grad():
         probe = runner._prepare(np.zeros((1, spec.input_size, spec.input_size, 3), dtype=np.uint8))

@@ -1,0 +1,198 @@
+"""CREATE CLASSIFIER ... USING finetune: a fine-tuned backbone in the zoo and a head on it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import polars as pl
+import pytest
+
+import mlnb
+from mlnb.exceptions import Interrupted, MlnbError
+from mlnb.heads._finetune import backbone_blocks, finetune_classifier
+
+
+def few_digits(frame, classes=("0", "1", "2"), per_class=8):
+    return pl.concat([frame.filter(pl.col("label") == c).head(per_class) for c in classes]).select("path", "label")
+
+FAST = {"model": "tiny_base", "epochs": 1, "blocks": 2, "batch_size": 8}
+LITE = {**FAST, "model": "efficientnet_lite0"}  # for errors found before any model is built
+
+
+@pytest.fixture
+def digits(digits_frame):
+    return few_digits(digits_frame)
+
+
+@pytest.mark.slow
+def test_sql_finetune_makes_a_model_and_a_head(digits, tiny_base):
+    out = mlnb.sql(
+        "CREATE CLASSIFIER ft USING finetune WITH (model = 'tiny_base', epochs = 2, blocks = 2, batch_size = 8, "
+        "lr = 1e-3, augment = 'flip,crop', optimizer = 'sgd', momentum = 0.9, schedule = 'step', validation = 0.25, "
+        "patience = 2) AS SELECT path AS image, label FROM digits"
+    )
+    row = out.row(0, named=True)
+    assert row["classifier"] == "ft@1" and row["model"] == "ft" and row["backbone"] == "tiny_base"
+    assert row["rows"] == 24 and row["classes"] == 3 and row["evaluated_on"] == "validation (6 rows)"
+    assert 0 <= row["best_epoch"] <= 2 and row["epochs_run"] == 2
+    head = mlnb.load_classifier("ft")
+    assert head.meta["algorithm"] == "finetune" and head.meta["feature_model"] == "ft"
+    assert [r["epoch"] for r in head.meta["finetune"]["history"]] == [0, 1, 2]  # 0: the linear probe
+    # The zoo has the fine-tuned backbone; the head scores its features from SQL.
+    assert "ft" in mlnb.list_models("ft")["name"].to_list()
+    got = mlnb.sql("SELECT label, ft(embed(path, model := 'ft')) AS pred, ft_proba(embed(path, model := 'ft')) AS p FROM digits")
+    assert set(got["pred"].to_list()) <= {"0", "1", "2"}
+    assert got["p"].null_count() == 0
+
+
+def test_saved_backbone_is_the_trained_one(digits, tiny_base, monkeypatch):
+    monkeypatch.setattr(mlnb.config, "precision", "fp32")
+    # No validation rows: the epoch trained is kept (not the starting point)
+    head = finetune_classifier(digits.rename({"path": "image"}), name="ft", options={**FAST, "validation": 0})
+    from mlnb.features.engine import Loaded, _decode_one, get_loaded
+    from mlnb.features.zoo import get_spec
+
+    spec = get_spec("ft")
+    pixels = np.stack([_decode_one(spec, p) for p in digits["path"].to_list()[:6]])
+    import torch
+
+    trained = Loaded(spec=spec, backbone=head.backbone_, head=None, device=torch.device("cpu"), dtype=None).forward(pixels)
+    saved = get_loaded("ft").forward(pixels)
+    np.testing.assert_allclose(saved, trained, atol=1e-5)
+    # and the base model's features differ: the last blocks were trained
+    base = get_loaded("tiny_base").forward(pixels)
+    assert np.abs(base - trained).max() > 1e-4
+    # the head on those features gives what training measured on the same images
+    np.testing.assert_allclose(head.predict_proba(saved), head.estimator.predict_proba(trained), atol=1e-5)
+
+
+def test_blocks_zero_trains_only_the_head(digits, tiny_base):
+    head = finetune_classifier(digits.rename({"path": "image"}), options={**FAST, "blocks": 0, "lr": 1e-2})
+    import torch
+
+    from mlnb.features.zoo import get_spec
+
+    base, _ = get_spec("tiny_base").build()
+    for (k, a), b in zip(head.backbone_.state_dict().items(), base.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_validation_where_names_the_held_out_rows(digits, tiny_base):
+    df = digits.rename({"path": "image"}).with_row_index("i")
+    head = finetune_classifier(df, options={**FAST, "validation_where": "i % 4 = 0"})
+    assert head.meta["metrics"]["evaluated_on"] == "validation (6 rows)"
+    with pytest.raises(MlnbError, match="chose every training row"):
+        finetune_classifier(df, options={**FAST, "validation_where": "i >= 0"})
+    with pytest.raises(MlnbError, match="cannot be evaluated"):
+        finetune_classifier(df, options={**FAST, "validation_where": "no_such_column = 1"})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"blocks": 99}, "blocks = 99 is more than efficientnet_lite0 has: it has 17 blocks"),
+        ({"lr": 0}, "lr for finetune must be a number above 0"),
+        ({"lr": -1e-3}, "lr for finetune must be"),
+        ({"optimizer": "rmsprop"}, "Unknown optimizer 'rmsprop'"),
+        ({"augment": "flip,rotate"}, "Unknown augment 'rotate'"),
+        ({"schedule": "exp"}, "Unknown schedule 'exp'"),
+        ({"epochs": 0}, "epochs for finetune must be a whole number at least 1"),
+        ({"validation": 1.5}, "validation for finetune must be"),
+        ({"blokcs": 2}, "Did you mean 'blocks'"),
+        ({"model": "no_such_model"}, "Unknown model 'no_such_model'"),
+    ],
+)
+def test_bad_options(digits, options, message):
+    with pytest.raises(MlnbError, match=message):
+        finetune_classifier(digits.rename({"path": "image"}), name="ft", options={**LITE, **options})
+    assert mlnb.classifiers().height == 0
+
+
+def test_bad_data(digits):
+    one = digits.filter(pl.col("label") == "0").rename({"path": "image"})
+    with pytest.raises(MlnbError, match="at least two classes"):
+        finetune_classifier(one, options=LITE)
+    with pytest.raises(MlnbError, match="not images"):
+        finetune_classifier(pl.DataFrame({"image": [1.0, 2.0], "label": ["a", "b"]}), options=LITE)
+    with pytest.raises(MlnbError, match="No column 'image'"):
+        finetune_classifier(digits, options=LITE)
+    with pytest.raises(Exception, match="image column and a label column"):
+        mlnb.sql("CREATE CLASSIFIER x USING finetune AS SELECT path FROM digits")
+
+
+def test_unreadable_images_are_reported_and_left_out(digits, tiny_base, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    df = pl.concat([digits, pl.DataFrame({"path": [str(bad), str(tmp_path / "missing.png")], "label": ["0", "1"]})])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        head = finetune_classifier(df.rename({"path": "image"}), options=FAST)
+    assert head.meta["n_rows"] == 24
+    text = "\n".join(str(w.message) for w in caught)
+    assert "broken.png" in text and "missing.png" in text and "left out of fine-tuning" in text
+
+
+def test_ctrl_c_leaves_the_old_classifier(digits, tiny_base):
+    first = finetune_classifier(digits.rename({"path": "image"}), name="ft", options=FAST)
+
+    def interrupt(epoch, epochs, row):
+        if epoch >= 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match="nothing was saved"):
+        finetune_classifier(digits.rename({"path": "image"}), name="ft", options={**FAST, "lr": 0.5}, replace=True, progress=interrupt)
+    kept = mlnb.load_classifier("ft")
+    assert kept.meta["data_hash"] == first.meta["data_hash"] and kept.version == 1
+    from mlnb.features._user_models import read_model_spec
+
+    assert read_model_spec("ft")["meta"]["classifier"] == "ft"
+
+
+def test_names_are_refused_before_training(digits, tiny_base):
+    finetune_classifier(digits.rename({"path": "image"}), name="ft", options=FAST)
+    with pytest.raises(MlnbError, match="exists already"):
+        finetune_classifier(digits.rename({"path": "image"}), name="ft", options=FAST)
+    with pytest.raises(MlnbError, match="name of a model in the zoo"):
+        finetune_classifier(digits.rename({"path": "image"}), name="efficientnet_lite0", options=FAST)
+    with pytest.raises(MlnbError, match="not the backbone of classifier"):
+        finetune_classifier(digits.rename({"path": "image"}), name="tiny_base", options=FAST, replace=True)
+    # OR REPLACE replaces both, and the new head is version 1 again
+    out = mlnb.sql("CREATE OR REPLACE CLASSIFIER ft USING finetune WITH (model = 'tiny_base', epochs = 1, batch_size = 8) AS SELECT path AS image, label FROM digits")
+    assert out["classifier"].item() == "ft@1"
+
+
+def test_blocks_of_known_backbones():
+    from mlnb.features.efficientnet_lite import EfficientNetLite
+
+    assert len(backbone_blocks(EfficientNetLite())) == 17  # 16 MBConv blocks and the head convolution
+    import torchvision
+
+    assert len(backbone_blocks(torchvision.models.resnet18(weights=None))) == 8
+
+
+@pytest.mark.slow
+def test_fresh_process_scores_with_the_finetuned_model(digits, tiny_base, _workspace):
+    finetune_classifier(digits.rename({"path": "image"}), name="ft", options=FAST)
+    paths = digits["path"].to_list()[:3]
+    code = (
+        "import mlnb, polars as pl\n"
+        f"mlnb.config.workspace = {str(_workspace)!r}\n"
+        f"t = pl.DataFrame({{'path': {paths!r}}})\n"
+        "print(mlnb.sql(\"SELECT ft(embed(path, model := 'ft')) AS p FROM t\")['p'].to_list())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert all(p in ("0", "1", "2") for p in eval(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.slow
+def test_real_backbone_learns_digits(digits_frame):
+    """efficientnet_lite0 (the shipped weights), 3 digit classes, one epoch on the last block."""
+    df = few_digits(digits_frame, per_class=12).rename({"path": "image"})
+    head = finetune_classifier(df, name="digits_ft", options={"epochs": 1, "blocks": 1, "batch_size": 16, "validation": 0.25})
+    assert head.meta["metrics"]["accuracy"] >= 0.8
+    got = mlnb.sql("SELECT label, digits_ft(embed(image, model := 'digits_ft')) AS pred FROM df")
+    assert (got["label"] == got["pred"]).mean() >= 0.8
