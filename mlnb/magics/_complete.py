@@ -13,8 +13,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from IPython.core.completer import CompletionContext, SimpleCompletion, SimpleMatcherResult, context_matcher
-
 from ..sql._complete import complete, forget_functions
 
 _CELL = re.compile(r"\s*%%mlsql\b[^\n]*(\n|$)")
@@ -66,9 +64,10 @@ def _shown_type(c: Any) -> str:
 
 def make_matcher(shell: Any) -> Any:
     """The IPython matcher for ``shell`` (its namespace holds the frames and ``$variables``)."""
+    from IPython.core.completer import SimpleCompletion, context_matcher
 
     @context_matcher()
-    def mlsql_matcher(context: CompletionContext) -> SimpleMatcherResult:
+    def mlsql_matcher(context: Any) -> dict[str, Any]:
         found = sql_at(context.full_text, context.cursor_line, context.cursor_position)
         if found is None:
             return {"completions": [], "suppress": False}
@@ -111,6 +110,12 @@ def register(shell: Any) -> None:
     completer = getattr(shell, "Completer", None)
     if completer is None:
         return
+    try:
+        import IPython.core.completer as ipc
+
+        ipc.context_matcher, ipc.SimpleCompletion  # noqa: B018 - the matcher API (IPython 8.6+)
+    except (ImportError, AttributeError):
+        return  # an older IPython: %%mlsql cells complete as Python does
     import threading
 
     threading.Thread(target=_warm_up, name="mlnb-complete-warm-up", daemon=False).start()  # joined at exit: never inside DuckDB when the interpreter goes
