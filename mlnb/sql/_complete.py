@@ -207,6 +207,25 @@ class _Catalog:
         rows = self._query(f"DESCRIBE {quote(name)}")
         return [(r[0], r[1]) for r in rows or []]
 
+    def query_columns(self, query: str) -> list[tuple[str, str]]:
+        """(column, type) of a subquery or WITH table, as DuckDB binds it (nothing runs); [] when
+        it does not bind on its own (it names another WITH table, a $param, a typo)."""
+        session = self.session
+        if session is None or not query.strip():
+            return []
+        from ._parse import Statement
+
+        lock = session._lock
+        if not lock.acquire(timeout=0.05):
+            return []
+        try:
+            session._register(Statement.of(query), self.ns)  # the frames it names, as the query itself would
+            return [(r[0], r[1]) for r in session.con.execute("DESCRIBE " + query).fetchall()]
+        except Exception:  # noqa: BLE001 - half-written SQL: no columns to offer
+            return []
+        finally:
+            lock.release()
+
     def table_function_columns(self, name: str) -> list[tuple[str, str]]:
         from ..functions import registry
 
@@ -339,12 +358,14 @@ class _Ref:
     alias: str | None
     depth: int  # the enclosing bracket's token index (-1 at the top level)
     function: bool = False
+    body: str | None = None  # the query of a subquery or of a WITH table
 
 
-def _refs(toks: list[Token]) -> tuple[list[_Ref], list[str]]:
-    """The table references of a statement (after FROM and JOIN, at any depth) and its CTE names."""
+def _refs(toks: list[Token], text: str) -> tuple[list[_Ref], dict[str, str]]:
+    """The table references of a statement (after FROM and JOIN, at any depth) and its WITH
+    tables (name -> query)."""
     refs: list[_Ref] = []
-    ctes: list[str] = []
+    ctes: dict[str, str] = {}
     stack: list[int] = []
     depth_of: list[int] = []
     for i, t in enumerate(toks):
@@ -374,20 +395,28 @@ def _refs(toks: list[Token]) -> tuple[list[_Ref], list[str]]:
             return toks[j].name, j + 1
         return None, j
 
+    def body(open_at: int, after: int) -> str | None:
+        """The text inside the brackets opened at ``open_at`` (None while they are not closed)."""
+        close = after - 1
+        if close <= open_at + 1 or toks[close].text != ")":
+            return None
+        return text[toks[open_at + 1].start : toks[close - 1].end]
+
     for i, t in enumerate(toks):
         if t.kind == "keyword" and t.upper == "AS" and i > 0 and i + 1 < n and toks[i + 1].text == "(":
             prev = toks[i - 1]
             if prev.is_name and (i < 2 or toks[i - 2].upper in ("WITH", ",", "RECURSIVE")):
-                ctes.append(prev.name)
+                ctes[prev.name] = body(i + 1, skip_group(i + 1)) or ""
         if t.kind != "keyword" or t.upper not in ("FROM", "JOIN"):
             continue
         j = i + 1
         while j < n:
             depth = depth_of[j]
             if toks[j].text == "(":
-                j = skip_group(j)
+                open_at, j = j, skip_group(j)
+                query = body(open_at, j)
                 alias, j = alias_at(j)
-                refs.append(_Ref(None, alias, depth))
+                refs.append(_Ref(None, alias, depth, body=query))
             elif toks[j].is_name and toks[j].upper not in _CLAUSE_END:
                 k = j
                 while k + 2 < n and _is_dot(toks[k + 1]) and toks[k + 2].is_name:
@@ -405,6 +434,10 @@ def _refs(toks: list[Token]) -> tuple[list[_Ref], list[str]]:
                 j += 1
                 continue
             break
+    by_name = {k.lower(): v for k, v in ctes.items()}
+    for ref in refs:
+        if ref.name is not None and not ref.function and ref.name.lower() in by_name:
+            ref.body = by_name[ref.name.lower()] or None
     return refs, ctes
 
 
@@ -531,7 +564,7 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
     # t.<column> ---------------------------------------------------------------
     if before and _is_dot(before[-1]) and len(before) >= 2 and before[-2].is_name:
         qualifier = before[-2].name
-        refs, _ = _refs(pl_.toks)
+        refs, _ = _refs(pl_.toks, pl_.text)
         cols = _ref_columns(qualifier, refs, cat)
         reserved = cat.reserved()
         texts = {_sql_name(c, reserved): t for c, t in cols}
@@ -554,7 +587,7 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
         return make((f"'{n}'" for n in _matches(prefix, names)), option)
 
     # an expression: columns, tables, functions, keywords ---------------------
-    refs, _ctes = _refs(pl_.toks)
+    refs, _ctes = _refs(pl_.toks, pl_.text)
     reserved = cat.reserved()
     depth = _depth(before)
     here = [r for r in refs if r.depth == depth] or refs
@@ -716,7 +749,7 @@ def _in_table_position(before: list[Token]) -> bool:
 def _tables(prefix: str, pl_: _Place, cat: _Catalog, make: Any) -> list[Completion]:
     reserved = cat.reserved()
     items: list[Completion] = []
-    _refs_, ctes = _refs(pl_.toks)
+    _refs_, ctes = _refs(pl_.toks, pl_.text)
     items += make(_matches(prefix, ctes), "table", "WITH")
     frames = cat.frames()
     items += make(_matches(prefix, [_sql_name(f, reserved) for f in frames]), "table", {
@@ -738,6 +771,8 @@ def _tables(prefix: str, pl_: _Place, cat: _Catalog, make: Any) -> list[Completi
 
 
 def _columns_of(ref: _Ref, cat: _Catalog) -> list[tuple[str, str]]:
+    if ref.body is not None:
+        return cat.query_columns(ref.body)
     if ref.name is None:
         return []
     if ref.function:

@@ -263,3 +263,15 @@ def test_regressors(ns, session):
     algo = next(iter(REGRESSION_OPTIONS))
     got = texts(f"CREATE REGRESSOR price USING {algo} WITH (", ns, session)
     assert got[: len(REGRESSION_OPTIONS[algo])] == list(REGRESSION_OPTIONS[algo]) and "folds" in got
+
+
+def test_columns_of_subqueries_and_with_tables(ns, session):
+    text, cur = at("WITH recent AS (SELECT path, label AS tag FROM images) SELECT r.| FROM recent r")
+    assert texts(text, ns, session, cur) == ["path", "tag"]
+    text, cur = at("SELECT s.| FROM (SELECT width * 2 AS w2, height FROM meta) AS s")
+    assert texts(text, ns, session, cur) == ["w2", "height"]
+    text, cur = at("WITH recent AS (SELECT path, label AS tag FROM images) SELECT ta| FROM recent")
+    assert texts(text, ns, session, cur)[0] == "tag"
+    # a body that does not bind alone gives nothing, and no error
+    text, cur = at("SELECT s.| FROM (SELECT nope FROM images) s")
+    assert texts(text, ns, session, cur) == []
