@@ -132,7 +132,7 @@ def _brute_pairs(X, t):
     return set(zip(i.tolist(), j.tolist()))
 
 
-@pytest.mark.parametrize("d", [32, 1280])  # 1280: the first pass runs on the projection
+@pytest.mark.parametrize("d", [32, 640])  # 640: the first pass runs on the projection
 def test_pairs_above_equals_brute_force(d):
     rng = np.random.default_rng(1)
     n = 1500
@@ -141,10 +141,11 @@ def test_pairs_above_equals_brute_force(d):
     X[1400:] = X[:100] * (1 + 0.05 * rng.standard_normal((100, d))).astype(np.float32)  # planted near-copies
     Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
     for t in (0.9, 0.97):
-        i, j, sim = pairs_above(Xn, t, block=256)
+        i, j, sim = pairs_above(Xn, t, block=512)
         assert set(zip(i.tolist(), j.tolist())) == _brute_pairs(X, t)
         assert (sim >= t).all() and (i < j).all()
-    found = set(zip(*pairs_above(Xn, 0.97, block=256)[:2]))
+        if t == 0.97:
+            found = set(zip(i.tolist(), j.tolist()))
     assert {(k, 1400 + k) for k in range(100)} <= {(int(a), int(b)) for a, b in found}
 
 
