@@ -213,6 +213,20 @@ class _Catalog:
         session = self.session
         if session is None or not query.strip():
             return []
+        now = time.monotonic()
+        with _cache_lock:
+            hit = _described.get(query)
+        if hit is not None and now - hit[0] < 5.0:
+            return hit[1]
+        cols = self._describe(query)
+        with _cache_lock:
+            if len(_described) > 200:
+                _described.clear()
+            _described[query] = (now, cols)
+        return cols
+
+    def _describe(self, query: str) -> list[tuple[str, str]]:
+        session = self.session
         from ._parse import Statement
 
         lock = session._lock
@@ -297,6 +311,8 @@ class _Catalog:
 _cache_lock = threading.Lock()
 _builtin_cache: dict[int, dict[str, tuple[str, str]]] = {}
 _user_cache: dict[int, tuple[float, dict[str, tuple[str, str]]]] = {}
+#: query -> (when, its columns): a subquery's or a file's columns, kept a few seconds between Tab presses.
+_described: dict[str, tuple[float, list[tuple[str, str]]]] = {}
 _reserved: frozenset[str] | None = None
 
 
@@ -424,10 +440,17 @@ def _refs(toks: list[Token], text: str) -> tuple[list[_Ref], dict[str, str]]:
                 name = toks[k].name
                 j = k + 1
                 func = j < n and toks[j].text == "("
+                query = None
                 if func:
                     j = skip_group(j)
+                    if toks[j - 1].text == ")":  # read_parquet('x.parquet'): what DuckDB says it gives
+                        query = "SELECT * FROM " + text[toks[k].start : toks[j - 1].end]
                 alias, j = alias_at(j)
-                refs.append(_Ref(name, alias, depth, func))
+                refs.append(_Ref(name, alias, depth, func, query))
+            elif toks[j].kind == "string" and toks[j].text.endswith("'") and len(toks[j].text) > 2:
+                query = "SELECT * FROM " + toks[j].text  # FROM 'data.parquet'
+                alias, j = alias_at(j + 1)
+                refs.append(_Ref(None, alias, depth, body=query))
             else:
                 break
             if j < n and toks[j].text == "," and t.upper == "FROM":
@@ -599,7 +622,7 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
         for c, t in _columns_of(ref, cat):
             name = _sql_name(c, reserved)
             if _fits(prefix, name):
-                col_items.append(Completion(name, "column", start, end, f"{t} ({ref.alias or ref.name})"))
+                col_items.append(Completion(name, "column", start, end, f"{t} ({ref.alias or ref.name or 'FROM'})"))
     items += col_items
     quals = [r.alias or r.name for r in here if (r.alias or r.name) and r in refs]
     items += make(_matches(prefix, quals), "table", "table in FROM")
@@ -771,12 +794,14 @@ def _tables(prefix: str, pl_: _Place, cat: _Catalog, make: Any) -> list[Completi
 
 
 def _columns_of(ref: _Ref, cat: _Catalog) -> list[tuple[str, str]]:
+    if ref.function and ref.name is not None:
+        cols = cat.table_function_columns(ref.name)  # mlnb's table functions say what they return
+        if cols:
+            return cols
     if ref.body is not None:
         return cat.query_columns(ref.body)
-    if ref.name is None:
+    if ref.name is None or ref.function:
         return []
-    if ref.function:
-        return cat.table_function_columns(ref.name)
     return cat.columns(ref.name)
 
 

@@ -275,3 +275,12 @@ def test_columns_of_subqueries_and_with_tables(ns, session):
     # a body that does not bind alone gives nothing, and no error
     text, cur = at("SELECT s.| FROM (SELECT nope FROM images) s")
     assert texts(text, ns, session, cur) == []
+
+
+def test_columns_of_files_and_duckdb_table_functions(ns, session, tmp_path):
+    path = tmp_path / "scores.parquet"
+    pl.DataFrame({"file_id": [1], "file_score": [0.5]}).write_parquet(path)
+    text, cur = at(f"SELECT f.| FROM read_parquet('{path}') f")
+    assert texts(text, ns, session, cur) == ["file_id", "file_score"]
+    text, cur = at(f"SELECT file_| FROM '{path}'")
+    assert texts(text, ns, session, cur)[:2] == ["file_id", "file_score"]
