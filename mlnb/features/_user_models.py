@@ -125,7 +125,32 @@ _specs: dict[str, tuple[tuple[Any, ...], ModelSpec]] = {}
 _specs_lock = threading.Lock()
 
 
+class DamagedModelError(MlnbError):
+    """A persisted model's ``spec.json`` cannot be read or is not one mlnb wrote (a hand edit)."""
+
+
+def _spec_problem(name: str, rec: Any) -> str | None:
+    if not isinstance(rec, dict):
+        return f"holds a JSON {type(rec).__name__}, not an object"
+    if rec.get("name") != name:
+        return f"names the model {rec.get('name')!r}, not {name!r}"
+    if rec.get("format") not in FORMATS:
+        return f'has "format" {rec.get("format")!r}: one of {", ".join(FORMATS)} is expected'
+    file = rec.get("file")
+    if not isinstance(file, str) or not file or Path(file).name != file or file.startswith("."):
+        return f'has "file" {file!r}: the name of the weights file beside it is expected'
+    if not isinstance(rec.get("sha256"), str):
+        return 'has no "sha256" of the weights'
+    pre = rec.get("preprocessing")
+    try:
+        preprocessing(None, pre["input_size"], pre["resize_size"], pre["mean"], pre["std"], pre["interpolation"])
+    except (MlnbError, KeyError, TypeError) as exc:
+        return f'has a "preprocessing" mlnb cannot use ({exc})'
+    return None
+
+
 def _read_spec(name: str) -> ModelSpec | None:
+    """The model ``name``, None when there is none; :class:`DamagedModelError` when its spec is damaged."""
     folder = models_root() / name
     path = folder / "spec.json"
     try:
@@ -139,9 +164,23 @@ def _read_spec(name: str) -> ModelSpec | None:
     if hit is not None and hit[0] == key:
         return hit[1]  # the same object while the file is unchanged: a warm model stays loaded
     try:
-        spec = _spec_of(folder, json.loads(path.read_bytes()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # removed under us, or not a spec mlnb wrote
+        rec = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None  # removed under us
+    except (OSError, ValueError) as exc:
+        problem = f"cannot be read as JSON ({exc})"
+    else:
+        problem = _spec_problem(name, rec)
+    if problem is None:
+        try:
+            spec = _spec_of(folder, rec)
+        except (ValueError, KeyError, TypeError) as exc:
+            problem = f"is not a model spec mlnb can use ({type(exc).__name__}: {exc})"
+    if problem is not None:
+        raise DamagedModelError(
+            f"The persisted model {name!r} cannot be used: its file {path} {problem}. Create it again "
+            f"(CREATE OR REPLACE MODEL {name} FROM ...) or DROP MODEL {name}."
+        )
     with _specs_lock:
         _specs[cache_key] = (key, spec)
     return spec
@@ -165,9 +204,10 @@ def specs() -> dict[str, ModelSpec]:
     """Every model persisted in the workspace in use, by name."""
     out = {}
     for n in names():
-        s = _read_spec(n)
-        if s is not None:
-            out[n] = s
+        with contextlib.suppress(DamagedModelError):  # listed without it; using it says what is wrong
+            s = _read_spec(n)
+            if s is not None:
+                out[n] = s
     return out
 
 
@@ -389,6 +429,7 @@ def create_model(
         raise MlnbError(f"format is one of {', '.join(FORMATS)}; got {format!r}.")
     if architecture is not None:
         check_architecture(architecture)
+    preprocessing(architecture, input_size, resize_size, mean, std, interpolation)  # bad options fail before any read
     data, filename = read_weights_source(source)
     if not data:
         raise MlnbError(f"{source} is empty.")
@@ -406,7 +447,7 @@ def create_model(
                               source_sha256=source_sha, meta=None)
     if layer:
         raise MlnbError(
-            f"{source} is a {'TorchScript' if fmt == 'torchscript' else 'ONNX'} model: its output is the feature "
+            f"{source} is {'a TorchScript' if fmt == 'torchscript' else 'an ONNX'} model: its output is the feature "
             "vector, so `layer` does not apply. Export the model up to the layer you want instead."
         )
     tmp = models_root(create=True) / f".incoming-{name}-{os.getpid()}-{threading.get_ident()}"

@@ -14,8 +14,12 @@ from typing import Any
 
 from ..exceptions import MissingDependencyError, MlnbError
 
-#: Largest weights file read from an archive member (a local file is read whole).
+#: Largest weights file read (a local file, or an archive member once decompressed).
 MAX_WEIGHTS_BYTES = 4 << 30
+#: An archive member larger than this that decompresses more than ``_BOMB_RATIO`` times is refused
+#: before it is read (weights hardly compress: float tensors shrink by a few percent).
+_BOMB_MIN = 64 << 20
+_BOMB_RATIO = 100
 #: Keys under which training checkpoints keep the model's state dict.
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "module")
 FORMATS = ("state_dict", "torchscript", "onnx")
@@ -39,6 +43,9 @@ class OnnxBackbone:
         shape = list(inputs[0].shape)
         self.nhwc = len(shape) == 4 and shape[-1] == 3 and shape[1] != 3
         self.shape = shape
+        # torch.onnx.export fixes the batch size to the example's (often 1) unless told otherwise:
+        # such a model is run that many images at a time.
+        self.batch = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
 
     def __call__(self, x: Any) -> Any:
         import numpy as np
@@ -47,8 +54,16 @@ class OnnxBackbone:
         arr = x.detach().float().cpu()
         if self.nhwc:
             arr = arr.permute(0, 2, 3, 1)
-        out = self.session.run(None, {self.input: np.ascontiguousarray(arr.numpy())})[0]
-        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+        arr = np.ascontiguousarray(arr.numpy())
+        step = self.batch or len(arr)
+        outs = []
+        for i in range(0, len(arr), max(step, 1)):
+            part = arr[i : i + step]
+            if len(part) < step:  # the last, short chunk, padded to the model's fixed batch
+                part = np.concatenate([part, np.zeros((step - len(part), *part.shape[1:]), part.dtype)])
+            out = np.asarray(self.session.run(None, {self.input: part})[0], dtype=np.float32)
+            outs.append(out[: min(step, len(arr) - i)])
+        return torch.from_numpy(np.concatenate(outs) if len(outs) > 1 else outs[0])
 
     def eval(self) -> OnnxBackbone:
         return self
@@ -79,6 +94,7 @@ def read_weights_source(source: str) -> tuple[bytes, str]:
             _scheme, member, outer = parts
             if not member:
                 raise MlnbError(f"{source}: an archive source names its member: archive+file:///x.zip#weights.pth.")
+            _check_zip_member(source, outer, member)
             return read_member(source, outer, member, 60.0, MAX_WEIGHTS_BYTES), member
         lower = source.lower()
         if "://" in source and not lower.startswith("file://"):
@@ -90,9 +106,35 @@ def read_weights_source(source: str) -> tuple[bytes, str]:
             raise MlnbError(f"No weights file {source}: check the path (relative paths start at {os.getcwd()}).")
         if path.is_dir():
             raise MlnbError(f"{source} is a folder: name the weights file inside it.")
+        size = path.stat().st_size
+        if size > MAX_WEIGHTS_BYTES:
+            raise MlnbError(f"{source} is {size / (1 << 30):.1f} GiB: mlnb reads weights files up to "
+                            f"{MAX_WEIGHTS_BYTES / (1 << 30):g} GiB.")
         return path.read_bytes(), path.name
     except ImageLoadError as exc:
         raise MlnbError(f"Cannot read the weights {exc.source}: {exc.reason}.") from None
+
+
+def _check_zip_member(source: str, outer: str, member: str) -> None:
+    """Refuse a member of a local zip that claims to be far larger than it is compressed (a zip
+    bomb), or larger than mlnb reads, before a byte of it is decompressed."""
+    path = outer[7:] if outer.lower().startswith("file://") else outer
+    if "://" in path or not zipfile.is_zipfile(path):
+        return  # a remote or tar archive: read_member's cap still holds
+    with zipfile.ZipFile(path) as zf:
+        try:
+            info = zf.getinfo(member)
+        except KeyError:
+            return  # read_member says so
+    if info.file_size > MAX_WEIGHTS_BYTES:
+        raise MlnbError(f"{source} is {info.file_size / (1 << 30):.1f} GiB once decompressed: mlnb reads weights "
+                        f"files up to {MAX_WEIGHTS_BYTES / (1 << 30):g} GiB.")
+    if info.file_size > _BOMB_MIN and info.file_size > _BOMB_RATIO * max(info.compress_size, 1):
+        raise MlnbError(
+            f"{source} would decompress from {info.compress_size:,} to {info.file_size:,} bytes "
+            f"({info.file_size // max(info.compress_size, 1):,} times): that is not a weights file "
+            "(weights hardly compress), so it is not read."
+        )
 
 
 def sniff_format(data: bytes, filename: str) -> str:
@@ -135,7 +177,7 @@ def load_state_dict_bytes(data: bytes, source: str) -> dict[str, Any]:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
-        if "Weights only load failed" in text or "Unsupported global" in text:
+        if "Unsupported global" in text:
             glob = text.split("Unsupported global:", 1)[-1].split("was not an allowed global")[0].strip(" :")
             more = f" (it names {glob.split()[-1] if glob else 'a Python class'})" if "Unsupported global" in text else ""
             raise MlnbError(
@@ -151,6 +193,8 @@ def load_state_dict_bytes(data: bytes, source: str) -> dict[str, Any]:
 
 
 def _not_weights(source: str, reason: str) -> str:
+    if "WeightsUnpickler error:" in reason:  # torch's own words past its long preamble
+        reason = reason.split("WeightsUnpickler error:", 1)[1].strip()
     return (
         f"{source} is not a weights file mlnb can read: a torch.save state dict, safetensors, TorchScript "
         f"or ONNX (torch.load said: {reason.splitlines()[0][:120] if reason else 'nothing'})."

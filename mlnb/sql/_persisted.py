@@ -53,9 +53,15 @@ class PersistedFunction(Function):
     expression: str = ""  # as the user wrote it
     body: str = ""  # as DuckDB runs it (mlnb's rewrites applied)
     depends: tuple[str, ...] = ()  # functions the body calls
+    uses: tuple[str, ...] = ()  # those of them that were mlnb's (heads, persisted) when it was created
     created: str = ""
+    #: Why it cannot run (its file is damaged, a function it calls is gone), or "" when it can.
+    broken: str = ""
+    broken_hint: str = ""
 
     def install(self, con: Any, context: Any = None) -> None:
+        if self.broken:
+            raise QueryError(self.broken, hint=self.broken_hint)
         table = "TABLE " if self.kind == "table" else ""
         try:
             con.execute(f"CREATE OR REPLACE MACRO {_ident(self.name)}({', '.join(self.args)}) AS {table}{self.body}")
@@ -72,6 +78,8 @@ class PersistedFunction(Function):
 
         from ._session import get_session
 
+        if self.broken:
+            raise QueryError(self.broken, hint=self.broken_hint)
         if kwargs:
             raise MlnbError(f"{self.name}() takes positional arguments only ({', '.join(self.args) or 'none'}).")
         if len(args) != len(self.args):
@@ -95,7 +103,9 @@ def _is_array(a: Any) -> bool:
 
 
 def _ident(name: str) -> str:
-    return name if name.isidentifier() else '"' + name.replace('"', '""') + '"'
+    # Always quoted: a name DuckDB reads as a keyword when bare (semi, left, anti ...) is still a
+    # macro name when quoted, and a bare call to it parses (checked when it is created).
+    return '"' + name.replace('"', '""') + '"'
 
 
 # -- the store -----------------------------------------------------------------
@@ -108,26 +118,60 @@ def check_function_name(name: Any, what: str = "Function names") -> str:
 
 
 def _read(name: str) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    """``(file key, record)`` of the function ``name``; None when there is none or its file is damaged."""
+    hit = _load(name)
+    return None if hit is None or isinstance(hit[1], str) else hit  # type: ignore[return-value]
+
+
+def _load(name: str) -> tuple[tuple[Any, ...], dict[str, Any] | str] | None:
+    """``(file key, record)``, or ``(file key, what is wrong with the file)``; None when there is no file."""
     path = functions_root() / f"{name}.json"
     try:
         st = path.stat()
-        key = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
-        with _cache_lock:
-            hit = _file_cache.get(str(path))
-        if hit is not None and hit[0] == key:
-            return hit
-        rec = json.loads(path.read_bytes())
-        if not isinstance(rec, dict) or rec.get("name") != name:
-            return None
-    except (OSError, ValueError):
+    except OSError:
         return None
+    key = (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+    with _cache_lock:
+        hit = _file_cache.get(str(path))
+    if hit is not None and hit[0] == key:
+        return hit
+    try:
+        rec: dict[str, Any] | str = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None  # dropped under us
+    except OSError as exc:
+        rec = f"cannot be read ({exc.strerror or exc})"
+    except (ValueError, UnicodeDecodeError) as exc:
+        rec = f"is not valid JSON ({exc})"
+    else:
+        rec = _record_problem(name, rec) or rec
     out = (key, rec)
     with _cache_lock:
         _file_cache[str(path)] = out
     return out
 
 
-_file_cache: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+def _record_problem(name: str, rec: Any) -> str | None:
+    """What makes ``rec`` not a function record mlnb wrote (a hand edit), or None."""
+    if not isinstance(rec, dict):
+        return f"holds a JSON {type(rec).__name__}, not an object"
+    if rec.get("name") != name:
+        return f"names the function {rec.get('name')!r}, not {name!r}"
+    args = rec.get("args")
+    if not isinstance(args, list) or not all(isinstance(a, str) and a.isidentifier() for a in args):
+        return f'has "args" {args!r}: a list of argument names is expected'
+    if len(set(args)) != len(args):
+        return f'names an argument twice in "args" {args!r}'
+    if not isinstance(rec.get("expression"), str) or not rec["expression"].strip():
+        return 'has no "expression" (the body, a string)'
+    if rec.get("kind", "scalar") not in ("scalar", "table"):
+        return f'has "kind" {rec.get("kind")!r}: "scalar" or "table" is expected'
+    if not isinstance(rec.get("returns") or "", str) or not isinstance(rec.get("uses") or [], list):
+        return 'has a "returns" or "uses" of the wrong type'
+    return None
+
+
+_file_cache: dict[str, tuple[tuple[Any, ...], dict[str, Any] | str]] = {}
 # (file key, body) -> the Function: the same object while nothing changed, so a session installs it once.
 _made: dict[tuple[Any, ...], PersistedFunction] = {}
 _cache_lock = threading.Lock()
@@ -137,12 +181,13 @@ def names() -> list[str]:
     root = functions_root()
     if not root.is_dir():
         return []
-    return sorted(p.stem for p in root.glob("*.json") if p.stem.isidentifier())
+    return sorted(p.stem for p in root.glob("*.json") if p.stem.isidentifier() and p.stem == p.stem.lower())
 
 
 def persisted_functions() -> list[dict[str, Any]]:
     """Every function persisted in the workspace in use: ``name``, ``args``, ``expression``,
-    ``kind``, ``returns``, ``created`` (the listing ``mlnb serve`` and ``SHOW FUNCTIONS`` use)."""
+    ``kind``, ``returns``, ``created`` (the listing ``mlnb serve`` and ``SHOW FUNCTIONS`` use).
+    A function whose file is damaged is left out (:func:`function_problems` names it)."""
     out = []
     for n in names():
         hit = _read(n)
@@ -150,6 +195,24 @@ def persisted_functions() -> list[dict[str, Any]]:
             rec = hit[1]
             out.append({k: rec.get(k) for k in ("name", "args", "expression", "kind", "returns", "created")})
     return out
+
+
+def function_problems() -> list[dict[str, str]]:
+    """``{"name", "error"}`` for each persisted function whose file is damaged."""
+    out = []
+    for n in names():
+        hit = _load(n)
+        if hit is not None and isinstance(hit[1], str):
+            out.append({"name": n, "error": _damaged_message(n, hit[1])})
+    return out
+
+
+def _damaged_message(name: str, problem: str) -> str:
+    return f"The persisted function {name} cannot be used: its file {functions_root() / (name + '.json')} {problem}."
+
+
+def _damaged_hint(name: str) -> str:
+    return f"Fix the file by hand, or define the function again: CREATE OR REPLACE FUNCTION {name}(...) AS ..., or DROP FUNCTION {name}."
 
 
 class _SpecialiseOnly:
@@ -203,7 +266,7 @@ def _function(rec: dict[str, Any], key: tuple[Any, ...]) -> PersistedFunction | 
     with _cache_lock:
         fn = _made.get(mkey)
     if fn is not None:
-        return fn
+        return _checked(fn)
     fn = PersistedFunction(
         name=rec["name"],
         impl=lambda *a: None,
@@ -218,9 +281,53 @@ def _function(rec: dict[str, Any], key: tuple[Any, ...]) -> PersistedFunction | 
         body=body,
         depends=depends,
         created=rec.get("created", ""),
+        uses=tuple(rec.get("uses") or ()),
     )
     with _cache_lock:
-        return _made.setdefault(mkey, fn)
+        fn = _made.setdefault(mkey, fn)
+    return _checked(fn)
+
+
+_resolving = threading.local()
+
+
+def _checked(fn: PersistedFunction) -> PersistedFunction:
+    """``fn``, or a stand-in that says which function it calls is gone (dropped since it was
+    created): a statement calling ``fn`` then fails with that, not with DuckDB's "does not exist"."""
+    uses = fn.uses
+    if not uses:
+        return fn
+    stack = getattr(_resolving, "names", None)
+    if stack is None:
+        stack = _resolving.names = set()
+    if fn.name in stack:  # a cycle made by hand-editing files: the install will say so
+        return fn
+    stack.add(fn.name)
+    try:
+        gone = [u for u in uses if registry.lookup(u) is None]
+        broken = next((registry.lookup(u) for u in uses if getattr(registry.lookup(u), "broken", "")), None)
+    finally:
+        stack.discard(fn.name)
+    if not gone and broken is None:
+        return fn
+    from dataclasses import replace
+
+    if gone:
+        why = f"The persisted function {fn.name} calls {gone[0]}, which no longer exists (it was dropped)."
+    else:
+        why = f"The persisted function {fn.name} calls {broken.name}, which cannot be used: {broken.broken}"
+    hint = (f"Its body is {fn.expression}. Create {gone[0] if gone else broken.name} again, or redefine this one "
+            f"(CREATE OR REPLACE FUNCTION {fn.name}...), or DROP FUNCTION {fn.name}.")
+    return replace(fn, broken=why, broken_hint=hint)
+
+
+def _damaged(name: str, problem: str) -> PersistedFunction:
+    """A stand-in for a function whose file is damaged: listed (SHOW FUNCTIONS), and any use of it
+    says which file is wrong."""
+    return PersistedFunction(
+        name=name, impl=lambda *a: None, params=(), returns="ANY", doc=f"Damaged: its file {problem}.",
+        kind="scalar", origin="persisted", broken=_damaged_message(name, problem), broken_hint=_damaged_hint(name),
+    )
 
 
 class PersistedResolver:
@@ -229,8 +336,13 @@ class PersistedResolver:
     def lookup(self, name: str) -> Function | None:
         if not isinstance(name, str) or not name.isidentifier():
             return None
-        hit = _read(name.lower())  # SQL names are case-insensitive: stored in lower case
-        return None if hit is None else _function(hit[1], hit[0])
+        name = name.lower()  # SQL names are case-insensitive: stored in lower case
+        hit = _load(name)
+        if hit is None:
+            return None
+        if isinstance(hit[1], str):
+            return _damaged(name, hit[1])
+        return _function(hit[1], hit[0])
 
     def functions(self) -> list[Function]:
         out = []
@@ -269,13 +381,50 @@ def _clash(name: str, con: Any) -> str | None:
     return None
 
 
-def _check_body(session: Any, name: str, args: Sequence[str], kind: str, expression: str) -> tuple[str, str]:
-    """Parse, rewrite and bind the body; ``(body, return type)``. Raises and writes nothing on a fault."""
+def _check_words(name: str, args: Sequence[str]) -> None:
+    """Refuse a name or argument DuckDB reads as a keyword (``select``, ``time``, ``left`` ...),
+    tried on a scratch connection exactly as the function will be created and called."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        try:
+            con.execute(f"CREATE TEMP MACRO {_ident(name)}(x) AS x")
+            con.execute(f"SELECT {name}(1)").fetchall()
+        except duckdb.Error:
+            raise MlnbError(
+                f"{name!r} is a SQL keyword, so a call {name}(...) would not parse: choose another name (e.g. {name}_fn)."
+            ) from None
+        for a in args:
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP MACRO f({a}) AS {a}")
+                con.execute("SELECT f(1)").fetchall()
+            except duckdb.Error:
+                raise MlnbError(f"Argument {a!r} is a SQL keyword: choose another name (e.g. {a}_).") from None
+    finally:
+        con.close()
+
+
+def _check_body(session: Any, name: str, args: Sequence[str], kind: str, expression: str) -> tuple[str, str, list[str]]:
+    """Parse, rewrite and bind the body; ``(body, return type, mlnb functions it calls)``.
+    Raises and writes nothing on a fault."""
     from . import _errors
 
     stmt = _body_statement(kind, expression)
+    if stmt.params:
+        p = stmt.params[0].text
+        raise QueryError(
+            f"A persisted function's body cannot use the parameter {p}: it is a variable of this notebook, and the "
+            f"function outlives it. Make it an argument ({name}({', '.join([*args, p[1:]])})) or write its value.",
+            statement=expression, position=stmt.params[0].start,
+        )
     body, depends = _rewritten(kind, expression, registry.lookup)  # runs each call's check (a head's backbone)
     _check_cycle(name, depends)
+    uses = [d for d in depends if not registry.is_static(d) and registry.lookup(d) is not None]
+    for d in uses:
+        broken = getattr(registry.lookup(d), "broken", "")
+        if broken:
+            raise QueryError(f"The body of function {name} calls {d}, which cannot be used: {broken}", statement=expression)
     # The functions the body calls, installed as a statement calling them would have them.
     session._resolve_functions(stmt)
     probe = "__mlnb_check_" + name
@@ -303,7 +452,7 @@ def _check_body(session: Any, name: str, args: Sequence[str], kind: str, express
             session.con.execute(f"DROP MACRO IF EXISTS {probe}")
         with contextlib.suppress(Exception):
             session.con.execute(f"DROP MACRO TABLE IF EXISTS {probe}")
-    return body, returns
+    return body, returns, uses
 
 
 def _check_cycle(name: str, depends: Sequence[str]) -> None:
@@ -351,9 +500,10 @@ def create_function(name: str, args: Sequence[str], expression: str, *, replace:
 
     name = check_function_name(name).lower()  # as DuckDB reads an unquoted name
     args = _args(args)
-    expression = (expression or "").strip()
+    expression = (expression or "").strip().rstrip(";").rstrip()
     if not expression:
         raise MlnbError(f"Function {name} needs a body: CREATE FUNCTION {name}(...) AS <expression>.")
+    _check_words(name, args)
     kind = "table" if table else "scalar"
     session = session or get_session()
     with session._lock:
@@ -362,19 +512,35 @@ def create_function(name: str, args: Sequence[str], expression: str, *, replace:
             raise MlnbError(f"Cannot create function {name}: {why}. Choose another name.")
         ws = get_workspace()
         with ws.lock(f"function-{name}"):
-            if not replace and _read(name) is not None:
+            if not replace and _load(name) is not None:
                 raise MlnbError(f"A function named {name!r} already exists: use CREATE OR REPLACE FUNCTION (replace=True).")
-            _body, returns = _check_body(session, name, args, kind, expression)
+            _body, returns, uses = _check_body(session, name, args, kind, expression)
             from .._version import __version__
 
             rec = {
                 "name": name, "args": list(args), "expression": expression, "kind": kind, "returns": returns,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "mlnb_version": __version__,
+                "uses": uses, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "mlnb_version": __version__,
             }
+            path = functions_root() / f"{name}.json"
+            try:
+                old = path.read_bytes()
+            except OSError:
+                old = None
             ws.write_json(f"functions/{name}.json", rec)
-        fn = _resolver.lookup(name)
-        assert fn is not None
-        session._install(fn)
+            try:
+                fn = _resolver.lookup(name)
+                assert fn is not None
+                session._install(fn)
+            except BaseException:
+                # What was checked did not install (a bug, not the user's): put back what was there.
+                if old is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    from ..workspace import atomic_write_bytes
+
+                    atomic_write_bytes(path, old)
+                raise
     return fn
 
 

@@ -26,6 +26,16 @@ from ._parse import Statement
 from ._session import Session, statement
 
 _NAME = r"(?P<name>[A-Za-z_]\w*)"
+# A function's name may be quoted ("Brand"): DuckDB folds quoted names' case too, so it is the same name.
+_FNAME = r'(?:(?P<name>[^\W\d]\w*)|"(?P<qname>[^"]*)")'
+
+
+def _fname(m: Match[str]) -> str:
+    return m.group("name") if m.group("name") is not None else m.group("qname")
+
+
+def _unquote(arg: str) -> str:
+    return arg[1:-1] if len(arg) >= 2 and arg[0] == arg[-1] == '"' else arg
 
 
 def _frame(**cols: Any) -> Any:
@@ -45,14 +55,14 @@ def _usage(pattern: str, message: str) -> None:
 
 # -- functions ---------------------------------------------------------------------
 @statement(
-    r"CREATE\s+(?P<replace>OR\s+REPLACE\s+)?FUNCTION\s+" + _NAME + r"\s*\((?P<args>[^)]*)\)\s*AS\s+(?P<table>TABLE\s+)?(?P<body>.+)"
+    r"CREATE\s+(?P<replace>OR\s+REPLACE\s+)?FUNCTION\s+" + _FNAME + r"\s*\((?P<args>[^)]*)\)\s*AS\s+(?P<table>TABLE\s+)?(?P<body>.+)"
 )
 def _create_function(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     from ._persisted import create_function
 
-    args = [a.strip() for a in m.group("args").split(",")] if m.group("args").strip() else []
+    args = [_unquote(a.strip()) for a in m.group("args").split(",")] if m.group("args").strip() else []
     fn = create_function(
-        m.group("name"), args, m.group("body"), replace=bool(m.group("replace")), table=bool(m.group("table")),
+        _fname(m), args, m.group("body"), replace=bool(m.group("replace")), table=bool(m.group("table")),
         session=session,
     )
     return _frame(function=fn.name, arguments=", ".join(fn.args), returns=fn.returns, definition=fn.expression)
@@ -64,13 +74,13 @@ _usage(
 )
 
 
-@statement(r"DROP\s+FUNCTION\s+(?P<ifexists>IF\s+EXISTS\s+)?" + _NAME)
+@statement(r"DROP\s+FUNCTION\s+(?P<ifexists>IF\s+EXISTS\s+)?" + _FNAME)
 def _drop_function(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     from ..functions import registry
-    from ._persisted import _read, drop_function
+    from ._persisted import _load, drop_function
 
-    name = m.group("name").lower()
-    if _read(name) is not None:
+    name = _fname(m).lower()
+    if name.isidentifier() and _load(name) is not None:  # a damaged file is dropped too
         drop_function(name, session=session)
         return _frame(dropped=name)
     if registry.is_static(name):

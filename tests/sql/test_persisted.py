@@ -396,3 +396,121 @@ def test_functions_and_models_work_in_a_fresh_process(tmp_path, _workspace):
     np.testing.assert_array_equal(np.array(got["f"], dtype=np.float32), original)
     np.testing.assert_array_equal(np.array(got["e"], dtype=np.float32), original)
     assert got["s"] == pytest.approx([1.0] * 3) and got["l"] == ["same"] * 3 and got["models"] == ["workspace"]
+
+
+# -- what a demanding user tries (names, bodies, damaged files) --------------------------
+def test_keywords_quotes_and_parameters_in_definitions(_workspace):
+    for sql, message in [
+        ("CREATE FUNCTION select(x) AS x", "'select' is a SQL keyword"),
+        ('CREATE FUNCTION "from"(x) AS x', "'from' is a SQL keyword"),
+        ("CREATE FUNCTION g(select) AS 1", "Argument 'select' is a SQL keyword"),
+        ("CREATE FUNCTION g(x) AS x + $k", r"cannot use the parameter \$k.*argument \(g\(x, k\)\)"),
+    ]:
+        with pytest.raises(mlnb.MlnbError, match=message):
+            mlnb.sql(sql, k=1)
+    assert not (_workspace / "functions").exists() or not list((_workspace / "functions").iterdir())
+    # A name DuckDB knows as a word (SEMI JOIN) is fine once quoted in the macro; a quoted name is the same name.
+    _q("CREATE FUNCTION semi(x) AS x + 1;")
+    _q('CREATE FUNCTION "Twice"(x) AS 2 * x')
+    assert _q("SELECT semi(1) AS a, twice(2) AS b, TWICE(3) AS c").row(0) == (2, 4, 6)
+    _q('DROP FUNCTION "TWICE"')
+    assert [f["name"] for f in mlnb.persisted_functions()] == ["semi"]
+    # A subquery body, and a new arity with OR REPLACE.
+    _q("CREATE OR REPLACE FUNCTION semi(a, b) AS (SELECT max(i) FROM range(a + b) t(i))")
+    assert _q("SELECT semi(2, 3) AS r").item() == 4
+
+
+def test_a_function_whose_inner_function_was_dropped_says_so(_workspace):
+    _q("CREATE FUNCTION inner_f(x) AS x * 2")
+    _q("CREATE FUNCTION outer_f(x) AS inner_f(x) + 1")
+    assert _q("SELECT outer_f(3) AS r").item() == 7
+    _q("DROP FUNCTION inner_f")
+    with pytest.raises(mlnb.QueryError, match="outer_f calls inner_f, which no longer exists"):
+        _q("SELECT outer_f(3) AS r")
+    with pytest.raises(mlnb.QueryError, match="inner_f, which no longer exists"):
+        registry.get("outer_f")(3)
+    _q("CREATE FUNCTION inner_f(x) AS x * 10")  # back, with a new body: the outer one uses it
+    assert _q("SELECT outer_f(3) AS r").item() == 31
+
+
+def test_a_damaged_function_file_is_named_and_the_others_still_work(_workspace):
+    _q("CREATE FUNCTION good(x) AS x + 1")
+    _q("CREATE FUNCTION broken(x) AS x + 2")
+    _q("CREATE FUNCTION edited(x) AS x + 3")
+    assert _q("SELECT broken(1) AS r").item() == 3  # installed in this session before the damage
+    (_workspace / "functions" / "broken.json").write_text("{not json")
+    rec = json.loads((_workspace / "functions" / "edited.json").read_text())
+    rec["args"] = "x"
+    (_workspace / "functions" / "edited.json").write_text(json.dumps(rec))
+
+    with pytest.raises(mlnb.QueryError, match=r"broken cannot be used: its file .*broken\.json is not valid JSON"):
+        _q("SELECT broken(1) AS r")
+    with pytest.raises(mlnb.QueryError, match=r"edited\.json has \"args\" 'x'"):
+        _q("SELECT edited(1) AS r")
+    assert _q("SELECT good(1) AS r").item() == 2
+    listed = _q("SHOW FUNCTIONS").filter(pl.col("origin") == "persisted")
+    assert listed["name"].to_list() == ["broken", "edited", "good"]
+    assert [f["name"] for f in mlnb.persisted_functions()] == ["good"]
+    from mlnb.sql._persisted import function_problems
+
+    assert {p["name"] for p in function_problems()} == {"broken", "edited"}
+    with pytest.raises(mlnb.MlnbError, match="already exists"):
+        _q("CREATE FUNCTION broken(x) AS x")
+    _q("CREATE OR REPLACE FUNCTION broken(x) AS x + 20")
+    assert _q("SELECT broken(1) AS r").item() == 21
+    assert _q("DROP FUNCTION edited")["dropped"].item() == "edited"
+
+
+def test_a_damaged_model_spec_is_named(_workspace):
+    folder = _workspace / "models" / "hand_edited"
+    folder.mkdir(parents=True)
+    (folder / "spec.json").write_text("{oops")
+    with pytest.raises(mlnb.MlnbError, match=r"model 'hand_edited' cannot be used: its file .*spec\.json cannot be read"):
+        mlnb.embed(b"", model="hand_edited")
+    assert "hand_edited" not in mlnb.list_models()["name"].to_list()  # the listing still works
+    (folder / "spec.json").write_text(json.dumps({"name": "hand_edited", "format": "onnx", "file": "../../etc/passwd", "sha256": "0"}))
+    with pytest.raises(mlnb.MlnbError, match='"file" \'../../etc/passwd\''):
+        mlnb.embed(b"", model="hand_edited")
+    assert _q("DROP MODEL hand_edited")["dropped"].item() == "hand_edited"
+
+
+def test_weights_that_are_not_weights(tmp_path, monkeypatch):
+    from mlnb.features import _weights_files
+
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(mlnb.MlnbError, match="not a weights file") as err:
+        _q(f"CREATE MODEL x FROM '{noise}' WITH (architecture = 'resnet18')")
+    assert "Python objects" not in str(err.value) and "PyTorch 2.6" not in str(err.value)
+    monkeypatch.setattr(_weights_files, "_BOMB_MIN", 1 << 20)
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("w.pth", b"\0" * (3 << 20))
+    with pytest.raises(mlnb.MlnbError, match="would decompress from .* not a weights file"):
+        _q(f"CREATE MODEL x FROM 'archive+file://{tmp_path / 'bomb.zip'}#w.pth' WITH (architecture = 'resnet18')")
+    with pytest.raises(mlnb.MlnbError, match="between 8 and 4096, got 0"):
+        _q(f"CREATE MODEL x FROM '{noise}' WITH (architecture = 'resnet18', input_size = 0)")
+    with pytest.raises(mlnb.MlnbError, match=r"mean takes three numbers.*\[1, 2\]"):
+        _q(f"CREATE MODEL x FROM '{noise}' WITH (architecture = 'resnet18', mean = [1, 2])")
+    assert _user_models.names() == []
+
+
+def test_an_onnx_model_exported_with_batch_one_embeds_many_images(tmp_path, images, fp32):
+    """torch.onnx.export fixes the batch to the example's size unless told: such a model still embeds a batch."""
+    import warnings
+
+    import torch
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.zeros(1, 3, 24, 24), str(tmp_path / "one.onnx"), input_names=["x"], dynamo=False)
+    _q(f"CREATE MODEL one FROM '{tmp_path / 'one.onnx'}'")
+    together = _feats("one", images)
+    assert together.shape == (3, 4)
+    from mlnb.features.engine import embed_images
+
+    alone = np.stack([embed_images([p], model="one", use_cache=False, progress=False)[0][0] for p in images["path"]])
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
