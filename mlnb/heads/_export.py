@@ -346,7 +346,7 @@ def export_classifier(ref: str, path: str | os.PathLike[str], *, format: str | N
     module = head_module(head)  # refuses heads that do not export before the backbone is built
     spec, backbone = _backbone(head)
     ImageClassifier = _pipeline_class()
-    model = ImageClassifier(backbone, module, spec.mean, spec.std).eval()
+    model = ImageClassifier(backbone, module, spec.mean, spec.std).eval().requires_grad_(False)
     s = spec.input_size
 
     # mlnb's answer: the engine's preprocessing and forward pass (in float32), then the head.

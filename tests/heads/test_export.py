@@ -1,0 +1,159 @@
+"""EXPORT CLASSIFIER: one ONNX / TorchScript file (uint8 image in, probabilities out) that
+agrees with mlnb, a model card beside it, and nothing written when anything fails."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+import mlnb
+from mlnb.exceptions import MlnbError
+from mlnb.heads import _export
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+
+def few_digits(frame, classes=("0", "1", "2"), per_class=8):
+    return pl.concat([frame.filter(pl.col("label") == c).head(per_class) for c in classes]).select("path", "label")
+
+
+@pytest.fixture
+def digits(digits_frame, tiny_base):
+    return few_digits(digits_frame)
+
+
+def _train(name, algo, frame, **opts):
+    given = f" WITH ({', '.join(f'{k} = {v}' for k, v in opts.items())})" if opts else ""
+    mlnb.sql(f"CREATE CLASSIFIER {name} USING {algo}{given} AS SELECT embed(path, model := 'tiny_base') AS features, label FROM frame",
+             namespace={"frame": frame})
+
+
+def _mlnb_proba(name, frame):
+    """What mlnb says, in float32: the engine's preprocessing and forward pass, then the head."""
+    import torch
+
+    from mlnb.features.engine import Loaded, _decode_one
+    from mlnb.features.zoo import get_spec
+
+    spec = get_spec("tiny_base")
+    pixels = np.stack([_decode_one(spec, p) for p in frame["path"].to_list()])
+    backbone, _ = spec.build()
+    feats = Loaded(spec=spec, backbone=backbone.eval(), head=None, device=torch.device("cpu"), dtype=None).forward(pixels)
+    return pixels, mlnb.load_classifier(name).predict_proba(feats)
+
+
+@pytest.mark.parametrize(
+    ("algo", "classes", "opts"),
+    [
+        ("logistic", ("0", "1", "2"), {}),
+        ("logistic", ("0", "1"), {}),
+        ("linear_svm", ("0", "1", "2"), {"cv": 2}),
+        ("linear_svm", ("0", "1"), {"cv": 2}),
+        ("mlp", ("0", "1", "2"), {"hidden": 16}),
+        ("mlp", ("0", "1"), {"hidden": 16}),
+        ("torch", ("0", "1", "2"), {"epochs": 5}),
+    ],
+)
+def test_onnx_round_trip(digits_frame, tiny_base, tmp_path, algo, classes, opts):
+    frame = few_digits(digits_frame, classes)
+    _train("h", algo, frame, **opts)
+    out = mlnb.sql(f"EXPORT CLASSIFIER h TO '{tmp_path / 'h.onnx'}'")
+    row = out.row(0, named=True)
+    assert row["format"] == "onnx" and row["checked_images"] == 100 and row["same_class"] == 100
+    assert row["max_abs_diff"] <= 1e-3
+    # Run the file with onnxruntime alone, on the training images.
+    pixels, expected = _mlnb_proba("h", frame)
+    sess = ort.InferenceSession(str(tmp_path / "h.onnx"), providers=["CPUExecutionProvider"])
+    (inp,), (outp,) = sess.get_inputs(), sess.get_outputs()
+    assert (inp.name, inp.type, inp.shape[1:]) == ("image", "tensor(uint8)", [32, 32, 3])
+    got = sess.run(None, {"image": pixels})[0]
+    assert outp.name == "probabilities" and got.shape == (len(frame), len(classes))
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "h.onnx")).metadata_props}
+    assert json.loads(meta["classes"]) == list(classes) and meta["input_layout"] == "NHWC uint8 RGB"
+    card = json.loads((tmp_path / "h.onnx.card.json").read_text())
+    head = mlnb.load_classifier("h")
+    assert card["classes"] == list(classes) and card["algorithm"] == algo
+    assert card["training_data_hash"] == head.meta["data_hash"] and card["metrics"] == head.meta["metrics"]
+    assert card["backbone"]["model"] == "tiny_base" and card["backbone"]["layer"] == "pool"
+    assert {"mlnb", "torch", "onnx", "onnxruntime"} <= set(card["versions"])
+    assert card["check"]["passed"] and card["input"]["layout"] == "NHWC"
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_torchscript_and_python_twin(digits, tmp_path):
+    import torch
+
+    _train("h", "logistic", digits)
+    card = mlnb.export_classifier("h@1", tmp_path / "h.pt")
+    assert card["format"] == "torchscript" and card["check"]["passed"]
+    pixels, expected = _mlnb_proba("h", digits)
+    model = torch.jit.load(str(tmp_path / "h.pt"))
+    np.testing.assert_allclose(model(torch.from_numpy(pixels)).numpy(), expected, atol=1e-3)
+    # FORMAT overrides the suffix
+    out = mlnb.sql(f"EXPORT CLASSIFIER h TO '{tmp_path / 'model.bin'}' FORMAT torchscript")
+    assert out["format"].item() == "torchscript"
+
+
+def test_finetuned_classifier_exports(digits, tmp_path):
+    from mlnb.heads._finetune import finetune_classifier
+
+    finetune_classifier(digits.rename({"path": "image"}), name="ft", options={"model": "tiny_base", "epochs": 1, "batch_size": 8})
+    out = mlnb.sql(f"EXPORT CLASSIFIER ft TO '{tmp_path / 'ft.onnx'}' CHECK ON (SELECT path FROM digits)")
+    assert out["checked_images"].item() == len(digits) and out["same_class"].item() == len(digits)
+    card = json.loads((tmp_path / "ft.onnx.card.json").read_text())
+    assert card["backbone"]["model"] == "ft" and card["backbone"]["fine_tuned_from"] == "tiny_base"
+
+
+def test_heads_that_do_not_export(digits, tmp_path):
+    _train("near", "knn", digits, k=3)
+    with pytest.raises(MlnbError, match="uses knn, which cannot be exported.*logistic, linear_svm, mlp, torch, finetune"):
+        mlnb.sql(f"EXPORT CLASSIFIER near TO '{tmp_path / 'near.onnx'}'")
+    # trained on features from a table: no backbone
+    feats = mlnb.sql("SELECT embed(path, model := 'tiny_base') AS features, label FROM digits")
+    mlnb.train_classifier(feats, name="tab")
+    with pytest.raises(MlnbError, match="features from a table"):
+        mlnb.export_classifier("tab", tmp_path / "tab.onnx")
+    with pytest.raises(MlnbError, match="Unknown export format"):
+        mlnb.export_classifier("near", tmp_path / "x.onnx", format="tflite")
+    assert [p.name for p in tmp_path.iterdir() if p.name != ".mlnb"] == []
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's legacy ONNX exporter, making the test's file
+def test_backbone_from_an_onnx_file_does_not_export(digits, tmp_path):
+    import torch
+
+    from mlnb.features._user_models import create_model
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(tmp_path / "b.onnx"), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    create_model("onnx_base", str(tmp_path / "b.onnx"))
+    mlnb.sql("CREATE CLASSIFIER oh AS SELECT embed(path, model := 'onnx_base') AS features, label FROM digits")
+    with pytest.raises(MlnbError, match="not a torch module mlnb can export"):
+        mlnb.export_classifier("oh", tmp_path / "oh.onnx")
+    assert not (tmp_path / "oh.onnx").exists()
+
+
+def test_disagreement_writes_nothing(digits, tmp_path, monkeypatch):
+    _train("h", "logistic", digits)
+    (tmp_path / "h.onnx").write_bytes(b"old")
+    monkeypatch.setattr(_export, "TOLERANCE", -1.0)  # nothing can agree now
+    with pytest.raises(MlnbError, match="does not agree with mlnb on 100 check images.*nothing was written"):
+        mlnb.sql(f"EXPORT CLASSIFIER h TO '{tmp_path / 'h.onnx'}'")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".mlnb") == ["h.onnx"]  # no temp files, the old file untouched
+    assert (tmp_path / "h.onnx").read_bytes() == b"old"
+    with pytest.raises(MlnbError, match="folder .* does not exist"):
+        mlnb.export_classifier("h", tmp_path / "nope" / "h.onnx")
+
+
+def test_compare_counts_ties_as_agreeing():
+    ref = np.array([[0.5, 0.5, 0.0], [0.1, 0.7, 0.2]])
+    got = np.array([[0.5000001, 0.4999999, 0.0], [0.1, 0.7, 0.2]])
+    assert _export._compare(ref, got)["passed"]
+    assert not _export._compare(ref, np.array([[0.5, 0.5, 0.0], [0.7, 0.1, 0.2]]))["passed"]
