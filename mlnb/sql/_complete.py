@@ -240,14 +240,17 @@ class _Catalog:
         finally:
             lock.release()
 
-    def table_function_columns(self, name: str) -> list[tuple[str, str]]:
+    def table_function_columns(self, name: str) -> list[tuple[str, str]] | None:
+        """The columns an mlnb table function declares (``TABLE(path VARCHAR, ...)``; its input's
+        columns, when it passes them on, are not known here); None for a function not mlnb's."""
         from ..functions import registry
 
         fn = registry.lookup(name.lower())
         if fn is None or fn.kind != "table":
-            return []
+            return None
         m = re.fullmatch(r"TABLE\((.*)\)", fn.returns.strip(), re.S)
-        return [tuple(part.strip().split(None, 1)) for part in m.group(1).split(",")] if m else []  # type: ignore[misc]
+        parts = [part.strip().split(None, 1) for part in m.group(1).split(",")] if m else []
+        return [(p[0], p[1]) for p in parts if len(p) == 2 and _SIMPLE_NAME.fullmatch(p[0])]
 
     def _query(self, sql: str) -> list[tuple] | None:
         """Run a catalog query on the session's connection, unless a statement holds it now."""
@@ -795,8 +798,8 @@ def _tables(prefix: str, pl_: _Place, cat: _Catalog, make: Any) -> list[Completi
 
 def _columns_of(ref: _Ref, cat: _Catalog) -> list[tuple[str, str]]:
     if ref.function and ref.name is not None:
-        cols = cat.table_function_columns(ref.name)  # mlnb's table functions say what they return
-        if cols:
+        cols = cat.table_function_columns(ref.name)  # mlnb's say what they return: never bound here
+        if cols is not None:
             return cols
     if ref.body is not None:
         return cat.query_columns(ref.body)
