@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -92,6 +93,7 @@ def duplicates(n: int, d: int = 1280, threshold: float = 0.95) -> None:
     sub = np.concatenate([np.arange(n - planted, n), np.setdiff1d(rng.choice(n, m, replace=False), np.arange(n - planted, n))])[:m]
     sub = np.sort(np.concatenate([sub, pairs[np.isin(pairs[:, 1], sub), 0]]))[:m]
     Xs = Xn[sub]
+    print(f"  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     t0 = time.perf_counter()
     nn = NearestNeighbors(radius=1 - threshold, metric="cosine", algorithm="brute", n_jobs=-1).fit(Xs)
     _, ind = nn.radius_neighbors(Xs)
@@ -107,12 +109,15 @@ def duplicates(n: int, d: int = 1280, threshold: float = 0.95) -> None:
     print(f"  {m} rows: sklearn NearestNeighbors radius (brute, cosine) {t_base:.1f}s, {len(base)} pairs; "
           f"mlnb {t_ours:.1f}s, {len(ours)} pairs; same pairs: {base == ours or edge}; speed-up {t_base / t_ours:.1f}x")
 
-    t0 = time.perf_counter()
-    res = mlnb.near_duplicates(pl.DataFrame({"id": np.arange(n), "features": X}), features="features", threshold=threshold)
-    took = time.perf_counter() - t0
+    frame = pl.DataFrame({"id": np.arange(n), "features": X})
+    load = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = mlnb.near_duplicates(frame, features="features", threshold=threshold)
+    took, cpu = time.perf_counter() - t0, time.process_time() - c0
     found = set(zip(res.get_column("i").to_list(), res.get_column("j").to_list()))
     hit = sum((int(a), int(b)) in found for a, b in pairs)
-    print(f"  {n} x {d}: mlnb.near_duplicates {took:.1f}s (limit 60s): {res.height} pairs >= {threshold}, "
+    print(f"  {n} x {d}: mlnb.near_duplicates {took:.1f}s wall, {cpu:.1f}s CPU (limit 60s; load average {load:.1f} -> "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): {res.height} pairs >= {threshold}, "
           f"{hit}/{planted} planted pairs found, {res.get_column('duplicate_group').n_unique()} groups")
     print(f"  sklearn baseline extrapolated to {n} rows (quadratic): {t_base * (n / m) ** 2:.0f}s")
     t0 = time.perf_counter()

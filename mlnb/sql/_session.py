@@ -213,7 +213,7 @@ class Session:
                     if stmt.tokens and stmt.tokens[0].upper == "DROP":
                         self._views.clear()  # whatever was dropped is registered afresh
                     return pl.DataFrame()
-                if lazy and not on_ray:
+                if lazy and not on_ray and not computed:  # computed results are dropped after the statement
                     return rel.pl(lazy=True)
                 # On Ray, the features this statement needs are held for it only while it runs.
                 return rel.pl().lazy() if lazy else rel.pl()

@@ -263,3 +263,13 @@ def test_near_duplicates_finds_planted_copies_of_real_photographs(tmp_path):
     assert (out.get_column("source_i") == out.get_column("source_j")).all()
     groups = out.group_by("duplicate_group").agg(pl.col("source_i").unique())
     assert groups.height == 8 and all(len(s) == 1 for s in groups.get_column("source_i").to_list())
+
+
+def test_in_a_cell_magic_and_lazy(ip):
+    ip.run_cell("import numpy as np, polars as pl\nrng = np.random.default_rng(0)\n"
+                "df = pl.DataFrame({'id': range(40), 'f': rng.standard_normal((40, 8)).astype('float32')})")
+    ip.run_cell("%%mlsql -o top\nSELECT id, outlier_score FROM outliers(df, features := 'f', k := 3) ORDER BY rank LIMIT 5")
+    assert ip.user_ns["top"].height == 5
+    ip.run_cell("%%mlsql --lazy -o lf\nSELECT * FROM outliers(df, features := 'f')")
+    ip.run_cell("%%mlsql\nSELECT 1")  # a later statement drops the computed result; the lazy frame still reads
+    assert ip.user_ns["lf"].collect().height == 40
