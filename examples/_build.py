@@ -273,3 +273,63 @@ write("07_mldb_tutorial.ipynb", [
          "answer['label'], composed['output']"),
     code("%mlnb_serve stop"),
 ])
+
+write("08_finetune_and_export.ipynb", [
+    md("# Fine-tune a backbone, then export it with its head\n\n"
+       "The PyTorch transfer-learning tutorial's two ways, side by side on offline data: **fixed features** (a head on "
+       "the frozen CNN's features) and **fine-tuning** (the last blocks of the CNN trained together with a new head, "
+       "with augmentation, SGD with momentum, a step schedule and early stopping). Then the fine-tuned classifier "
+       "leaves mlnb: one ONNX file, image in, probabilities out, run with onnxruntime alone.\n\n"
+       "Kept small to run on a laptop CPU in a couple of minutes: 120 digits, one trained block, two epochs."),
+    code("%load_ext mlnb\nimport mlnb, polars as pl\n"
+         "digits = mlnb.datasets.digits().filter(pl.int_range(pl.len()).over('label') < 12).select('path', 'label')\n"
+         "digits.group_by('label').len().sort('label').transpose(include_header=False)"),
+    md("## 1. Fixed features\n\nA logistic head on `embed(path)`; a quarter of the digits (by hash) is held out for testing."),
+    code("%%mlsql -o fixed\n"
+         "CREATE OR REPLACE CLASSIFIER digit_fixed USING logistic WITH (folds = 0) AS\n"
+         "SELECT embed(path) AS features, label FROM digits WHERE hash(path) % 4 <> 0"),
+    md("## 2. Fine-tuning\n\n"
+       "The training query gives **images**, not features. `blocks = 1` trains the backbone's last block (and the new "
+       "linear head, which starts as a logistic regression on the frozen features); `validation = 0.2` holds out a fifth "
+       "of the training rows for early stopping, and the best epoch is kept. The result is a head `digit_ft` *and* a "
+       "model `digit_ft` in the zoo."),
+    code("%%mlsql -o tuned\n"
+         "CREATE OR REPLACE CLASSIFIER digit_ft USING finetune\n"
+         "WITH (blocks = 1, epochs = 2, lr = 1e-4, augment = 'crop', optimizer = 'sgd', momentum = 0.9,\n"
+         "      schedule = 'step', batch_size = 16, validation = 0.2, patience = 2)\n"
+         "AS SELECT path AS image, label FROM digits WHERE hash(path) % 4 <> 0"),
+    code("pl.DataFrame(mlnb.load_classifier('digit_ft').meta['finetune']['history'])  # epoch 0: the starting point"),
+    md("## 3. Side by side on the held-out digits\n\nThe fine-tuned head is called on the fine-tuned model's features."),
+    code("%%mlsql -o side_by_side\n"
+         "SELECT count(*) AS test_images,\n"
+         "       avg((digit_fixed(embed(path)) = label)::INT) AS fixed_features,\n"
+         "       avg((digit_ft(embed(path, model := 'digit_ft')) = label)::INT) AS fine_tuned\n"
+         "FROM digits WHERE hash(path) % 4 = 0"),
+    md("## 4. Export: one ONNX file\n\n"
+       "`EXPORT CLASSIFIER` writes the normalisation, the backbone and the head as one model, and checks on 100 images "
+       "that onnxruntime and mlnb agree (same class, probabilities within 1e-3) before the file is put in place. "
+       "A model card is written next to it."),
+    code("%%mlsql -o exported\nEXPORT CLASSIFIER digit_ft TO 'digit.onnx'"),
+    code("import json\ncard = json.load(open('digit.onnx.card.json'))\n"
+         "{k: card[k] for k in ('classes', 'metrics', 'training_data_hash', 'backbone', 'input', 'versions')}"),
+    md("## 5. Run it with onnxruntime alone\n\n"
+       "The model takes uint8 RGB images, NHWC, at the backbone's input size: resizing and centre-cropping are the "
+       "caller's job (the card says how). Plain Pillow and NumPy here, no mlnb."),
+    code("import numpy as np, onnxruntime as ort\nfrom PIL import Image\n\n"
+         "def prepare(path, resize=card['input']['resize_size'], size=card['input']['input_size']):\n"
+         "    img = Image.open(path).convert('RGB')\n"
+         "    r = resize / min(img.size)\n"
+         "    img = img.resize((max(size, round(img.width * r)), max(size, round(img.height * r))), Image.Resampling.BILINEAR)\n"
+         "    left, top = (img.width - size) // 2, (img.height - size) // 2\n"
+         "    return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)\n\n"
+         "test = mlnb.sql('SELECT path, label FROM digits WHERE hash(path) % 4 = 0')\n"
+         "session = ort.InferenceSession('digit.onnx', providers=['CPUExecutionProvider'])\n"
+         "proba = session.run(None, {'image': np.stack([prepare(p) for p in test['path']])})[0]\n"
+         "predicted = np.array(card['classes'])[proba.argmax(1)]\n"
+         "print(f\"onnxruntime: {(predicted == test['label'].to_numpy()).mean():.3f} accuracy on {len(test)} held-out digits\")"),
+    code("in_mlnb = mlnb.sql(\"SELECT digit_ft(embed(path, model := 'digit_ft')) AS p FROM test\")['p'].to_numpy()\n"
+         "print(f'onnxruntime and mlnb give the same class for {(in_mlnb == predicted).sum()} of {len(test)} images')"),
+    md("TorchScript is the second format: `EXPORT CLASSIFIER digit_ft TO 'digit.pt'` (or `FORMAT torchscript`), "
+       "checked the same way. Heads that cannot be written as one model (knn, gbdt, random_forest) are refused with "
+       "the list of those that can."),
+])

@@ -108,3 +108,20 @@ def test_07_mldb_tutorial(tmp_path):
     served = _cell(out, "body = Path(probe)")
     label, composed = re.findall(r"'(face|not_face)'", served)
     assert label == composed == fresh.strip().rsplit("-> ", 1)[1], served
+
+
+def test_08_finetune_and_export(tmp_path):
+    """Fixed features and fine-tuning side by side, then the fine-tuned classifier as one ONNX file
+    that onnxruntime runs alone and that agrees with mlnb."""
+    out = _run("08_finetune_and_export.ipynb", tmp_path)
+    side = _cell(out, "%%mlsql -o side_by_side")
+    fixed, tuned = (float(v) for v in re.findall(r"│\s*\d+\s*┆\s*([\d.]+)\s*┆\s*([\d.]+)", side)[0])
+    assert fixed >= 0.7 and tuned >= 0.7, side
+    assert "digit.onnx" in _cell(out, "%%mlsql -o exported")
+    acc = float(re.search(r"onnxruntime: ([\d.]+) accuracy", _cell(out, "import numpy as np, onnxruntime")).group(1))
+    same, total = map(int, re.search(r"same class for (\d+) of (\d+)", _cell(out, "in_mlnb = ")).groups())
+    # embed() may run in bf16 on CPUs that have it, the ONNX file in float32: a digit on a class
+    # boundary may go either way (the export itself checks float32 against float32).
+    assert same >= total - 1, (same, total)
+    assert abs(acc - tuned) <= 1 / total + 1e-9, (acc, tuned)
+    assert (tmp_path / "nb" / "digit.onnx").is_file()

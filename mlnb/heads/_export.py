@@ -440,6 +440,7 @@ def _card(head: Any, spec: Any, fmt: str, path: Path, check: dict[str, Any]) -> 
         "input": {
             "name": "image", "dtype": "uint8", "layout": "NHWC", "channels": "RGB",
             "shape": ["batch", spec.input_size, spec.input_size, 3],
+            "resize_size": spec.resize_size, "input_size": spec.input_size, "interpolation": spec.interpolation,
             "preprocessing_in_model": f"x / 255, then (x - mean) / std with mean {list(spec.mean)} and std {list(spec.std)}",
             "caller_resizes": f"resize the shorter side to {spec.resize_size} ({spec.interpolation}), then centre-crop {spec.input_size}x{spec.input_size}",
         },
