@@ -67,6 +67,21 @@ def check_kind(name: str, kind: str, replace: bool) -> None:
         )
 
 
+def training_frame(frame: Any, *columns: str) -> Any:
+    """``frame`` as Polars, once it has rows and every column named (else an error with close matches)."""
+    df = to_polars(frame)
+    for col in columns:
+        if col not in df.columns:
+            import difflib
+
+            close = difflib.get_close_matches(col, df.columns, n=2)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise MlnbError(f"No column {col!r} in the training data.{hint} Columns: {', '.join(df.columns)}")
+    if df.height == 0:
+        raise MlnbError("The training data has no rows.")
+    return df
+
+
 def test_rows(test: Any, features: str, target: str, dim: int, *, regression: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """``(X, y, n)`` of a held-out frame with the training frame's column names; rows with
     null features or target are left out, with one warning."""

@@ -12,8 +12,24 @@ from typing import Any
 import numpy as np
 
 
-@dataclass
-class Evaluation:
+class _Shown:
+    """Notebook display of an evaluation: its metrics, then the folds' summary when there is one."""
+
+    metrics: Any
+    summary: Any
+
+    def _repr_html_(self) -> str:
+        parts = [self.metrics._repr_html_()]
+        if self.summary is not None:
+            parts.append(self.summary._repr_html_())
+        return "".join(parts)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(\n{self.metrics}\n)"
+
+
+@dataclass(repr=False)
+class Evaluation(_Shown):
     """What a head got right and wrong on some labelled rows.
 
     ``metrics`` has one row (accuracy, macro_f1, log_loss, n); with
@@ -31,15 +47,8 @@ class Evaluation:
     summary: Any = None
     #: Out-of-fold class probabilities (columns: the sorted classes), when cross-validated.
     proba: Any = None
-
-    def _repr_html_(self) -> str:
-        parts = [self.metrics._repr_html_()]
-        if self.summary is not None:
-            parts.append(self.summary._repr_html_())
-        return "".join(parts)
-
-    def __repr__(self) -> str:
-        return f"Evaluation(\n{self.metrics}\n)"
+    #: Per fold ("0", "1", ...): the nonzero cells of that fold's confusion matrix, when cross-validated.
+    fold_confusion: Any = None
 
 
 def evaluate_predictions(y_true: Any, proba: np.ndarray, classes: np.ndarray) -> Evaluation:
@@ -123,8 +132,8 @@ def confusion_table(records: list[dict[str, Any]]) -> Any:
     return pl.DataFrame([{k: r.get(k) for k in schema} for r in records], schema=schema)
 
 
-@dataclass
-class RegressionEvaluation:
+@dataclass(repr=False)
+class RegressionEvaluation(_Shown):
     """How far a regressor's predictions are from the targets.
 
     ``metrics`` has one row (rmse, mae, r2, n); with cross-validation, ``folds``
@@ -138,15 +147,6 @@ class RegressionEvaluation:
     predictions: Any
     folds: Any = None
     summary: Any = None
-
-    def _repr_html_(self) -> str:
-        parts = [self.metrics._repr_html_()]
-        if self.summary is not None:
-            parts.append(self.summary._repr_html_())
-        return "".join(parts)
-
-    def __repr__(self) -> str:
-        return f"RegressionEvaluation(\n{self.metrics}\n)"
 
 
 def evaluate_regression(y_true: Any, y_pred: Any) -> RegressionEvaluation:

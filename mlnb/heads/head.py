@@ -174,16 +174,7 @@ def train_classifier(
     from . import _search
 
     plan = _search.plan_search(algo, options, search)  # None: no search; checked before any training
-    df = to_polars(frame)
-    for col in (features, label):
-        if col not in df.columns:
-            import difflib
-
-            close = difflib.get_close_matches(col, df.columns, n=2)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise MlnbError(f"No column {col!r} in the training data.{hint} Columns: {', '.join(df.columns)}")
-    if df.height == 0:
-        raise MlnbError("The training data has no rows.")
+    df = _experiment.training_frame(frame, features, label)
     X, ok = feature_matrix(df.get_column(features))
     y_all = df.get_column(label)
     ok &= ~y_all.is_null().to_numpy()

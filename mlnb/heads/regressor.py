@@ -121,16 +121,7 @@ def train_regressor(
     if name is not None:
         store.check_name(name)
         _experiment.check_kind(name, "regressor", replace)
-    df = to_polars(frame)
-    for col in (features, target):
-        if col not in df.columns:
-            import difflib
-
-            close = difflib.get_close_matches(col, df.columns, n=2)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise MlnbError(f"No column {col!r} in the training data.{hint} Columns: {', '.join(df.columns)}")
-    if df.height == 0:
-        raise MlnbError("The training data has no rows.")
+    df = _experiment.training_frame(frame, features, target)
     y_all = _experiment.numeric_target(df.get_column(target), target)
     X, ok = feature_matrix(df.get_column(features))
     bad_target = ~np.isfinite(y_all)

@@ -111,7 +111,7 @@ def test_persistence_across_processes(small, tmp_path, _workspace):
     line = next(ln for ln in out.splitlines() if ln.startswith("RESULT")).split()
     assert float(line[1]) > 0.95 and float(line[2]) > 0.9
     files = sorted(p.name for p in (_workspace / "heads" / "persist").rglob("*") if p.is_file())
-    assert files == ["meta.json", "meta.json", "model.safetensors", "model.skops"]
+    assert files == ["evaluation.json", "evaluation.json", "meta.json", "meta.json", "model.safetensors", "model.skops"]
 
 
 def test_single_class_and_too_few_per_fold(small):
