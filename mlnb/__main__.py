@@ -12,6 +12,16 @@ import sys
 from collections.abc import Sequence
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: 0 to 65535 (0 picks a free one)")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlnb", description="mlnb: SQL with CNN features and classifier heads.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -23,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--workspace", default=None, help="the workspace folder (default: mlnb.config.workspace, ./.mlnb)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    s.add_argument("--port", type=_port, default=8000, help="port (default 8000; 0 picks a free one)")
     s.add_argument(
         "--allow-paths", nargs="?", const=True, default=False, metavar="FOLDER",
         help='accept {"path": ...} requests (files on the server): any path, or only under FOLDER',

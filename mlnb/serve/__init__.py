@@ -66,6 +66,26 @@ def stop() -> bool:
     return was
 
 
+def check_workspace(workspace: str | os.PathLike[str]) -> None:
+    """A workspace to serve must exist (a typo would serve nothing, and create a folder)."""
+    from pathlib import Path
+
+    from ..exceptions import MlnbError
+
+    path = Path(workspace).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise MlnbError(f"--workspace {workspace} is a file, not a workspace folder.")
+    hint = ""
+    if (path.parent / ".mlnb").is_dir() and path.name != ".mlnb":
+        hint = f" Did you mean {path.parent / '.mlnb'}?"
+    raise MlnbError(
+        f"No workspace at {workspace}.{hint} A workspace is the folder CREATE CLASSIFIER and CREATE FUNCTION "
+        "write to (mlnb.config.workspace, ./.mlnb by default)."
+    )
+
+
 def serve(
     workspace: str | os.PathLike[str] | None = None,
     *,
@@ -77,6 +97,8 @@ def serve(
     """Serve in the foreground until interrupted (what ``mlnb serve`` runs)."""
     from ._server import run_foreground
 
+    if workspace is not None:
+        check_workspace(workspace)
     app = create_app(ServeOptions(**options), workspace=workspace)
 
     def announce(url: str) -> None:

@@ -91,6 +91,13 @@ def _too_large(size: int, limit: int) -> RequestError:
 
 
 _KEYS = ("features", "image_base64", "url", "path", "args")
+#: How image files begin: such a body is an image whatever its Content-Type says (curl --data-binary
+#: sends application/x-www-form-urlencoded; a client may say JSON), as no JSON text begins so.
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _looks_like_image(body: bytes) -> bool:
+    return body.startswith(_IMAGE_MAGIC) or (body[:4] == b"RIFF" and body[8:12] == b"WEBP")
 
 
 def parse_input(content_type: str, body: bytes, options: ServeOptions) -> Input:
@@ -98,10 +105,15 @@ def parse_input(content_type: str, body: bytes, options: ServeOptions) -> Input:
     ``features``, ``image_base64``, ``url``, ``path`` (when allowed) or ``args``
     (MLDB's ``{"input": {...}}`` wrapper is accepted too)."""
     ctype = content_type.split(";")[0].strip().lower()
-    if ctype.startswith("image/") or ctype == "application/octet-stream":
+    if ctype.startswith("image/") or ctype == "application/octet-stream" or _looks_like_image(body):
         if not body:
             raise RequestError("The request has no body: send the image's bytes.")
         return Input("bytes", body)
+    if not body.strip():
+        raise RequestError(
+            'The request has no body: send an image\'s bytes (Content-Type: image/jpeg ...) or a JSON object such as '
+            '{"url": "https://..."} or {"features": [...]}.'
+        )
     if ctype not in ("application/json", "") and not ctype.endswith("+json"):
         raise RequestError(
             f"Unsupported Content-Type {ctype!r}: send image bytes (Content-Type: image/jpeg, image/png ...) "
@@ -132,6 +144,7 @@ def parse_input(content_type: str, body: bytes, options: ServeOptions) -> Input:
         for v in value.values():
             if isinstance(v, str):
                 _check_string_arg(v, options)
+            _check_numbers(v)
         return Input("args", value)
     if not isinstance(value, str) or not value:
         raise RequestError(f'"{key}" must be a non-empty string.')
@@ -140,6 +153,20 @@ def parse_input(content_type: str, body: bytes, options: ServeOptions) -> Input:
             raise RequestError("This server does not fetch URLs: send the image's bytes.", status=403)
         return Input("url", value)
     return Input("path", check_path(value, options))
+
+
+def _check_numbers(value: Any) -> None:
+    """Whole numbers SQL can hold (BIGINT), inside lists and objects too."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise RequestError(f"The number {value} is too large for SQL's BIGINT: send it as a float or a string.")
+    if isinstance(value, list):
+        for v in value:
+            _check_numbers(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _check_numbers(v)
 
 
 def _features(value: Any) -> np.ndarray:
@@ -359,7 +386,20 @@ def create_app(options: ServeOptions | None = None, *, workspace: str | os.PathL
             hint = " Endpoints: GET /v1/functions, POST /v1/functions/<name>/application, GET /v1/health."
         elif exc.status_code == 405:
             hint = " Apply a function with POST /v1/functions/<name>/application."
-        return error(f"{exc.detail}.{hint}", exc.status_code)
+        response = error(f"{exc.detail}.{hint}", exc.status_code)
+        if exc.headers:
+            response.headers.update(exc.headers)  # Allow: on a 405
+        return response
+
+    def allowed(methods: str) -> Any:
+        """OPTIONS: which methods the path takes (clients and proxies ask before they send)."""
+
+        async def options(request: Request) -> Any:
+            from starlette.responses import Response
+
+            return Response(status_code=204, headers={"Allow": methods})
+
+        return options
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -373,14 +413,22 @@ def create_app(options: ServeOptions | None = None, *, workspace: str | os.PathL
                 await b.close()
             state.close()
 
+    endpoints = [
+        ("/v1/functions", functions, "GET"),
+        ("/v1/functions/{name}", describe, "GET"),
+        ("/v1/functions/{name}/application", application, "POST"),
+        ("/v1/health", health, "GET"),
+        ("/healthz", health, "GET"),
+    ]
+    routes = []
+    for path, handler, method in endpoints:
+        # The same answer with a trailing slash: a redirect would make clients re-send a POST's body (or not).
+        for p in (path, path + "/"):
+            routes.append(Route(p, handler, methods=[method]))
+            routes.append(Route(p, allowed(f"{method}, HEAD, OPTIONS" if method == "GET" else f"{method}, OPTIONS"),
+                                methods=["OPTIONS"]))
     app = Starlette(
-        routes=[
-            Route("/v1/functions", functions, methods=["GET"]),
-            Route("/v1/functions/{name}", describe, methods=["GET"]),
-            Route("/v1/functions/{name}/application", application, methods=["POST"]),
-            Route("/v1/health", health, methods=["GET"]),
-            Route("/healthz", health, methods=["GET"]),
-        ],
+        routes=routes,
         exception_handlers={HTTPException: on_http},
         lifespan=lifespan,
     )

@@ -50,6 +50,7 @@ class HeadEndpoint:
     meta: dict[str, Any]
     kind: str = "classifier"
     use_cache: bool = True  # features of posted images kept in the workspace's embedding cache
+    latest: bool = False  # asked for by name alone: a version replaced meanwhile gives way to the newest
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -105,7 +106,14 @@ class HeadEndpoint:
         """One answer (a dict) or one :class:`RequestError` per item, in order."""
         from ..heads import load_classifier
 
-        head = load_classifier(f"{self.name}@{self.version}")
+        try:
+            head = load_classifier(f"{self.name}@{self.version}")
+        except MlnbError:
+            if not self.latest:
+                raise
+            # CREATE OR REPLACE CLASSIFIER renumbered or removed this version after the request was read.
+            head = _retrying(lambda: load_classifier(self.name), self.name)
+        version = int(head.meta.get("version") or self.version)
         dim = int(head.meta["dim"])
         X = np.full((len(items), dim), np.nan, dtype=np.float32)
         out: list[Any] = [None] * len(items)
@@ -132,11 +140,37 @@ class HeadEndpoint:
                     continue
                 out[i] = {
                     "function": self.name,
-                    "version": self.version,
+                    "version": version,
                     "label": classes[int(np.argmax(p))],
                     "probabilities": {c: float(v) for c, v in zip(classes, p)},
                 }
         return out
+
+
+def _retrying(load: Callable[[], Any], name: str, tries: int = 8) -> Any:
+    """``load()``, tried again for a moment while the head's folder exists: a head being replaced
+    (CREATE OR REPLACE CLASSIFIER renames its versions) is briefly between two states."""
+    import time
+
+    from ..heads import store
+
+    for i in range(tries):
+        try:
+            return load()
+        except (MlnbError, RequestError):
+            if i == tries - 1 or not (store.heads_root() / name).is_dir():
+                raise
+            time.sleep(0.02 * (i + 1))
+    raise AssertionError("unreachable")
+
+
+def _message(exc: MlnbError) -> str:
+    """An error for the client: what went wrong (and the hint), not the SQL the server ran."""
+    from ..exceptions import QueryError
+
+    if isinstance(exc, QueryError):
+        return exc.message + (f" {exc.hint}" if exc.hint else "")
+    return str(exc)
 
 
 def embed_batch(sources: Sequence[Any], *, model: str, layer: str, use_cache: bool = True) -> tuple[np.ndarray, list[str | None]]:
@@ -228,7 +262,7 @@ class FunctionEndpoint:
             try:
                 out = self._run([self._values(it) for it in items])
             except MlnbError:
-                pass
+                pass  # one of them is bad: each alone, below
             else:
                 # A NULL from an image that failed: run it alone for its own reason.
                 for i, res in enumerate(out):
@@ -240,7 +274,7 @@ class FunctionEndpoint:
             try:
                 out.extend(self._run([self._values(it)]))
             except MlnbError as exc:
-                out.append(RequestError(str(exc)))
+                out.append(RequestError(_message(exc)))
         return out
 
     def _run(self, rows: list[dict[str, Any]]) -> list[Any]:
@@ -294,6 +328,21 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
+
+
+def _registry_lookup(name: str) -> Any:
+    from ..functions import registry
+
+    return registry.lookup(name)
+
+
+def function_problems() -> list[dict[str, Any]]:
+    """The workspace's persisted functions whose files are damaged (``{name, error}``)."""
+    try:
+        from ..sql._persisted import function_problems as problems
+    except ImportError:
+        return []
+    return problems()
 
 
 def persisted_functions() -> list[dict[str, Any]]:
@@ -361,7 +410,9 @@ class Catalog:
                 store.check_files(name, v)
             except MlnbError as exc:
                 bad.append({"name": name, "version": v, "error": str(exc)})
-        return bad
+        for f in function_problems():
+            bad.append({"name": f["name"], "version": None, "error": f["error"]})
+        return sorted(bad, key=lambda b: b["name"])
 
     def _function(self, info: dict[str, Any]) -> FunctionEndpoint:
         return FunctionEndpoint(
@@ -374,23 +425,41 @@ class Catalog:
         from ..heads import store
 
         name, _, ver = ref.partition("@")
-        if name.isidentifier() and store.versions(name):
+        if not name.isidentifier() or len(name) > 100:
+            raise RequestError(f"No function named {name[:100]!r} is served: names are SQL identifiers. "
+                               "GET /v1/functions lists them.", status=404)
+        if store.versions(name) or (store.heads_root() / name).is_dir():
+
+            def head() -> HeadEndpoint:
+                try:
+                    n, version = store.resolve(ref)
+                except ModelNotFoundError as exc:
+                    raise RequestError(str(exc), status=404) from None
+                try:
+                    meta = store.check_files(n, version)
+                except MlnbError as exc:
+                    raise RequestError(str(exc), status=500) from None
+                return HeadEndpoint(n, version, meta, use_cache=self.use_cache, latest=not ver)
+
             try:
-                name, version = store.resolve(ref)
-            except ModelNotFoundError as exc:
-                raise RequestError(str(exc), status=404) from None
-            try:
-                meta = store.check_files(name, version)
-            except MlnbError as exc:
-                raise RequestError(str(exc), status=500) from None
-            return HeadEndpoint(name, version, meta, use_cache=self.use_cache)
+                return _retrying(head, name) if not ver else head()
+            except RequestError as exc:
+                if store.versions(name) or exc.status != 404:
+                    raise
+                # The folder held no version after all (a head dropped meanwhile): look further.
+        for f in function_problems():
+            if f["name"] == name.lower():
+                raise RequestError(f["error"], status=500)
         for info in persisted_functions():
-            if info["name"] == name:
+            if info["name"] == name.lower():
                 if ver:
                     raise RequestError(
                         f"{name!r} is a persisted SQL function: it has one definition, no versions. Call it as {name!r}.",
                         status=404,
                     )
+                broken = getattr(_registry_lookup(name), "broken", "")
+                if broken:  # a function its body calls is gone: the server's state, not the request
+                    raise RequestError(broken, status=500)
                 return self._function(info)
         known = [e.name for e in self.endpoints()]
         close = difflib.get_close_matches(name, known, n=3)

@@ -8,6 +8,7 @@ import concurrent.futures
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -391,3 +392,108 @@ def test_no_cache_leaves_the_embedding_cache_alone(trained, tmp_path, monkeypatc
         with start(cache=cache) as s:
             assert _post_image(httpx.Client(base_url=s.url, timeout=60), "digit", trained.paths[5]).status_code == 200
         assert (len(get_cache()) > before) is grows
+
+
+# -- what a demanding client sends -----------------------------------------------------
+def test_lying_content_types_empty_bodies_slashes_and_methods(client, trained):
+    png = Path(trained.paths[0]).read_bytes()
+    want = str(_expected("digit", trained.feats[:1]).argmax())
+    for headers in ({"content-type": "application/json"}, {"content-type": "application/x-www-form-urlencoded"}, {}):
+        r = client.post("/v1/functions/digit/application", content=png, headers=headers)  # the bytes say PNG
+        assert r.status_code == 200 and r.json()["label"] == want, r.text
+    r = client.post("/v1/functions/digit/application", content=b"")
+    assert r.status_code == 400 and "no body" in r.json()["error"]
+    assert client.get("/v1/functions/").json()["functions"]
+    assert client.get("/v1/functions/digit/").json()["name"] == "digit"
+    r = client.post("/v1/functions/digit/application/", content=png, headers={"content-type": "image/png"})
+    assert r.status_code == 200 and r.json()["label"] == want
+    r = client.options("/v1/functions/digit/application")
+    assert r.status_code == 204 and "POST" in r.headers["allow"]
+    r = client.get("/v1/functions/digit/application")
+    assert r.status_code == 405 and "POST" in r.headers["allow"] and "POST /v1/functions" in r.json()["error"]
+    assert client.head("/v1/health").status_code == 200
+    for name, status in (("digit@99", 404), ("x" * 5000, 404), ("%00", 404)):
+        r = client.post(f"/v1/functions/{name}/application", content=png, headers={"content-type": "image/png"})
+        assert r.status_code == status and r.json()["error"], (name, r.text)
+    r = client.post("/v1/functions/pix/application", json={"features": [1.0] * 64, "args": None})
+    assert r.status_code == 400
+    with httpx.Client(base_url=client.base_url, timeout=60) as one:  # one connection, kept alive
+        codes = {one.post("/v1/functions/pix/application", json={"features": [float(i)] * 64}).status_code for i in range(40)}
+    assert codes == {200}
+
+
+def test_a_function_failing_on_one_row_fails_that_request_only(client, trained):
+    persisted = pytest.importorskip("mlnb.sql._persisted")
+    mlnb.sql("CREATE FUNCTION picky(x) AS CASE WHEN x = 3 THEN error('three is not allowed') ELSE x * 2 END")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            rs = list(pool.map(lambda x: client.post("/v1/functions/picky/application", json={"args": {"x": x}}), range(6)))
+        assert [r.status_code for r in rs] == [200, 200, 200, 400, 200, 200]
+        assert [r.json().get("output") for r in rs] == [0, 2, 4, None, 8, 10]
+        assert "three is not allowed" in rs[3].json()["error"] and "__mlnb" not in rs[3].json()["error"]
+        r = client.post("/v1/functions/picky/application", json={"args": {"x": 10**30}})
+        assert r.status_code == 400 and "too large" in r.json()["error"]
+    finally:
+        persisted.drop_function("picky", missing_ok=True)
+
+
+def test_damaged_and_broken_functions_answer_500_and_are_listed(client, trained):
+    persisted = pytest.importorskip("mlnb.sql._persisted")
+    mlnb.sql("CREATE FUNCTION inner_s(x) AS x + 1")
+    mlnb.sql("CREATE FUNCTION outer_s(x) AS inner_s(x) * 2")
+    mlnb.sql("CREATE FUNCTION spoiled(x) AS x")
+    try:
+        assert client.post("/v1/functions/outer_s/application", json={"args": {"x": 1}}).json()["output"] == 4
+        persisted.drop_function("inner_s")
+        r = client.post("/v1/functions/outer_s/application", json={"args": {"x": 1}})
+        assert r.status_code == 500 and "calls inner_s, which no longer exists" in r.json()["error"]
+        (trained.ws / "functions" / "spoiled.json").write_text("{")
+        r = client.post("/v1/functions/spoiled/application", json={"args": {"x": 1}})
+        assert r.status_code == 500 and "spoiled.json is not valid JSON" in r.json()["error"]
+        listing = client.get("/v1/functions").json()
+        assert "spoiled" in {p["name"] for p in listing["problems"]}
+        assert "digit" in {f["name"] for f in listing["functions"]}
+    finally:
+        for name in ("inner_s", "outer_s", "spoiled"):
+            persisted.drop_function(name, missing_ok=True)
+
+
+def test_requests_during_create_or_replace_classifier(client, trained):
+    """A head replaced while it is being served: every request gets an answer from one version or the other."""
+    q = f"AS SELECT embed(path, model := '{MODEL}') AS features, label FROM train"
+    mlnb.sql(f"CREATE CLASSIFIER swap WITH (folds = 0) {q}", train=trained.train)
+    stop = threading.Event()
+    answers: list[tuple[int, str]] = []
+
+    def hammer() -> None:
+        with httpx.Client(base_url=client.base_url, timeout=60) as c:
+            while not stop.is_set():
+                r = _post_image(c, "swap", trained.paths[0])
+                answers.append((r.status_code, r.text))
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for algorithm in ("knn", "logistic", "knn"):
+            mlnb.sql(f"CREATE OR REPLACE CLASSIFIER swap USING {algorithm} WITH (folds = 0) {q}", train=trained.train)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        mlnb.sql("DROP CLASSIFIER swap")
+    assert answers and all(code == 200 for code, _ in answers), [a for a in answers if a[0] != 200][:3]
+
+
+def test_cli_refuses_a_missing_workspace_and_a_bad_port(tmp_path, capsys):
+    from mlnb.__main__ import main
+
+    assert main(["serve", "--workspace", str(tmp_path / "nope"), "--port", "0"]) == 1
+    assert "No workspace at" in capsys.readouterr().err
+    assert not (tmp_path / "nope").exists()  # nothing created
+    (tmp_path / ".mlnb").mkdir()
+    assert main(["serve", "--workspace", str(tmp_path / "typo"), "--port", "0"]) == 1
+    assert f"Did you mean {tmp_path / '.mlnb'}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--port", "99999"])
+    assert "0 to 65535" in capsys.readouterr().err
