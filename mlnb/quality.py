@@ -126,34 +126,37 @@ def pairs_above(X: np.ndarray, threshold: float, *, block: int = BLOCK, device: 
         # product by at most 2^-8 (Cauchy-Schwarz), its bf16 result by 2^-9 more: a margin of
         # 0.01 still finds every candidate, and candidates are checked in float32 below.
         Z, cut = Z.to(torch.bfloat16), threshold - 0.01
-    found_i: list[Any] = []
-    found_j: list[Any] = []
+    found: list[tuple[Any, Any, Any]] = []
     total = 0
     for a in range(0, n, block):
         A = Z[a : a + block]
         for b in range(a, n, block):
             S = A @ Z[b : b + block].T
-            hit = S >= cut
-            if a == b:
-                hit = torch.triu(hit, diagonal=1)
-            ij = torch.nonzero(hit)
-            if len(ij):
-                found_i.append(ij[:, 0] + a)
-                found_j.append(ij[:, 1] + b)
-                total += len(ij)
-                if total > MAX_PAIRS:
-                    raise MlnbError(
-                        f"near_duplicates(): more than {MAX_PAIRS:,} pairs are at or above similarity {threshold}: "
-                        "these are not near-duplicates any more. Raise the threshold (e.g. 0.98)."
-                    )
-    if not found_i:
+            if a == b:  # only j > i
+                m = len(S)
+                S.masked_fill_(torch.ones(m, m, dtype=torch.bool, device=device).tril_(), -3.0)
+            # A row maximum first: most rows of most blocks have no candidate (a full compare
+            # costs twice the matrix product).
+            rows = torch.nonzero(S.amax(dim=1) >= cut).flatten()
+            if not len(rows):
+                continue
+            ij = torch.nonzero(S[rows] >= cut)
+            i, j = rows[ij[:, 0]] + a, ij[:, 1] + b
+            # Every candidate checked on the full vectors.
+            sims = torch.cat([(Xt[i[s : s + 65536]] * Xt[j[s : s + 65536]]).sum(dim=1) for s in range(0, len(i), 65536)])
+            keep = sims >= threshold
+            found.append((i[keep], j[keep], sims[keep]))
+            total += int(keep.sum())
+            if total > MAX_PAIRS:
+                raise MlnbError(
+                    f"near_duplicates(): more than {MAX_PAIRS:,} pairs are at or above similarity {threshold}: "
+                    "these are not near-duplicates any more. Raise the threshold (e.g. 0.98)."
+                )
+    if not found:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0, dtype=np.float32)
-    i, j = torch.cat(found_i), torch.cat(found_j)
-    # Every candidate checked on the full vectors.
-    sims = torch.cat([(Xt[i[s : s + 65536]] * Xt[j[s : s + 65536]]).sum(dim=1) for s in range(0, len(i), 65536)])
-    keep = sims >= threshold
-    return i[keep].cpu().numpy(), j[keep].cpu().numpy(), sims[keep].clamp(max=1.0).cpu().numpy()
+    i, j, sims = (torch.cat(parts) for parts in zip(*found))
+    return i.cpu().numpy(), j.cpu().numpy(), sims.clamp(max=1.0).cpu().numpy()
 
 
 def knn_mean_distance(X: np.ndarray, k: int, *, device: Any = None) -> np.ndarray:
