@@ -455,6 +455,43 @@ def _check_body(session: Any, name: str, args: Sequence[str], kind: str, express
     return body, returns, uses
 
 
+_scratch: Any = None
+_scratch_lock = threading.Lock()
+
+
+def _check_in_a_new_session(session: Any, name: str, args: Sequence[str], kind: str,
+                            expression: str) -> tuple[str, str, list[str]]:
+    """:func:`_check_body` on a session of its own, as a new kernel (or ``mlnb serve``) would run
+    the function: a body that reads a table or calls a macro made in this session only fails now,
+    saying so, rather than in the next kernel."""
+    global _scratch
+    from ._session import Session
+
+    with _scratch_lock:
+        if _scratch is None:
+            import atexit
+
+            _scratch = Session()
+            atexit.register(_scratch.close)
+        try:
+            with _scratch._lock:
+                return _check_body(_scratch, name, args, kind, expression)
+        except QueryError as exc:
+            first = exc
+    try:
+        _check_body(session, name, args, kind, expression)
+    except Exception:  # noqa: BLE001 - it fails here too: the first error says why
+        raise first from None
+    reason = first.message.split(": ", 1)[-1]
+    raise QueryError(
+        f"The body of function {name} uses something that exists only in this session ({reason}): a persisted "
+        "function runs in later kernels and in mlnb serve, where it would fail.",
+        statement=expression,
+        hint="Persist what it uses: CREATE FUNCTION for a macro, a file it reads (read_parquet('prices.parquet')) "
+        "for a table; or keep the function for this session with CREATE MACRO.",
+    ) from None
+
+
 def _check_cycle(name: str, depends: Sequence[str]) -> None:
     seen: set[str] = set()
     todo = [(d, (name, d)) for d in depends]
@@ -514,7 +551,7 @@ def create_function(name: str, args: Sequence[str], expression: str, *, replace:
         with ws.lock(f"function-{name}"):
             if not replace and _load(name) is not None:
                 raise MlnbError(f"A function named {name!r} already exists: use CREATE OR REPLACE FUNCTION (replace=True).")
-            _body, returns, uses = _check_body(session, name, args, kind, expression)
+            _body, returns, uses = _check_in_a_new_session(session, name, args, kind, expression)
             from .._version import __version__
 
             rec = {
@@ -531,6 +568,7 @@ def create_function(name: str, args: Sequence[str], expression: str, *, replace:
             try:
                 fn = _resolver.lookup(name)
                 assert fn is not None
+                session._resolve_functions(_body_statement(kind, expression))  # what it calls, first
                 session._install(fn)
             except BaseException:
                 # What was checked did not install (a bug, not the user's): put back what was there.

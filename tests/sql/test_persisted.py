@@ -514,3 +514,20 @@ def test_an_onnx_model_exported_with_batch_one_embeds_many_images(tmp_path, imag
 
     alone = np.stack([embed_images([p], model="one", use_cache=False, progress=False)[0][0] for p in images["path"]])
     np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
+
+
+def test_a_body_using_what_this_session_alone_has_is_refused(_workspace):
+    """A table or macro made in this session is gone in the next kernel and in mlnb serve."""
+    _q("CREATE TABLE session_prices AS SELECT 'a' AS k, 1 AS v")
+    _q("CREATE MACRO session_add(x) AS x + 100")
+    for sql, what in [
+        ("CREATE FUNCTION price(x) AS (SELECT v FROM session_prices WHERE k = x)", "session_prices"),
+        ("CREATE FUNCTION add100(x) AS session_add(x)", "session_add"),
+        ("CREATE FUNCTION rows_of(x) AS TABLE SELECT * FROM session_prices WHERE k = x", "session_prices"),
+    ]:
+        with pytest.raises(mlnb.QueryError, match=f"exists only in this session.*{what}"):
+            _q(sql)
+    assert mlnb.persisted_functions() == []
+    _q("CREATE FUNCTION add100(x) AS x + 100")  # persisted itself, it may be called by another
+    _q("CREATE FUNCTION add200(x) AS add100(add100(x))")
+    assert _q("SELECT add200(1) AS r").item() == 201
