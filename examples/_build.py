@@ -280,9 +280,9 @@ write("08_finetune_and_export.ipynb", [
        "the frozen CNN's features) and **fine-tuning** (the last blocks of the CNN trained together with a new head, "
        "with augmentation, SGD with momentum, a step schedule and early stopping). Then the fine-tuned classifier "
        "leaves mlnb: one ONNX file, image in, probabilities out, run with onnxruntime alone.\n\n"
-       "Kept small to run on a laptop CPU in a couple of minutes: 120 digits, one trained block, two epochs."),
+       "Kept small to run on a laptop CPU in a few minutes: 160 digits, one trained block, two epochs."),
     code("%load_ext mlnb\nimport mlnb, polars as pl\n"
-         "digits = mlnb.datasets.digits().filter(pl.int_range(pl.len()).over('label') < 12).select('path', 'label')\n"
+         "digits = mlnb.datasets.digits().filter(pl.int_range(pl.len()).over('label') < 16).select('path', 'label')\n"
          "digits.group_by('label').len().sort('label').transpose(include_header=False)"),
     md("## 1. Fixed features\n\nA logistic head on `embed(path)`; a quarter of the digits (by hash) is held out for testing."),
     code("%%mlsql -o fixed\n"

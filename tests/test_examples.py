@@ -116,7 +116,7 @@ def test_08_finetune_and_export(tmp_path):
     out = _run("08_finetune_and_export.ipynb", tmp_path)
     side = _cell(out, "%%mlsql -o side_by_side")
     fixed, tuned = (float(v) for v in re.findall(r"│\s*\d+\s*┆\s*([\d.]+)\s*┆\s*([\d.]+)", side)[0])
-    assert fixed >= 0.7 and tuned >= 0.7, side
+    assert fixed >= 0.5 and tuned >= 0.6, side  # 10 classes, ~12 training digits each (measured 0.82 / 0.76)
     assert "digit.onnx" in _cell(out, "%%mlsql -o exported")
     acc = float(re.search(r"onnxruntime: ([\d.]+) accuracy", _cell(out, "import numpy as np, onnxruntime")).group(1))
     same, total = map(int, re.search(r"same class for (\d+) of (\d+)", _cell(out, "in_mlnb = ")).groups())

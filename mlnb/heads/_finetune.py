@@ -170,10 +170,20 @@ def _load_pixels(spec: Any, sources: list[Any], *, progress: bool | None) -> tup
     pixels = np.zeros((len(sources), s, s, 3), dtype=np.uint8)
     ok = np.zeros(len(sources), dtype=bool)
     bar = _bar(len(sources), "load images", progress)
+    from .._context import current
+
+    ctx = current()
     futures = [_pool().submit(carried(_decode_one), square, src, source_key(src)) for src in sources]
     try:
         for i, fut in enumerate(futures):
-            res = fut.result()
+            while True:  # short waits: a stop asked from another thread (Ctrl-C in a statement) is seen
+                if ctx is not None and ctx.stop.is_set():
+                    raise KeyboardInterrupt
+                try:
+                    res = fut.result(timeout=0.2)
+                    break
+                except TimeoutError:
+                    continue
             if isinstance(res, ImageLoadError):
                 report_failure(res.source, res.reason + " (left out of fine-tuning)")
             else:
@@ -181,6 +191,8 @@ def _load_pixels(spec: Any, sources: list[Any], *, progress: bool | None) -> tup
                 ok[i] = True
             if bar is not None:
                 bar.update(1)
+    except KeyboardInterrupt:
+        raise Interrupted(f"fine-tuning stopped while loading images ({int(ok.sum())} of {len(sources)} loaded); nothing was saved") from None
     finally:
         for f in futures:
             f.cancel()
@@ -330,7 +342,7 @@ def finetune_classifier(
 
     spec = get_spec(opts["model"])
     if name is not None:
-        _check_model_name(name, replace)
+        _check_model_name(name)
         _architecture(spec)
     if spec.transform is not None:
         raise MlnbError(f"Model {spec.name!r} has its own transform function; fine-tuning needs a model with the standard resize, crop and mean/std preprocessing.")
@@ -391,7 +403,9 @@ def finetune_classifier(
     head = Head(head_est, meta, evaluation)
     head.backbone_ = backbone
     if name is not None:
-        _persist_backbone(name, spec, backbone, meta, replace=replace)
+        from ..features import _user_models as um
+
+        _persist_backbone(name, spec, backbone, meta, replace=replace or name in um.names())
         save_head(head, name, replace=replace)
     return head
 
@@ -648,7 +662,7 @@ def _architecture(spec: Any) -> str:
     )
 
 
-def _check_model_name(name: str, replace: bool) -> None:
+def _check_model_name(name: str) -> None:
     """Refuse, before training, a name the fine-tuned backbone cannot take."""
     from ..features import _user_models as um
     from ..features.zoo import _REGISTRY
@@ -660,8 +674,8 @@ def _check_model_name(name: str, replace: bool) -> None:
         owner = (um.read_model_spec(name).get("meta") or {}).get("classifier")
         if owner != name:
             raise MlnbError(f"The workspace has a model named {name!r} that is not the backbone of classifier {name!r}: a fine-tuned classifier saves its backbone under its own name. Choose another name, or DROP MODEL {name} first.")
-        if not replace:
-            raise MlnbError(f"A fine-tuned model {name!r} exists already: use CREATE OR REPLACE CLASSIFIER (replace=True) or another name.")
+        # Left by a classifier of this name that was dropped (DROP CLASSIFIER keeps models): the
+        # new backbone takes its place. A classifier still there was refused before (no OR REPLACE).
 
 
 def _persist_backbone(name: str, spec: Any, backbone: Any, meta: dict[str, Any], *, replace: bool) -> None:

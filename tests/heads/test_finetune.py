@@ -162,6 +162,11 @@ def test_names_are_refused_before_training(digits, tiny_base):
     # OR REPLACE replaces both, and the new head is version 1 again
     out = mlnb.sql("CREATE OR REPLACE CLASSIFIER ft USING finetune WITH (model = 'tiny_base', epochs = 1, batch_size = 8) AS SELECT path AS image, label FROM digits")
     assert out["classifier"].item() == "ft@1"
+    # DROP CLASSIFIER keeps the model; creating the classifier again takes the model's place
+    mlnb.sql("DROP CLASSIFIER ft")
+    assert "ft" in mlnb.list_models("ft")["name"].to_list()
+    finetune_classifier(digits.rename({"path": "image"}), name="ft", options=FAST)
+    assert mlnb.load_classifier("ft").version == 1
 
 
 def test_blocks_of_known_backbones():
