@@ -273,11 +273,13 @@ def _probe(build: Any, input_size: int, source: str) -> int:
         raise MlnbError(f"The model in {source} does not run on a {input_size}x{input_size} RGB image: {type(exc).__name__}: {exc}") from None
 
 
-def _commit(name: str, filename: str, data: bytes, spec: dict[str, Any]) -> None:
+def _commit(name: str, filename: str, data: bytes, spec: dict[str, Any], replace: bool = True) -> None:
     """Write the weights file, then ``spec.json``, then remove the replaced weights (under a lock)."""
     root = models_root(create=True)
     folder = root / name
     with get_workspace().lock(f"model-{name}"):
+        if not replace and (folder / "spec.json").is_file():  # another process made it since _check_free
+            raise MlnbError(f"A model named {name!r} already exists in the workspace: use CREATE OR REPLACE MODEL (replace=True).")
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / filename
         if not target.is_file() or _sha256_file(target) != spec["sha256"]:
@@ -344,7 +346,7 @@ def _persist_state(name: str, architecture: str, state: Mapping[str, Any], *, la
         return model, None
 
     rec["feature_dim"] = _probe(build, pre["input_size"], what)
-    _commit(name, filename, data, rec)
+    _commit(name, filename, data, rec, replace)
     spec = lookup(name)
     assert spec is not None
     return spec
@@ -481,7 +483,7 @@ def create_model(
         filename = f"model-{source_sha[:16]}.{ext}"
         rec = _record(name, fmt=fmt, architecture=architecture, layer=None, pre=pre, sha=source_sha, filename=filename,
                       feature_dim=dim, classes=None, source=source, source_sha256=source_sha, meta=None)
-        _commit(name, filename, data, rec)
+        _commit(name, filename, data, rec, replace)
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()

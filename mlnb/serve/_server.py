@@ -3,6 +3,7 @@ background thread of this process (``%mlnb_serve``, tests)."""
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -22,6 +23,8 @@ def _uvicorn() -> Any:
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (port 0: a free one), bound before the server starts
     so the URL is known and no other process can take the port in between."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise MlnbError(f"{port!r} is not a port: 0 to 65535 (0 picks a free one).")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it
     # every answer waits ~40 ms for a delayed ACK (Nagle). Set on the listener too: accepted ones inherit it.
@@ -32,6 +35,8 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            raise MlnbError(f"Cannot listen on {host}:{port}: {host!r} is not an address of this machine ({exc.strerror}).") from None
         raise MlnbError(f"Cannot listen on {host}:{port} ({exc.strerror}): choose another --port (0 picks a free one).") from None
     sock.listen(2048)
     sock.set_inheritable(True)

@@ -497,3 +497,9 @@ def test_cli_refuses_a_missing_workspace_and_a_bad_port(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--port", "99999"])
     assert "0 to 65535" in capsys.readouterr().err
+
+
+def test_bad_ports_and_hosts_are_errors_not_tracebacks():
+    for host, port, message in (("127.0.0.1", 99999, "0 to 65535"), ("no.such.host.invalid", 0, "not an address")):
+        with pytest.raises(mlnb.MlnbError, match=message):
+            start(host=host, port=port)

@@ -531,3 +531,39 @@ def test_a_body_using_what_this_session_alone_has_is_refused(_workspace):
     _q("CREATE FUNCTION add100(x) AS x + 100")  # persisted itself, it may be called by another
     _q("CREATE FUNCTION add200(x) AS add100(add100(x))")
     assert _q("SELECT add200(1) AS r").item() == 201
+
+
+@pytest.mark.slow
+def test_two_processes_creating_one_function_and_one_model(tmp_path, _workspace):
+    """Atomic files under the workspace's lock: one CREATE wins, the other is told it exists; no torn JSON."""
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten()).eval()
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")
+        torch.jit.trace(net, torch.zeros(1, 3, 8, 8)).save(str(tmp_path / "n.pt"))
+    script = textwrap.dedent(f"""
+        import sys, mlnb
+        mlnb.config.workspace = {str(_workspace)!r}
+        won = []
+        for kind, sql in (("f", "CREATE FUNCTION shared(x) AS x + " + sys.argv[1]),
+                          ("m", "CREATE MODEL shared_m FROM '{tmp_path / 'n.pt'}' WITH (input_size = 8)")):
+            try:
+                mlnb.sql(sql)
+                won.append(kind)
+            except mlnb.MlnbError as exc:
+                assert "already exists" in str(exc), exc
+        for i in range(10):
+            mlnb.sql("CREATE OR REPLACE FUNCTION churn(x) AS x + " + sys.argv[1] + str(i))
+            mlnb.sql("SELECT churn(1)")
+        print(",".join(won))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (1, 2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-800:] for o in outs]
+    won = [o[0].strip().split(",") for o in outs]
+    assert sorted(k for w in won for k in w if k) == ["f", "m"]
+    assert json.loads((_workspace / "functions" / "churn.json").read_text())["expression"].startswith("x + ")
+    assert _q("SELECT shared(0) AS r").item() in (1, 2)
+    assert _user_models.read_model_spec("shared_m")["feature_dim"] == 72
