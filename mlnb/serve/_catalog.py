@@ -122,9 +122,15 @@ class HeadEndpoint:
             if it.kind == "features":
                 X[i] = it.value
         if images:
-            feats, errors = embed_batch(
-                [items[i].value for i in images], model=self.backbone, layer=self.layer, use_cache=self.use_cache
-            )
+            try:
+                feats, errors = embed_batch(
+                    [items[i].value for i in images], model=self.backbone, layer=self.layer, use_cache=self.use_cache
+                )
+            except ModelNotFoundError as exc:  # the backbone was dropped: the server's state, not the request
+                raise RequestError(
+                    f"{self.name}@{version} embeds images with the model {self.backbone!r}, which is not available: {exc}",
+                    status=500,
+                ) from None
             for j, i in enumerate(images):
                 if errors[j] is None:
                     X[i] = feats[j]
@@ -273,6 +279,8 @@ class FunctionEndpoint:
         for it in items:
             try:
                 out.extend(self._run([self._values(it)]))
+            except ModelNotFoundError as exc:  # a model its body uses is gone: the server's state
+                out.append(RequestError(f"{self.name} cannot run: {exc}", status=500))
             except MlnbError as exc:
                 out.append(RequestError(_message(exc)))
         return out

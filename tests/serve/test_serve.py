@@ -503,3 +503,25 @@ def test_bad_ports_and_hosts_are_errors_not_tracebacks():
     for host, port, message in (("127.0.0.1", 99999, "0 to 65535"), ("no.such.host.invalid", 0, "not an address")):
         with pytest.raises(mlnb.MlnbError, match=message):
             start(host=host, port=port)
+
+
+def test_a_backbone_dropped_under_a_served_head_is_a_500(trained, tmp_path, monkeypatch):
+    import warnings
+
+    import torch
+
+    monkeypatch.setattr(mlnb.config, "_workspace", tmp_path / ".mlnb")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(net, torch.zeros(1, 3, 16, 16)).save(str(tmp_path / "n.pt"))
+    mlnb.sql(f"CREATE MODEL passing FROM '{tmp_path / 'n.pt'}' WITH (input_size = 16)")
+    mlnb.sql("CREATE CLASSIFIER on_passing WITH (folds = 0) AS SELECT embed(path, model := 'passing') AS features, label FROM train",
+             train=trained.train.head(40))
+    mlnb.sql("CREATE FUNCTION via_passing(p) AS on_passing(embed(p, model := 'passing'))")
+    mlnb.sql("DROP MODEL passing")
+    with start() as s, httpx.Client(base_url=s.url, timeout=60) as c:
+        for name, text in (("on_passing", "embeds images with the model 'passing'"), ("via_passing", "cannot run")):
+            r = _post_image(c, name, trained.paths[7])
+            assert r.status_code == 500 and text in r.json()["error"] and "Unknown model 'passing'" in r.json()["error"], r.text
+        assert c.get("/v1/health").json()["status"] == "ok"
