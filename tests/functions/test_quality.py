@@ -132,7 +132,7 @@ def _brute_pairs(X, t):
     return set(zip(i.tolist(), j.tolist()))
 
 
-@pytest.mark.parametrize("d", [32, 640])  # 640: the first pass runs on the projection
+@pytest.mark.parametrize("d", [32, 800])  # 800: the first pass runs on the projection
 def test_pairs_above_equals_brute_force(d):
     rng = np.random.default_rng(1)
     n = 1500
