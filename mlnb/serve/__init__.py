@@ -109,6 +109,8 @@ def serve(
         print(f"mlnb: serving {len(names)} function(s) from {config.workspace} at {url}", flush=True)
         if names:
             print(f"mlnb: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}", flush=True)
+        for problem in state.catalog.problems():  # damaged files are not served: say so at once
+            print(f"mlnb: not served: {problem['error']}", flush=True)
         print(f"mlnb: try  curl {url}/v1/functions", flush=True)
 
     run_foreground(app, host=host, port=port, log_level=log_level, announce=announce)

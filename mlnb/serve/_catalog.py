@@ -236,8 +236,12 @@ class FunctionEndpoint:
 
     def check(self, item: Input) -> Input:
         if item.kind == "args":
-            missing = [a for a in self.args if a not in item.value]
-            extra = [a for a in item.value if a not in self.args]
+            # Argument names are SQL names: case-insensitive, as in a call.
+            given = {str(k).lower() for k in item.value}
+            missing = [a for a in self.args if a.lower() not in given]
+            extra = [k for k in item.value if str(k).lower() not in {a.lower() for a in self.args}]
+            if len(given) != len(item.value):
+                raise RequestError('"args" names an argument twice (names are case-insensitive).')
             if missing or extra:
                 raise RequestError(
                     f"{self.name}({', '.join(self.args)}) "
@@ -258,7 +262,8 @@ class FunctionEndpoint:
 
     def _values(self, item: Input) -> dict[str, Any]:
         if item.kind == "args":
-            return {a: item.value[a] for a in self.args}
+            by_lower = {str(k).lower(): v for k, v in item.value.items()}
+            return {a: by_lower[a.lower()] for a in self.args}
         return {self.args[0]: item.value}
 
     def apply(self, items: Sequence[Input]) -> list[Any]:

@@ -433,6 +433,9 @@ def test_a_function_failing_on_one_row_fails_that_request_only(client, trained):
         assert "three is not allowed" in rs[3].json()["error"] and "__mlnb" not in rs[3].json()["error"]
         r = client.post("/v1/functions/picky/application", json={"args": {"x": 10**30}})
         assert r.status_code == 400 and "too large" in r.json()["error"]
+        assert client.post("/v1/functions/picky/application", json={"args": {"X": 4}}).json()["output"] == 8
+        r = client.post("/v1/functions/picky/application", json={"args": {"X": 4, "x": 5}})
+        assert r.status_code == 400 and "twice" in r.json()["error"]
     finally:
         persisted.drop_function("picky", missing_ok=True)
 
