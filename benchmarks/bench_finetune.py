@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--blocks", type=int, default=2)
     ap.add_argument("--test", type=float, default=0.3, help="share of each class held out for testing")
+    ap.add_argument("--augment", default=None, help="augment for every set (default: 'crop' for digits, 'flip,crop' for faces)")
+    ap.add_argument("--sets", default="digits,lfw_subset")
     args = ap.parse_args()
 
     import torch
@@ -60,6 +62,9 @@ def main() -> None:
     }
     rows = []
     for name, (df, augment) in sets.items():
+        if name not in args.sets.split(","):
+            continue
+        augment = args.augment if args.augment is not None else augment
         train, test = _split(df, args.test)
         t0 = time.perf_counter()
         feats = mlnb.sql("SELECT embed(path) AS features, label FROM train")
@@ -77,7 +82,7 @@ def main() -> None:
         tuned = mlnb.sql(f"SELECT avg(({name}_ft(embed(path, model := '{name}_ft')) = label)::INT) AS acc FROM test")["acc"].item()
         ft = head.meta["finetune"]
         rows.append({
-            "data": name, "classes": df["label"].n_unique(), "train": train.height, "test": test.height,
+            "data": name, "augment": augment or "none", "classes": df["label"].n_unique(), "train": train.height, "test": test.height,
             "fixed_acc": round(fixed, 3), "finetuned_acc": round(tuned, 3),
             "probe_val_acc": round(ft["history"][0]["val_accuracy"], 3) if ft["history"][0]["epoch"] == 0 else None,
             "best_epoch": ft["best_epoch"], "epochs_run": ft["epochs_run"],
