@@ -94,9 +94,13 @@ def read_weights_source(source: str) -> tuple[bytes, str]:
             _scheme, member, outer = parts
             if not member:
                 raise MlnbError(f"{source}: an archive source names its member: archive+file:///x.zip#weights.pth.")
+            if outer.lower().startswith(("http://", "https://")):
+                return _member_of(_download(outer, 300.0), source, outer, member), member
             _check_zip_member(source, outer, member)
             return read_member(source, outer, member, 60.0, MAX_WEIGHTS_BYTES), member
         lower = source.lower()
+        if lower.startswith(("http://", "https://")):
+            return _download(source, 300.0), source.split("?", 1)[0].rsplit("/", 1)[-1]
         if "://" in source and not lower.startswith("file://"):
             from ..images import read_source
 
@@ -115,6 +119,81 @@ def read_weights_source(source: str) -> tuple[bytes, str]:
         raise MlnbError(f"Cannot read the weights {exc.source}: {exc.reason}.") from None
 
 
+def _too_large(source: str, size: int) -> MlnbError:
+    return MlnbError(f"{source} is over {MAX_WEIGHTS_BYTES / (1 << 30):g} GiB ({size:,} bytes): mlnb reads weights "
+                     f"files up to {MAX_WEIGHTS_BYTES / (1 << 30):g} GiB.")
+
+
+def _download(url: str, timeout: float) -> bytes:
+    """A URL's bytes, up to :data:`MAX_WEIGHTS_BYTES` (weights are larger than the images
+    ``mlnb.config.max_image_bytes`` is for). A replaced URL fetcher (tests, a proxy) is used as it is."""
+    from .. import images
+
+    if images.fetch_url is not images._fetch_url:
+        return images.fetch_url(url, timeout)
+    import httpx
+
+    chunks, total = [], 0
+    try:
+        with images._client().stream("GET", url, timeout=httpx.Timeout(timeout)) as resp:
+            if resp.status_code >= 400:
+                raise MlnbError(f"Cannot download {url}: HTTP {resp.status_code} {resp.reason_phrase}.")
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > MAX_WEIGHTS_BYTES:
+                raise _too_large(url, int(declared))
+            for chunk in resp.iter_bytes(1 << 20):
+                total += len(chunk)
+                if total > MAX_WEIGHTS_BYTES:
+                    raise _too_large(url, total)
+                chunks.append(chunk)
+    except httpx.HTTPError as exc:
+        raise MlnbError(f"Cannot download {url}: {exc or type(exc).__name__}.") from None
+    return b"".join(chunks)
+
+
+def _member_of(data: bytes, source: str, outer: str, member: str) -> bytes:
+    """One member of a downloaded zip or tar archive (a zip bomb refused before it is inflated)."""
+    import tarfile
+
+    buf = io.BytesIO(data)
+    try:
+        if zipfile.is_zipfile(buf):
+            with zipfile.ZipFile(buf) as zf:
+                try:
+                    info = zf.getinfo(member)
+                except KeyError:
+                    raise MlnbError(f"{source}: no member {member!r} in {outer}.") from None
+                _check_sizes(source, info.file_size, info.compress_size)
+                with zf.open(info) as fh:
+                    out = fh.read(MAX_WEIGHTS_BYTES + 1)
+        else:
+            buf.seek(0)
+            with tarfile.open(fileobj=buf) as tf:
+                try:
+                    fh = tf.extractfile(member)
+                except KeyError:
+                    fh = None
+                if fh is None:
+                    raise MlnbError(f"{source}: no file {member!r} in {outer}.")
+                out = fh.read(MAX_WEIGHTS_BYTES + 1)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        raise MlnbError(f"{outer} is not a zip or tar archive mlnb can read ({exc or type(exc).__name__}).") from None
+    if len(out) > MAX_WEIGHTS_BYTES:
+        raise _too_large(source, len(out))
+    return out
+
+
+def _check_sizes(source: str, size: int, compressed: int) -> None:
+    if size > MAX_WEIGHTS_BYTES:
+        raise _too_large(source, size)
+    if size > _BOMB_MIN and size > _BOMB_RATIO * max(compressed, 1):
+        raise MlnbError(
+            f"{source} would decompress from {compressed:,} to {size:,} bytes "
+            f"({size // max(compressed, 1):,} times): that is not a weights file "
+            "(weights hardly compress), so it is not read."
+        )
+
+
 def _check_zip_member(source: str, outer: str, member: str) -> None:
     """Refuse a member of a local zip that claims to be far larger than it is compressed (a zip
     bomb), or larger than mlnb reads, before a byte of it is decompressed."""
@@ -126,15 +205,7 @@ def _check_zip_member(source: str, outer: str, member: str) -> None:
             info = zf.getinfo(member)
         except KeyError:
             return  # read_member says so
-    if info.file_size > MAX_WEIGHTS_BYTES:
-        raise MlnbError(f"{source} is {info.file_size / (1 << 30):.1f} GiB once decompressed: mlnb reads weights "
-                        f"files up to {MAX_WEIGHTS_BYTES / (1 << 30):g} GiB.")
-    if info.file_size > _BOMB_MIN and info.file_size > _BOMB_RATIO * max(info.compress_size, 1):
-        raise MlnbError(
-            f"{source} would decompress from {info.compress_size:,} to {info.file_size:,} bytes "
-            f"({info.file_size // max(info.compress_size, 1):,} times): that is not a weights file "
-            "(weights hardly compress), so it is not read."
-        )
+    _check_sizes(source, info.file_size, info.compress_size)
 
 
 def sniff_format(data: bytes, filename: str) -> str:

@@ -567,3 +567,39 @@ def test_two_processes_creating_one_function_and_one_model(tmp_path, _workspace)
     assert json.loads((_workspace / "functions" / "churn.json").read_text())["expression"].startswith("x + ")
     assert _q("SELECT shared(0) AS r").item() in (1, 2)
     assert _user_models.read_model_spec("shared_m")["feature_dim"] == 72
+
+
+def test_weights_over_the_image_cap_download_from_a_real_server(tmp_path, monkeypatch):
+    """Weights are larger than images: a URL or a remote archive is read up to the weights' cap,
+    not mlnb.config.max_image_bytes (64 MiB would refuse resnet50's 98 MB, MLDB's 88 MB inception zip)."""
+    import functools
+    import http.server
+    import threading
+    import warnings
+
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(net, torch.zeros(1, 3, 16, 16)).save(str(tmp_path / "net.pt"))
+    with zipfile.ZipFile(tmp_path / "all.zip", "w") as z:
+        z.write(tmp_path / "net.pt", "models/net.pt")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    monkeypatch.setattr(mlnb.config, "_max_image_bytes", 1024)  # far below the model file's size
+    try:
+        _q(f"CREATE MODEL web FROM '{base}/net.pt' WITH (input_size = 16)")
+        _q(f"CREATE MODEL web_zip FROM 'archive+{base}/all.zip#models/net.pt' WITH (input_size = 16)")
+        with pytest.raises(mlnb.MlnbError, match="HTTP 404"):
+            _q(f"CREATE MODEL gone FROM '{base}/nope.pt' WITH (input_size = 16)")
+        with pytest.raises(mlnb.MlnbError, match="no member 'nope.pt'"):
+            _q(f"CREATE MODEL gone FROM 'archive+{base}/all.zip#nope.pt' WITH (input_size = 16)")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    a, b = _user_models.read_model_spec("web"), _user_models.read_model_spec("web_zip")
+    assert a["sha256"] == b["sha256"] and a["format"] == "torchscript" and a["feature_dim"] == 4
