@@ -25,12 +25,18 @@ same name) as they were.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime as _dt
 import hashlib
 import math
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -405,9 +411,55 @@ def finetune_classifier(
     if name is not None:
         from ..features import _user_models as um
 
-        _persist_backbone(name, spec, backbone, meta, replace=replace or name in um.names())
-        save_head(head, name, replace=replace)
+        with _model_kept_until_committed(name):
+            _persist_backbone(name, spec, backbone, meta, replace=replace or name in um.names())
+            save_head(head, name, replace=replace)
     return head
+
+
+@contextlib.contextmanager
+def _model_kept_until_committed(name: str) -> Iterator[None]:
+    """Write the fine-tuned backbone and then the head as one step: the persisted model
+    ``name`` as it was (every file of its folder, hard-linked aside) is put back when anything
+    in the block fails or is interrupted, and a model the block created is removed. Without
+    this, a failed head save after the backbone was replaced left the old head scoring the
+    new backbone's features."""
+    from ..features import _user_models as um
+    from ..workspace import atomic_write_bytes, get_workspace
+
+    root = um.models_root(create=True)
+    folder = root / name
+    kept = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.kept-"))
+    try:
+        existed = (folder / "spec.json").is_file()
+        if existed:
+            for p in folder.iterdir():
+                if p.is_file():
+                    try:
+                        os.link(p, kept / p.name)
+                    except OSError:  # a file system without hard links
+                        shutil.copy2(p, kept / p.name)
+        try:
+            yield
+        except BaseException:
+            try:
+                with get_workspace().lock(f"model-{name}"):
+                    if not existed:
+                        shutil.rmtree(folder, ignore_errors=True)
+                    else:
+                        folder.mkdir(exist_ok=True)
+                        old_files = {p.name for p in kept.iterdir()}
+                        for f in old_files - {"spec.json"}:
+                            os.replace(kept / f, folder / f)
+                        atomic_write_bytes(folder / "spec.json", (kept / "spec.json").read_bytes())  # last: readers switch back at once
+                        for p in folder.iterdir():  # the new weights
+                            if p.name not in old_files:
+                                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            except Exception as exc:  # noqa: BLE001 - the first failure is the one to report
+                report_failure(f"model {name}", f"could not be put back as it was after the failed save: {exc}")
+            raise
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
 
 
 def _train(spec: Any, pixels: np.ndarray, y: np.ndarray, classes: np.ndarray, val: np.ndarray, opts: dict[str, Any], *, progress: Any) -> tuple:

@@ -201,3 +201,52 @@ def test_real_backbone_learns_digits(digits_frame):
     assert head.meta["metrics"]["accuracy"] >= 0.8
     got = mlnb.sql("SELECT label, digits_ft(embed(image, model := 'digits_ft')) AS pred FROM df")
     assert (got["label"] == got["pred"]).mean() >= 0.8
+
+
+def _model_files(name):
+    from mlnb.features._user_models import models_root
+
+    return {p.name: p.read_bytes() for p in (models_root() / name).iterdir()}
+
+
+@pytest.mark.parametrize("failure", [OSError("disk full"), KeyboardInterrupt()])
+def test_failed_head_save_on_replace_keeps_the_old_model_and_head(digits, tiny_base, monkeypatch, failure):
+    """The backbone is written before the head: when the head's save then fails (or is
+    interrupted), the old backbone is put back, so the old head still scores its own features."""
+    from mlnb.features._user_models import models_root, read_model_spec
+    from mlnb.heads import store
+
+    df = digits.rename({"path": "image"})
+    first = finetune_classifier(df, name="ft", options={**FAST, "validation": 0})
+    files = _model_files("ft")
+    sha = read_model_spec("ft")["sha256"]
+    from mlnb.features.engine import _decode_one, get_loaded
+
+    pixels = np.stack([_decode_one(get_loaded("ft").spec, p) for p in df["image"].to_list()[:6]])
+    feats = get_loaded("ft").forward(pixels)  # the model itself, not the embedding cache
+    preds = mlnb.sql("SELECT ft(embed(image, model := 'ft')) AS p FROM df")["p"].to_list()
+
+    def broken_save(*args, **kwargs):
+        raise failure
+
+    with monkeypatch.context() as m, pytest.raises(type(failure)):
+        m.setattr(store, "save", broken_save)
+        finetune_classifier(df, name="ft", options={**FAST, "validation": 0, "lr": 0.5, "blocks": 3}, replace=True)
+    assert _model_files("ft") == files  # the same spec.json and weights, nothing new beside them
+    assert read_model_spec("ft")["sha256"] == sha
+    assert not [p for p in models_root().iterdir() if p.name.startswith(".")]  # the copy kept aside is gone
+    kept = mlnb.load_classifier("ft")
+    assert kept.version == 1 and kept.meta["data_hash"] == first.meta["data_hash"]
+    np.testing.assert_allclose(get_loaded("ft").forward(pixels), feats, atol=1e-6)
+    assert mlnb.sql("SELECT ft(embed(image, model := 'ft')) AS p FROM df")["p"].to_list() == preds
+
+
+def test_failed_head_save_of_a_new_classifier_leaves_no_model(digits, tiny_base, monkeypatch):
+    from mlnb.heads import store
+
+    with monkeypatch.context() as m, pytest.raises(OSError):
+        m.setattr(store, "save", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+        finetune_classifier(digits.rename({"path": "image"}), name="ft", options=FAST)
+    assert "ft" not in mlnb.list_models("ft")["name"].to_list()
+    assert mlnb.classifiers().height == 0
+    finetune_classifier(digits.rename({"path": "image"}), name="ft", options=FAST)  # the name is free
