@@ -54,6 +54,7 @@ class PersistedFunction(Function):
     body: str = ""  # as DuckDB runs it (mlnb's rewrites applied)
     depends: tuple[str, ...] = ()  # functions the body calls
     uses: tuple[str, ...] = ()  # those of them that were mlnb's (heads, persisted) when it was created
+    uses_args: tuple[tuple[str, int], ...] = ()  # (persisted function it calls, its number of arguments then)
     created: str = ""
     #: Why it cannot run (its file is damaged, a function it calls is gone), or "" when it can.
     broken: str = ""
@@ -168,6 +169,9 @@ def _record_problem(name: str, rec: Any) -> str | None:
         return f'has "kind" {rec.get("kind")!r}: "scalar" or "table" is expected'
     if not isinstance(rec.get("returns") or "", str) or not isinstance(rec.get("uses") or [], list):
         return 'has a "returns" or "uses" of the wrong type'
+    ua = rec.get("uses_args") or {}
+    if not isinstance(ua, dict) or not all(isinstance(v, int) for v in ua.values()):
+        return 'has a "uses_args" of the wrong type'
     return None
 
 
@@ -282,6 +286,7 @@ def _function(rec: dict[str, Any], key: tuple[Any, ...]) -> PersistedFunction | 
         depends=depends,
         created=rec.get("created", ""),
         uses=tuple(rec.get("uses") or ()),
+        uses_args=tuple((str(k), int(v)) for k, v in (rec.get("uses_args") or {}).items()),
     )
     with _cache_lock:
         fn = _made.setdefault(mkey, fn)
@@ -306,17 +311,27 @@ def _checked(fn: PersistedFunction) -> PersistedFunction:
     try:
         gone = [u for u in uses if registry.lookup(u) is None]
         broken = next((registry.lookup(u) for u in uses if getattr(registry.lookup(u), "broken", "")), None)
+        reshaped = [(u, n, registry.lookup(u)) for u, n in fn.uses_args]
+        reshaped = [(u, n, f) for u, n, f in reshaped if isinstance(f, PersistedFunction) and not f.broken
+                    and len(f.args) != n]
     finally:
         stack.discard(fn.name)
-    if not gone and broken is None:
+    if not gone and broken is None and not reshaped:
         return fn
     from dataclasses import replace
 
     if gone:
         why = f"The persisted function {fn.name} calls {gone[0]}, which no longer exists (it was dropped)."
-    else:
+        what = f"Create {gone[0]} again"
+    elif broken is not None:
         why = f"The persisted function {fn.name} calls {broken.name}, which cannot be used: {broken.broken}"
-    hint = (f"Its body is {fn.expression}. Create {gone[0] if gone else broken.name} again, or redefine this one "
+        what = f"Create {broken.name} again"
+    else:
+        u, n, f = reshaped[0]
+        why = (f"The persisted function {fn.name} calls {u} with {n} argument(s), but {u} was redefined since: "
+               f"{u}({', '.join(f.args)}).")
+        what = f"Change {u} back"
+    hint = (f"Its body is {fn.expression}. {what}, or redefine this one "
             f"(CREATE OR REPLACE FUNCTION {fn.name}...), or DROP FUNCTION {fn.name}.")
     return replace(fn, broken=why, broken_hint=hint)
 
@@ -554,9 +569,10 @@ def create_function(name: str, args: Sequence[str], expression: str, *, replace:
             _body, returns, uses = _check_in_a_new_session(session, name, args, kind, expression)
             from .._version import __version__
 
+            persisted_args = {u: len(f.args) for u in uses if isinstance(f := registry.lookup(u), PersistedFunction)}
             rec = {
                 "name": name, "args": list(args), "expression": expression, "kind": kind, "returns": returns,
-                "uses": uses, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "uses": uses, "uses_args": persisted_args, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "mlnb_version": __version__,
             }
             path = functions_root() / f"{name}.json"

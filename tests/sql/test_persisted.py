@@ -431,6 +431,11 @@ def test_a_function_whose_inner_function_was_dropped_says_so(_workspace):
         registry.get("outer_f")(3)
     _q("CREATE FUNCTION inner_f(x) AS x * 10")  # back, with a new body: the outer one uses it
     assert _q("SELECT outer_f(3) AS r").item() == 31
+    _q("CREATE OR REPLACE FUNCTION inner_f(x, y) AS x * y")  # another arity: the outer call no longer fits
+    with pytest.raises(mlnb.QueryError, match=r"outer_f calls inner_f with 1 argument\(s\), but .* inner_f\(x, y\)"):
+        _q("SELECT outer_f(3) AS r")
+    _q("CREATE OR REPLACE FUNCTION outer_f(x) AS inner_f(x, x) + 1")
+    assert _q("SELECT outer_f(3) AS r").item() == 10
 
 
 def test_a_damaged_function_file_is_named_and_the_others_still_work(_workspace):
