@@ -74,6 +74,9 @@ def check_workspace(workspace: str | os.PathLike[str]) -> None:
 
     path = Path(workspace).expanduser()
     if path.is_dir():
+        if (path / ".mlnb").is_dir() and not any((path / d).is_dir() for d in ("heads", "functions", "models")):
+            raise MlnbError(f"{workspace} holds no heads or functions, but its .mlnb folder may: "
+                            f"serve --workspace {path / '.mlnb'}.")
         return
     if path.exists():
         raise MlnbError(f"--workspace {workspace} is a file, not a workspace folder.")

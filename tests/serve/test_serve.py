@@ -497,6 +497,8 @@ def test_cli_refuses_a_missing_workspace_and_a_bad_port(tmp_path, capsys):
     (tmp_path / ".mlnb").mkdir()
     assert main(["serve", "--workspace", str(tmp_path / "typo"), "--port", "0"]) == 1
     assert f"Did you mean {tmp_path / '.mlnb'}" in capsys.readouterr().err
+    assert main(["serve", "--workspace", str(tmp_path), "--port", "0"]) == 1  # the project folder, not its .mlnb
+    assert f"serve --workspace {tmp_path / '.mlnb'}" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["serve", "--port", "99999"])
     assert "0 to 65535" in capsys.readouterr().err
