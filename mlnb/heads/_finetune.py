@@ -347,6 +347,7 @@ def finetune_classifier(
     from ..features.zoo import get_spec
 
     spec = get_spec(opts["model"])
+    _check_trainable(spec)
     if name is not None:
         _check_model_name(name)
         _architecture(spec)
@@ -355,6 +356,10 @@ def finetune_classifier(
     val_mask = _validation_mask(df, opts["validation_where"]) if opts["validation_where"] else None
     labels = df.get_column(label)
     keep = ~labels.is_null().to_numpy() & ~df.get_column(image).is_null().to_numpy()
+    if not keep.all():
+        import warnings
+
+        warnings.warn(f"{int((~keep).sum())} of {df.height} training rows have a null image or a null label and were skipped.", stacklevel=2)
     y_all = labels.cast(str).to_numpy()
     classes = np.unique(y_all[keep])
     if len(classes) < 2:
@@ -364,6 +369,8 @@ def finetune_classifier(
         sources = df.get_column(image).to_list()
         todo = np.flatnonzero(keep)
         pixels, loaded_ok = _load_pixels(spec, [sources[i] for i in todo], progress=None if progress is None or callable(progress) else progress)
+        if not loaded_ok.any():
+            raise MlnbError(f"None of the {len(todo)} images could be read (a warning says why for each): nothing to fine-tune on.")
         rows = todo[loaded_ok]
         pixels = pixels[loaded_ok]
         y = y_all[rows]
@@ -597,9 +604,8 @@ def _train(spec: Any, pixels: np.ndarray, y: np.ndarray, classes: np.ndarray, va
             for s in range(steps):
                 if stop is not None and stop.is_set():
                     raise KeyboardInterrupt
+                # A batch of one image trains too: batch norm stays in inference mode (set_mode).
                 idx = order[s * bs : (s + 1) * bs]
-                if len(idx) == 1 and len(order) > 1:  # batch norm cannot train on one image
-                    continue
                 target = torch.from_numpy(yi[idx]).to(device)
                 opt.zero_grad(set_to_none=True)
                 with autocast():
@@ -712,6 +718,21 @@ def _architecture(spec: Any) -> str:
         f"(efficientnet_lite0/1/2, torchvision models, or workspace models made from their weights). "
         "Leave out the name to fine-tune without saving."
     )
+
+
+def _check_trainable(spec: Any) -> None:
+    """Refuse, before any image is read, a base model whose weights mlnb cannot train."""
+    from ..features import _user_models as um
+
+    if spec.name in um.names():
+        fmt = um.read_model_spec(spec.name).get("format")
+        if fmt in ("torchscript", "onnx"):
+            kind = "a TorchScript" if fmt == "torchscript" else "an ONNX"
+            raise MlnbError(
+                f"Model {spec.name!r} is {kind} file: mlnb fine-tunes models it can rebuild from a state dict. "
+                f"Use a model of the zoo, or make one from the weights: CREATE MODEL name FROM 'weights.pth' "
+                f"WITH (architecture = 'resnet18'); or train a head on its features (CREATE CLASSIFIER ... USING logistic)."
+            )
 
 
 def _check_model_name(name: str) -> None:

@@ -250,3 +250,53 @@ def test_failed_head_save_of_a_new_classifier_leaves_no_model(digits, tiny_base,
     assert "ft" not in mlnb.list_models("ft")["name"].to_list()
     assert mlnb.classifiers().height == 0
     finetune_classifier(digits.rename({"path": "image"}), name="ft", options=FAST)  # the name is free
+
+
+def test_batch_size_one_trains_and_null_rows_are_reported(digits, tiny_base):
+    # Every batch of one image used to be skipped: the "trained" backbone was the base one.
+    df = pl.concat([digits.head(4), digits.tail(4), pl.DataFrame({"path": [digits["path"][5], None], "label": [None, "1"]})])
+    with pytest.warns(UserWarning, match="2 of 10 training rows have a null image or a null label"):
+        head = finetune_classifier(df.rename({"path": "image"}), options={**FAST, "batch_size": 1, "blocks": 1, "validation": 0, "lr": 1e-2})
+    import torch
+
+    from mlnb.features.zoo import get_spec
+
+    base, _ = get_spec("tiny_base").build()
+    changed = [k for (k, a), b in zip(head.backbone_.state_dict().items(), base.state_dict().values()) if not torch.equal(a, b)]
+    assert changed and head.meta["n_rows"] == 8
+    assert head.meta["finetune"]["history"][-1]["train_loss"] > 0
+
+
+def test_no_readable_image_is_a_clear_error(tiny_base, tmp_path):
+    df = pl.DataFrame({"image": [str(tmp_path / f"{i}.png") for i in range(3)], "label": ["a", "b", "a"]})
+    with pytest.warns(UserWarning), pytest.raises(MlnbError, match="None of the 3 images could be read"):
+        finetune_classifier(df, name="ft", options=FAST)
+    assert mlnb.classifiers().height == 0
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")  # torch.jit / legacy ONNX export
+def test_torchscript_and_onnx_bases_are_refused(digits, _tiny_state, tmp_path):
+    import torch
+    import torchvision
+
+    net = torchvision.models.mobilenet_v3_small(weights=None)
+    net.load_state_dict(_tiny_state, strict=False)
+    body = torch.nn.Sequential(net.features, net.avgpool, torch.nn.Flatten()).eval()
+    torch.jit.script(body).save(str(tmp_path / "m.pt"))
+    mlnb.sql(f"CREATE MODEL ts_base FROM '{tmp_path / 'm.pt'}' WITH (input_size = 32)")
+    bases = ["ts_base"]
+    try:
+        import onnxruntime  # noqa: F401
+
+        torch.onnx.export(body, torch.rand(1, 3, 32, 32), str(tmp_path / "m.onnx"), input_names=["x"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+        mlnb.sql(f"CREATE MODEL onnx_base FROM '{tmp_path / 'm.onnx'}' WITH (input_size = 32)")
+        bases.append("onnx_base")
+    except ImportError:
+        pass
+    for base in bases:
+        kind = "TorchScript" if base == "ts_base" else "ONNX"
+        with pytest.raises(MlnbError, match=f"Model '{base}' is an? {kind} file: mlnb fine-tunes models it can rebuild"):
+            mlnb.sql(f"CREATE CLASSIFIER ft USING finetune WITH (model = '{base}', epochs = 1) AS SELECT path AS image, label FROM digits")
+        with pytest.raises(MlnbError, match=f"is an? {kind} file"):  # without a name too (it was a TypeError for ONNX)
+            finetune_classifier(digits.rename({"path": "image"}), options={"model": base, "epochs": 1})
+    assert mlnb.classifiers().height == 0
