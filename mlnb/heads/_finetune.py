@@ -561,6 +561,7 @@ def _train(spec: Any, pixels: np.ndarray, y: np.ndarray, classes: np.ndarray, va
         return np.concatenate(out), total / max(1, len(idx))
 
     history: list[dict[str, Any]] = []
+    diverged = 0  # the epoch whose loss was not finite
     best: dict[str, Any] = {"score": None}
     bad = 0
     steps = math.ceil(len(tr_rows) / bs)
@@ -580,7 +581,7 @@ def _train(spec: Any, pixels: np.ndarray, y: np.ndarray, classes: np.ndarray, va
         if callable(progress):
             progress(epoch, epochs, row)
         score = (acc, -vloss)
-        if best["score"] is None or score > best["score"]:
+        if math.isfinite(vloss) and (best["score"] is None or score > best["score"]):
             bad = 0
             best = {
                 "score": score, "epoch": epoch, "evaluation": ev,
@@ -610,6 +611,9 @@ def _train(spec: Any, pixels: np.ndarray, y: np.ndarray, classes: np.ndarray, va
                 opt.zero_grad(set_to_none=True)
                 with autocast():
                     loss = loss_fn(linear(backbone(batch_of(idx, opts["augment"])).flatten(1)).float(), target)
+                if not torch.isfinite(loss):
+                    diverged = epoch + 1
+                    break
                 if scaler is not None:
                     scaler.scale(loss).backward()
                     scaler.step(opt)
@@ -620,6 +624,8 @@ def _train(spec: Any, pixels: np.ndarray, y: np.ndarray, classes: np.ndarray, va
                 total += float(loss.detach()) * len(idx)
                 if bar is not None:
                     bar.update(len(idx))
+            if diverged:
+                break
             if sched is not None:
                 sched.step()
             if record(epoch + 1, total / max(1, len(tr_rows))):
@@ -630,6 +636,14 @@ def _train(spec: Any, pixels: np.ndarray, y: np.ndarray, classes: np.ndarray, va
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - t0
+    if diverged:
+        # The weights are NaN or infinite from here on: never save them.
+        say = f"Fine-tuning diverged: the training loss became {float(loss.detach()):g} in epoch {diverged} (lr = {opts['lr']:g})"
+        if best["score"] is None:
+            raise MlnbError(f"{say}; nothing was saved. Lower lr (e.g. {opts['lr'] / 10:g}).")
+        import warnings
+
+        warnings.warn(f"{say}: training stopped and epoch {best['epoch']} is kept. A lower lr may do better.", stacklevel=3)
     backbone.load_state_dict(best["backbone"])
     linear.load_state_dict(best["linear"])
     for p in backbone.parameters():

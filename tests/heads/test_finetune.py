@@ -300,3 +300,17 @@ def test_torchscript_and_onnx_bases_are_refused(digits, _tiny_state, tmp_path):
         with pytest.raises(MlnbError, match=f"is an? {kind} file"):  # without a name too (it was a TypeError for ONNX)
             finetune_classifier(digits.rename({"path": "image"}), options={"model": base, "epochs": 1})
     assert mlnb.classifiers().height == 0
+
+
+def test_a_diverging_run_is_never_saved(digits, tiny_base):
+    # lr = 100 makes the loss NaN in the first epoch: that model used to be saved, its head
+    # answering NaN probabilities, with "accuracy 0.33" reported on the training data.
+    df = digits.rename({"path": "image"})
+    with pytest.raises(MlnbError, match=r"Fine-tuning diverged: the training loss became nan in epoch 1 \(lr = 100\); nothing was saved"):
+        finetune_classifier(df, name="ft", options={**FAST, "lr": 100.0, "validation": 0})
+    assert mlnb.classifiers().height == 0 and "ft" not in mlnb.list_models("ft")["name"].to_list()
+    with pytest.warns(UserWarning, match="diverged.*epoch 0 is kept"):
+        head = finetune_classifier(df, name="ft", options={**FAST, "lr": 100.0})
+    assert head.meta["finetune"]["best_epoch"] == 0
+    feats = np.array(mlnb.sql("SELECT embed(image, model := 'ft') AS f FROM df")["f"].to_list(), dtype=np.float32)
+    assert np.isfinite(mlnb.load_classifier("ft").predict_proba(feats)).all()
