@@ -46,6 +46,8 @@ from .._version import __version__
 from ..exceptions import MissingDependencyError, MlnbError
 
 FORMATS = ("onnx", "torchscript")
+#: The format a file name's suffix gives when no FORMAT is named.
+SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".torchscript": "torchscript"}
 EXPORTABLE = ("logistic", "linear_svm", "mlp", "torch", "finetune")
 #: How close mlnb and the exported file must be.
 TOLERANCE = 1e-3
@@ -229,6 +231,23 @@ def _pipeline_class() -> Any:
     return ImageClassifier
 
 
+def _tapped_class() -> Any:
+    from torch import nn
+
+    class Tapped(nn.Module):
+        """A :class:`~mlnb.features.engine.LayerTap` as a module: the network runs up to the
+        layer (its hook stops the rest), and the layer's output is pooled."""
+
+        def __init__(self, tap: Any) -> None:
+            super().__init__()
+            self.net, self.tap = tap.module, tap
+
+        def forward(self, x: Any) -> Any:
+            return self.tap(x)
+
+    return Tapped
+
+
 def _backbone(head: Any) -> tuple[Any, Any]:
     """``(spec, backbone module)`` the head was trained on; ``MlnbError`` when it cannot be exported."""
     from torch import nn
@@ -247,6 +266,10 @@ def _backbone(head: Any) -> tuple[Any, Any]:
     if spec.transform is not None:
         raise MlnbError(f"The backbone {model!r} of {head.ref} has its own Python transform function, which cannot be written into a model file.")
     backbone, _imagenet = spec.build()
+    from ..features.engine import LayerTap
+
+    if isinstance(backbone, LayerTap):  # a persisted model whose features are an inner layer's
+        backbone = _tapped_class()(backbone)
     if not isinstance(backbone, nn.Module) or isinstance(backbone, __import__("torch").jit.ScriptModule):
         raise MlnbError(
             f"The backbone {model!r} of {head.ref} is a {type(backbone).__name__.lstrip('_')} (an ONNX or TorchScript file), "
@@ -282,18 +305,21 @@ def default_check_images(n: int = N_CHECK) -> list[Any]:
 
 def _pixels(spec: Any, images: list[Any]) -> np.ndarray:
     """The engine's preprocessing of each image (resize, centre crop): uint8 N x S x S x 3."""
+    from .._report import collecting, report_failure
     from ..features.engine import _decode_one
     from ..images import source_key
 
     out, bad = [], []
-    for src in images:
-        res = _decode_one(spec, src, source_key(src) if isinstance(src, str) else None)
-        if isinstance(res, Exception):
-            bad.append(str(res))
-            continue
-        out.append(res)
-    if not out:
-        raise MlnbError(f"None of the check images could be read ({bad[0] if bad else 'no images'}).")
+    with collecting("images"):  # one warning naming the images left out of the check
+        for src in images:
+            res = _decode_one(spec, src, source_key(src) if isinstance(src, str) else None)
+            if isinstance(res, Exception):
+                bad.append(str(res))
+                report_failure(getattr(res, "source", src), f"{getattr(res, 'reason', res)} (left out of the export check)")
+                continue
+            out.append(res)
+        if not out:
+            raise MlnbError(f"None of the {len(images)} check images could be read ({bad[0] if bad else 'no images'}): CHECK ON needs a query returning images (paths, URLs or bytes).")
     return np.stack(out)
 
 
@@ -331,7 +357,11 @@ def export_classifier(ref: str, path: str | os.PathLike[str], *, format: str | N
     from . import load_classifier
 
     path = Path(path).expanduser()
-    fmt = (format or ("torchscript" if path.suffix.lower() in (".pt", ".pth", ".torchscript") else "onnx")).lower()
+    suffix = path.suffix.lower()
+    if format is None and suffix not in SUFFIXES:
+        # A file named 'model' or 'model.bin' used to get ONNX silently; say which formats there are.
+        raise MlnbError(f"Cannot tell the format from the file name {path.name!r}: end it in .onnx (or .pt for TorchScript), or add FORMAT onnx | torchscript.")
+    fmt = (format or SUFFIXES[suffix]).lower()
     if fmt not in FORMATS:
         raise MlnbError(f"Unknown export format {format!r}: choose onnx or torchscript.")
     if fmt == "onnx":
@@ -342,6 +372,10 @@ def export_classifier(ref: str, path: str | os.PathLike[str], *, format: str | N
             raise MissingDependencyError("onnx and onnxruntime", "export", "Exporting to ONNX") from None
     if not path.parent.is_dir():
         raise MlnbError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+    if path.is_dir():
+        raise MlnbError(f"Cannot write {path}: it is a folder. Give a file name, e.g. '{path / ('model.onnx' if fmt == 'onnx' else 'model.pt')}'.")
+    if check_images is not None and not len(check_images):
+        raise MlnbError("CHECK ON gave no images (no rows, or only NULLs): give a query that returns images, or leave out CHECK ON to check on 100 offline images.")
     head = load_classifier(ref)
     module = head_module(head)  # refuses heads that do not export before the backbone is built
     spec, backbone = _backbone(head)
@@ -358,7 +392,10 @@ def export_classifier(ref: str, path: str | os.PathLike[str], *, format: str | N
     feats = np.concatenate([runner.forward(pixels[i : i + 16]) for i in range(0, len(pixels), 16)])
     ref_proba = np.asarray(head.estimator.predict_proba(feats), dtype=np.float64)
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise MlnbError(f"Cannot write in {path.parent}: {exc.strerror or exc}. Export to a folder you can write to.") from None
     os.close(fd)
     tmp = Path(tmp_name)
     card_tmp = Path(str(tmp) + ".card")

@@ -157,3 +157,42 @@ def test_compare_counts_ties_as_agreeing():
     got = np.array([[0.5000001, 0.4999999, 0.0], [0.1, 0.7, 0.2]])
     assert _export._compare(ref, got)["passed"]
     assert not _export._compare(ref, np.array([[0.5, 0.5, 0.0], [0.7, 0.1, 0.2]]))["passed"]
+
+
+def test_bad_destinations_and_check_queries_are_clear_errors(digits, tmp_path):
+    _train("h", "logistic", digits)
+    with pytest.raises(MlnbError, match="Cannot tell the format from the file name 'model'.*FORMAT onnx"):
+        mlnb.sql(f"EXPORT CLASSIFIER h TO '{tmp_path / 'model'}'")  # was written as ONNX, silently
+    (tmp_path / "d.onnx").mkdir()
+    with pytest.raises(MlnbError, match="it is a folder"):
+        mlnb.sql(f"EXPORT CLASSIFIER h TO '{tmp_path / 'd.onnx'}'")  # was an IsADirectoryError after the export
+    with pytest.raises(MlnbError, match="Cannot write in /proc"):
+        mlnb.export_classifier("h", "/proc/h.onnx")  # was a FileNotFoundError naming a temp file
+    with pytest.raises(MlnbError, match="CHECK ON gave no images"):
+        mlnb.sql(f"EXPORT CLASSIFIER h TO '{tmp_path / 'h.onnx'}' CHECK ON (SELECT path FROM digits WHERE false)")
+    with pytest.warns(UserWarning), pytest.raises(MlnbError, match="None of the 3 check images could be read.*CHECK ON needs a query returning images"):
+        mlnb.sql(f"EXPORT CLASSIFIER h TO '{tmp_path / 'h.onnx'}' CHECK ON (SELECT range FROM range(3))")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".mlnb") == ["d.onnx"]
+    # an unreadable check image is reported and left out; the rest are checked
+    with pytest.warns(UserWarning, match="nope.png: file not found \\(left out of the export check\\)"):
+        out = mlnb.sql(f"EXPORT CLASSIFIER h TO '{tmp_path / 'model'}' FORMAT onnx CHECK ON (SELECT path FROM digits UNION ALL SELECT '/nope.png')")
+    assert out["checked_images"].item() == len(digits) and out["format"].item() == "onnx"
+
+
+def test_head_over_a_model_on_an_inner_layer_exports(digits, _tiny_state, tmp_path):
+    # CREATE MODEL ... WITH (layer = ...) from a state dict: its backbone is a LayerTap, refused
+    # before as "an ONNX or TorchScript file".
+    import torch
+
+    torch.save(_tiny_state, tmp_path / "w.pth")
+    mlnb.sql(f"CREATE MODEL tapped FROM '{tmp_path / 'w.pth'}' WITH (architecture = 'mobilenet_v3_small', input_size = 32, layer = 'features.6')")
+    mlnb.sql("CREATE CLASSIFIER hl AS SELECT embed(path, model := 'tapped') AS features, label FROM digits")
+    out = mlnb.sql(f"EXPORT CLASSIFIER hl TO '{tmp_path / 'hl.onnx'}' CHECK ON (SELECT path FROM digits)")
+    assert out["same_class"].item() == len(digits)
+    from mlnb.features.engine import _decode_one
+    from mlnb.features.zoo import get_spec
+
+    pixels = np.stack([_decode_one(get_spec("tapped"), p) for p in digits["path"].to_list()])
+    got = ort.InferenceSession(str(tmp_path / "hl.onnx"), providers=["CPUExecutionProvider"]).run(None, {"image": pixels})[0]
+    sql = mlnb.sql("SELECT hl(embed(path, model := 'tapped')) AS p FROM digits")["p"].to_list()
+    assert [("0", "1", "2")[i] for i in got.argmax(1)] == sql
