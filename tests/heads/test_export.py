@@ -196,3 +196,68 @@ def test_head_over_a_model_on_an_inner_layer_exports(digits, _tiny_state, tmp_pa
     got = ort.InferenceSession(str(tmp_path / "hl.onnx"), providers=["CPUExecutionProvider"]).run(None, {"image": pixels})[0]
     sql = mlnb.sql("SELECT hl(embed(path, model := 'tapped')) AS p FROM digits")["p"].to_list()
     assert [("0", "1", "2")[i] for i in got.argmax(1)] == sql
+
+
+FRESH_PROCESS = r'''
+import json, sys
+import numpy as np, onnxruntime as ort
+from PIL import Image
+
+model, paths = sys.argv[1], json.loads(sys.argv[2])
+card = json.load(open(model + ".card.json"))
+inp = card["input"]
+R, S = inp["resize_size"], inp["input_size"]
+resample = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}[inp["interpolation"]]
+
+def pixels(path):  # what the card tells a caller to do: shorter side to R, centre crop S
+    im = Image.open(path).convert("RGB")
+    w, h = im.size
+    im = im.resize((max(S, round(w * R / min(w, h))), max(S, round(h * R / min(w, h)))), resample)
+    w, h = im.size
+    left, top = (w - S) // 2, (h - S) // 2
+    return np.asarray(im.crop((left, top, left + S, top + S)))
+
+sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+(i,) = sess.get_inputs()
+assert (i.name, i.type, i.shape) == ("image", "tensor(uint8)", ["batch", S, S, 3]), (i.name, i.type, i.shape)
+proba = sess.run(None, {"image": np.stack([pixels(p) for p in paths])})[0]
+assert "mlnb" not in sys.modules and "torch" not in sys.modules
+print(json.dumps([card["classes"][j] for j in proba.argmax(1)]))
+'''
+
+
+@pytest.mark.slow
+def test_onnxruntime_alone_gives_the_sql_scorers_classes(digits_frame, tiny_base, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from mlnb.heads._finetune import finetune_classifier
+
+    monkeypatch.setattr(mlnb.config, "precision", "fp32")  # the file is float32; see the card's check
+    finetune_classifier(few_digits(digits_frame).rename({"path": "image"}), name="ft", options={"model": "tiny_base", "epochs": 1, "batch_size": 8})
+    mlnb.sql(f"EXPORT CLASSIFIER ft TO '{tmp_path / 'ft.onnx'}'")
+    new = digits_frame.filter(~pl.col("path").is_in(few_digits(digits_frame)["path"].implode())).head(20)
+    sql = mlnb.sql("SELECT ft(embed(path, model := 'ft')) AS p FROM new")["p"].to_list()
+    out = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(tmp_path / "ft.onnx"), json.dumps(new["path"].to_list())],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == sql
+    card = json.loads((tmp_path / "ft.onnx.card.json").read_text())
+    head = mlnb.load_classifier("ft")
+    assert card["classifier"] == "ft@1" and card["algorithm"] == "finetune" and card["classes"] == head.meta["classes"]
+    assert card["training_data_hash"] == head.meta["data_hash"] and card["n_rows"] == 24
+    assert card["backbone"]["model"] == "ft" and card["backbone"]["fine_tuned_from"] == "tiny_base" and card["backbone"]["feature_dim"] == head.meta["dim"]
+    assert card["input"]["shape"] == ["batch", 32, 32, 3] and card["output"]["shape"] == ["batch", 3]
+
+
+def test_an_older_version_exports_with_its_own_card(digits, tmp_path):
+    _train("h", "logistic", digits)
+    _train("h", "mlp", digits, hidden=8)
+    out = mlnb.sql(f"EXPORT CLASSIFIER h@1 TO '{tmp_path / 'h1.onnx'}' CHECK ON (SELECT path FROM digits)")
+    card = json.loads((tmp_path / "h1.onnx.card.json").read_text())
+    v1 = mlnb.load_classifier("h@1")
+    assert out["classifier"].item() == card["classifier"] == "h@1" and card["algorithm"] == "logistic"
+    assert card["metrics"] == v1.meta["metrics"] and card["trained"] == v1.meta["created"]
+    pixels, expected = _mlnb_proba("h@1", digits)
+    got = ort.InferenceSession(str(tmp_path / "h1.onnx"), providers=["CPUExecutionProvider"]).run(None, {"image": pixels})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-3)
