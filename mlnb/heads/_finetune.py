@@ -507,8 +507,6 @@ def _train(spec: Any, pixels: np.ndarray, y: np.ndarray, classes: np.ndarray, va
     yi = np.searchsorted(classes, y)
     tr_rows, val_rows = np.flatnonzero(~val), np.flatnonzero(val)
     bs = opts["batch_size"]
-    if opts["init_head"] == "probe":
-        _probe(linear[0], backbone, runner, pixels, tr_rows, yi, len(classes), max(bs, 32))
     params = [p for p in backbone.parameters() if p.requires_grad] + list(linear.parameters())
     wd = opts["weight_decay"]
     if opts["optimizer"] == "sgd":
@@ -593,12 +591,16 @@ def _train(spec: Any, pixels: np.ndarray, y: np.ndarray, classes: np.ndarray, va
             bad += 1
         return bad >= opts["patience"]
 
+    stage = "while fitting the starting head"
     try:
+        if opts["init_head"] == "probe":
+            _probe(linear[0], backbone, runner, pixels, tr_rows, yi, len(classes), max(bs, 32))
         # Epoch 0 is the starting point (the linear probe on frozen features): when no epoch of
         # fine-tuning beats it on the validation rows, it is what is kept.
         if opts["init_head"] == "probe" and len(val_rows):
             record(0, None)
         for epoch in range(epochs):
+            stage = f"during epoch {epoch + 1} of {epochs}"
             set_mode(True)
             order = tr_rows[torch.randperm(len(tr_rows), generator=gen).numpy()]
             total = 0.0
@@ -631,7 +633,7 @@ def _train(spec: Any, pixels: np.ndarray, y: np.ndarray, classes: np.ndarray, va
             if record(epoch + 1, total / max(1, len(tr_rows))):
                 break
     except KeyboardInterrupt:
-        raise Interrupted(f"fine-tuning stopped during epoch {epoch + 1} of {epochs}; nothing was saved") from None
+        raise Interrupted(f"fine-tuning stopped {stage}; nothing was saved") from None
     finally:
         if bar is not None:
             bar.close()

@@ -143,7 +143,7 @@ def test_ctrl_c_leaves_the_old_classifier(digits, tiny_base):
             raise KeyboardInterrupt
 
     with pytest.raises(Interrupted, match="nothing was saved"):
-        finetune_classifier(digits.rename({"path": "image"}), name="ft", options={**FAST, "lr": 0.5}, replace=True, progress=interrupt)
+        finetune_classifier(digits.rename({"path": "image"}), name="ft", options={**FAST, "lr": 1e-3}, replace=True, progress=interrupt)
     kept = mlnb.load_classifier("ft")
     assert kept.meta["data_hash"] == first.meta["data_hash"] and kept.version == 1
     from mlnb.features._user_models import read_model_spec
@@ -231,7 +231,7 @@ def test_failed_head_save_on_replace_keeps_the_old_model_and_head(digits, tiny_b
 
     with monkeypatch.context() as m, pytest.raises(type(failure)):
         m.setattr(store, "save", broken_save)
-        finetune_classifier(df, name="ft", options={**FAST, "validation": 0, "lr": 0.5, "blocks": 3}, replace=True)
+        finetune_classifier(df, name="ft", options={**FAST, "validation": 0, "lr": 1e-3, "blocks": 3}, replace=True)
     assert _model_files("ft") == files  # the same spec.json and weights, nothing new beside them
     assert read_model_spec("ft")["sha256"] == sha
     assert not [p for p in models_root().iterdir() if p.name.startswith(".")]  # the copy kept aside is gone
