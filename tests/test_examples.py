@@ -123,5 +123,5 @@ def test_08_finetune_and_export(tmp_path):
     # embed() may run in bf16 on CPUs that have it, the ONNX file in float32: a digit on a class
     # boundary may go either way (the export itself checks float32 against float32).
     assert same >= total - 1, (same, total)
-    assert abs(acc - tuned) <= 1 / total + 1e-9, (acc, tuned)
+    assert abs(acc - tuned) <= 1 / total + 1e-3, (acc, tuned)  # one image, plus the printed rounding (3 places)
     assert (tmp_path / "nb" / "digit.onnx").is_file()
