@@ -5,7 +5,12 @@ lfw_subset (200 face / non-face patches). Then the regressors, 5-fold RMSE and R
 on scikit-learn's diabetes table (442 rows, 10 numeric columns as a row
 expression), next to predicting the mean.
 
-    .venv/bin/python benchmarks/bench_heads.py [--heads gbdt,random_forest,logistic]
+With ``--finetune``, then the fine-tuned rows: fixed features against fine-tuning
+(``USING finetune``) on a held-out split of digits and lfw_subset, as
+``benchmarks/bench_finetune.py`` measures them (fine-tuning trains on images, not
+on the cached features, so it is scored on held-out rows instead of 5 folds).
+
+    .venv/bin/python benchmarks/bench_heads.py [--heads gbdt,random_forest,logistic] [--finetune]
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--heads", default="", help="comma-separated head labels or algorithms to run (default: all)")
     ap.add_argument("--workdir", default=None, help="a folder to keep (images and the embedding cache) between runs")
+    ap.add_argument("--finetune", action="store_true", help="then fixed features vs fine-tuning (bench_finetune.py's defaults)")
     args = ap.parse_args()
     wanted = {h.strip() for h in args.heads.split(",") if h.strip()}
 
@@ -72,6 +78,13 @@ def main() -> None:
     with pl.Config(tbl_rows=50, tbl_width_chars=200, tbl_hide_dataframe_shape=True):
         print(pl.DataFrame(rows))
         print(regressors())
+    if args.finetune:
+        import runpy
+        import sys
+
+        script = Path(__file__).with_name("bench_finetune.py")
+        sys.argv = [str(script)]
+        runpy.run_path(str(script), run_name="__main__")
 
 
 def regressors() -> pl.DataFrame:
