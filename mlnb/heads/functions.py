@@ -34,7 +34,7 @@ def check_backbone(head: Any, model: str, layer: str) -> None:
     trained_model, trained_layer = head.meta.get("feature_model"), head.meta.get("layer") or "pool"
     if trained_model and (model, layer) != (trained_model, trained_layer):
         raise QueryError(
-            f"Classifier {head.ref} was trained on {trained_model} features (layer {trained_layer}) "
+            f"{'Regressor' if head.meta.get('kind') == 'regressor' else 'Classifier'} {head.ref} was trained on {trained_model} features (layer {trained_layer}) "
             f"but is called on {model} (layer {layer}): use model '{trained_model}', layer '{trained_layer}' "
             f"(in SQL: embed(..., model := '{trained_model}', layer := '{trained_layer}'))."
         )
@@ -43,13 +43,13 @@ def check_backbone(head: Any, model: str, layer: str) -> None:
 def _checker(ref: str):
     def check(stmt: Statement, call: Call) -> None:
         """A head called on embed() of another backbone or layer is refused before the statement runs."""
-        from .head import load_classifier
+        from .head import load_head
 
         for inner in stmt.calls_inside(call):
             if inner.name != "embed" or stmt.group[inner.index] != call.open:
                 continue
             opts = stmt.literal_options(inner) or {}
-            check_backbone(load_classifier(ref), str(opts.get("model", DEFAULT_MODEL)), str(opts.get("layer", "pool")))
+            check_backbone(load_head(ref), str(opts.get("model", DEFAULT_MODEL)), str(opts.get("layer", "pool")))
 
     return check
 

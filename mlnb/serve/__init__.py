@@ -1,4 +1,4 @@
-"""Serve the workspace's classifier heads and persisted SQL functions over HTTP, MLDB-style.
+"""Serve the workspace's classifier and regressor heads and persisted SQL functions over HTTP, MLDB-style.
 
 ::
 
@@ -9,6 +9,8 @@
     curl -X POST --data-binary @cat.jpg -H 'Content-Type: image/jpeg' \\
          localhost:8000/v1/functions/pets/application
     {"function": "pets", "version": 3, "label": "cat", "probabilities": {"cat": 0.97, "dog": 0.03}}
+    curl -X POST -d '{"features": [0.1, ...]}' localhost:8000/v1/functions/age/application   # a regressor
+    {"function": "age", "version": 1, "prediction": 12.3}
 
 A head trained on ``embed(...)`` features embeds a posted image with the same
 backbone and layer (through the embedding engine and its cache); any head also

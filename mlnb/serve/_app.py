@@ -275,14 +275,14 @@ class ServeState:
         """Load every head and the backbones they embed with (one blank image each)."""
         from ..features.engine import embed_images
         from ..features.zoo import get_spec
-        from ..heads import load_classifier
+        from ..heads.head import load_head
 
         done = []
         for ep in self.catalog.endpoints():
-            if ep.kind != "classifier":
+            if ep.kind not in ("classifier", "regressor"):
                 continue
             try:
-                load_classifier(f"{ep.name}@{ep.version}")
+                load_head(f"{ep.name}@{ep.version}", ep.kind)
                 if ep.backbone:
                     size = get_spec(ep.backbone).input_size
                     embed_images([np.zeros((size, size, 3), np.uint8)], model=ep.backbone, layer=ep.layer, use_cache=False, progress=False)

@@ -43,12 +43,11 @@ class Input:
 # -- heads ---------------------------------------------------------------------
 @dataclass
 class HeadEndpoint:
-    """A classifier head, ``name@version``: takes features, or images when it knows its backbone."""
+    """A classifier or regressor head, ``name@version``: takes features, or images when it knows its backbone."""
 
     name: str
     version: int
     meta: dict[str, Any]
-    kind: str = "classifier"
     use_cache: bool = True  # features of posted images kept in the workspace's embedding cache
     latest: bool = False  # asked for by name alone: a version replaced meanwhile gives way to the newest
 
@@ -57,6 +56,11 @@ class HeadEndpoint:
         from ..heads import store
 
         return ("head", str(store.heads_root()), self.name, self.version)
+
+    @property
+    def kind(self) -> str:
+        """``classifier`` or ``regressor``, as the head's meta says."""
+        return "regressor" if self.meta.get("kind") == "regressor" else "classifier"
 
     @property
     def backbone(self) -> str | None:
@@ -68,13 +72,13 @@ class HeadEndpoint:
 
     def describe(self) -> dict[str, Any]:
         metrics = self.meta.get("metrics") or {}
-        return {
+        out = {
             "name": self.name,
             "kind": self.kind,
             "version": self.version,
             "input": "image or features" if self.backbone else "features",
             "feature_dim": int(self.meta["dim"]),
-            "classes": [str(c) for c in self.meta["classes"]],
+            "classes": [str(c) for c in self.meta["classes"]] if self.kind == "classifier" else None,
             "backbone": self.backbone,
             "layer": self.layer,
             "algorithm": self.meta.get("algorithm"),
@@ -82,6 +86,10 @@ class HeadEndpoint:
             "evaluated_on": metrics.get("evaluated_on"),
             "created": self.meta.get("created"),
         }
+        if self.kind == "regressor":  # no accuracy: the errors training measured, and what it predicts
+            del out["accuracy"]
+            out.update({k: metrics.get(k) for k in ("rmse", "mae", "r2")}, target=self.meta.get("target"))
+        return out
 
     def check(self, item: Input) -> Input:
         """Refuse, before batching, what this head cannot take."""
@@ -104,15 +112,15 @@ class HeadEndpoint:
 
     def apply(self, items: Sequence[Input]) -> list[Any]:
         """One answer (a dict) or one :class:`RequestError` per item, in order."""
-        from ..heads import load_classifier
+        from ..heads.head import load_head
 
         try:
-            head = load_classifier(f"{self.name}@{self.version}")
+            head = load_head(f"{self.name}@{self.version}", self.kind)
         except MlnbError:
             if not self.latest:
                 raise
             # CREATE OR REPLACE CLASSIFIER renumbered or removed this version after the request was read.
-            head = _retrying(lambda: load_classifier(self.name), self.name)
+            head = _retrying(lambda: load_head(self.name, self.kind), self.name)
         version = int(head.meta.get("version") or self.version)
         dim = int(head.meta["dim"])
         X = np.full((len(items), dim), np.nan, dtype=np.float32)
@@ -137,7 +145,13 @@ class HeadEndpoint:
                 else:
                     out[i] = RequestError(errors[j])
         rows = [i for i in range(len(items)) if out[i] is None]
-        if rows:
+        if rows and head.meta.get("kind") == "regressor":
+            for i, y in zip(rows, head.predict(X[rows])):
+                if not np.isfinite(y):
+                    out[i] = RequestError("The features hold NaN or infinite values.")
+                    continue
+                out[i] = {"function": self.name, "version": version, "prediction": float(y)}
+        elif rows:
             proba = head.predict_proba(X[rows])
             classes = [str(c) for c in head.meta["classes"]]
             for i, p in zip(rows, proba):

@@ -52,6 +52,12 @@ class Trained:
             mlnb.sql(f"CREATE CLASSIFIER digit WITH (folds = 2) {q}", train=self.train)
             mlnb.sql(f"CREATE CLASSIFIER digit USING knn WITH (folds = 2) {q}", train=self.train)
             mlnb.train_classifier(self.train, features="pixels", label="label", name="pix", folds=2)
+            # A regressor: the digit as a number, from the same features.
+            mlnb.sql(
+                f"CREATE REGRESSOR digit_value WITH (folds = 2) AS SELECT embed(path, model := '{MODEL}') AS features, "
+                "CAST(label AS DOUBLE) AS target FROM train",
+                train=self.train,
+            )
             self.feats = np.asarray(mlnb.embed(self.paths, model=MODEL).to_numpy(), dtype=np.float32)
 
 
@@ -151,6 +157,29 @@ def test_features_head(client, trained):
         assert body["label"] == str(int(np.argmax(w)))
     r = _post_image(client, "pix", trained.paths[0])
     assert r.status_code == 400 and "features" in r.json()["error"]
+
+
+def test_a_regressor_is_listed_and_served(client, trained):
+    listed = {f["name"]: f for f in client.get("/v1/functions").json()["functions"]}
+    r = listed["digit_value"]
+    assert r["kind"] == "regressor" and r["version"] == 1 and r["classes"] is None and r["backbone"] == MODEL
+    assert r["input"] == "image or features" and r["feature_dim"] == 16 and r["target"] == "target"
+    assert r["rmse"] is not None and r["evaluated_on"] == "2-fold CV"
+    assert client.get("/v1/functions/digit_value").json()["kind"] == "regressor"
+    want = [mlnb.sql(f"SELECT digit_value(embed($p, model := '{MODEL}')) AS y", p=p).item() for p in trained.paths[:4]]
+    for i, path in enumerate(trained.paths[:4]):
+        for r in (
+            _post_image(client, "digit_value", path),
+            client.post("/v1/functions/digit_value/application", json={"features": trained.feats[i].tolist()}),
+        ):
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert set(body) == {"function", "version", "prediction"}
+            assert body["function"] == "digit_value" and body["version"] == 1
+            assert body["prediction"] == pytest.approx(want[i], abs=1e-4)
+    assert len(set(np.round(want, 6))) > 1  # not one constant answer
+    bad = client.post("/v1/functions/digit_value/application", json={"features": [1.0, 2.0]})
+    assert bad.status_code == 400 and "takes 16" in bad.json()["error"]
 
 
 def test_bad_requests_answer_json_errors_and_the_server_keeps_serving(client, trained):
