@@ -358,7 +358,9 @@ def _python_result(result: Any, scalar: bool) -> Any:
 
 
 def _ident(name: str) -> str:
-    return name if name.isidentifier() else '"' + name.replace('"', '""') + '"'
+    # Always quoted: a name DuckDB reads as a keyword when bare (left, semi, anti ...) is still a macro
+    # name when quoted, and a bare call to it parses; names that do not (real, time ...) are refused when made.
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _sql_literal(value: Any) -> str:

@@ -331,7 +331,7 @@ def finetune_classifier(
     from . import store
 
     if name is not None:
-        store.check_name(name)
+        store.check_new_name(name)
     opts = check_options(dict(options or {}))
     df = to_polars(frame)
     for col in (image, label):

@@ -169,7 +169,7 @@ def train_classifier(
     >>> mlnb.sql("SELECT pets(embed(path)) FROM new_photos")  # doctest: +SKIP
     """
     if name is not None:
-        store.check_name(name)
+        store.check_new_name(name)
         _experiment.check_kind(name, "classifier", replace)
     from . import _search
 
@@ -284,7 +284,7 @@ _loaded_lock = threading.Lock()
 def save_head(head: Head, name: str, *, replace: bool = False) -> Head:
     """Save ``head`` as a new version of ``name`` (with ``replace``: as the only version).
     Its SQL functions are found in the workspace by the next statement that calls them."""
-    store.check_name(name)
+    store.check_new_name(name)
     version = store.save(name, head.estimator, head.meta, replace=replace, evaluation=getattr(head, "experiment", None))
     head.meta = {**head.meta, "name": name, "version": version}
     root = str(store.heads_root())

@@ -119,7 +119,7 @@ def train_regressor(
     >>> mlnb.sql("SELECT age(embed(path)) FROM faces")  # doctest: +SKIP
     """
     if name is not None:
-        store.check_name(name)
+        store.check_new_name(name, "regressor")
         _experiment.check_kind(name, "regressor", replace)
     df = _experiment.training_frame(frame, features, target)
     y_all = _experiment.numeric_target(df.get_column(target), target)

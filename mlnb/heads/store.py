@@ -109,6 +109,14 @@ def check_name(name: Any) -> str:
     return name
 
 
+def check_new_name(name: Any, kind: str = "classifier") -> str:
+    """A name a new head may take: :func:`check_name`, and callable in SQL (``real``, ``time``,
+    ``select`` ... are keywords, so ``real(...)`` would not parse)."""
+    from ..sql._persisted import check_callable_name
+
+    return check_callable_name(check_name(name), f"{name}_{'reg' if kind == 'regressor' else 'clf'}")
+
+
 def heads_root() -> Path:
     return get_workspace().path("heads", "x").parent
 

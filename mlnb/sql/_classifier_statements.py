@@ -249,9 +249,10 @@ def _with_test_column(stmt: Statement, query: Statement, where: Any) -> Statemen
 def _create(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     import polars as pl
 
-    from ..heads import train_classifier
+    from ..heads import store, train_classifier
     from ..heads._search import result_columns
 
+    store.check_new_name(m.group("name"))  # before the training query runs (it may embed many images)
     opts, query = _with_as(stmt, m)
     if (m.group("algo") or "").lower() == "finetune":  # trains on images, not features
         from ..heads._finetune import create_statement
@@ -388,8 +389,9 @@ def _drop(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any
 def _create_regressor(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     import polars as pl
 
-    from ..heads import train_regressor
+    from ..heads import store, train_regressor
 
+    store.check_new_name(m.group("name"), "regressor")  # before the training query runs
     opts, query = _with_as(stmt, m)
     df, test, feats, target, folds = _experiment_data(session, stmt, opts, query, ns, ("target", "label"))
     model, layer = _provenance(query)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import difflib
+import functools
 import json
 import threading
 from collections.abc import Sequence
@@ -396,20 +397,41 @@ def _clash(name: str, con: Any) -> str | None:
     return None
 
 
+def check_callable_name(name: str, example: str) -> str:
+    """``name`` if a call ``name(...)`` parses in DuckDB; otherwise an error saying it is a SQL keyword
+    (``select``, ``real``, ``time`` ...) and suggesting ``example``. The one check of every name mlnb
+    makes callable in SQL: persisted functions and classifier or regressor heads."""
+    if not _parses_as_call(name):
+        raise MlnbError(
+            f"{name!r} is a SQL keyword, so a call {name}(...) would not parse: choose another name (e.g. {example})."
+        )
+    return name
+
+
+@functools.lru_cache(maxsize=4096)
+def _parses_as_call(name: str) -> bool:
+    """Tried on a scratch connection exactly as a function of that name is created and called."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"CREATE TEMP MACRO {_ident(name)}(x) AS x")
+        con.execute(f"SELECT {name}(1)").fetchall()
+    except duckdb.Error:
+        return False
+    finally:
+        con.close()
+    return True
+
+
 def _check_words(name: str, args: Sequence[str]) -> None:
     """Refuse a name or argument DuckDB reads as a keyword (``select``, ``time``, ``left`` ...),
     tried on a scratch connection exactly as the function will be created and called."""
     import duckdb
 
+    check_callable_name(name, f"{name}_fn")
     con = duckdb.connect()
     try:
-        try:
-            con.execute(f"CREATE TEMP MACRO {_ident(name)}(x) AS x")
-            con.execute(f"SELECT {name}(1)").fetchall()
-        except duckdb.Error:
-            raise MlnbError(
-                f"{name!r} is a SQL keyword, so a call {name}(...) would not parse: choose another name (e.g. {name}_fn)."
-            ) from None
         for a in args:
             try:
                 con.execute(f"CREATE OR REPLACE TEMP MACRO f({a}) AS {a}")

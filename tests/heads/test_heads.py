@@ -75,6 +75,26 @@ def test_create_classifier_versions_and_scoring(small):
     assert mlnb.sql("DROP CLASSIFIER IF EXISTS digit")["versions"].item() == 0
 
 
+def test_head_names_that_sql_cannot_call_are_refused(small, _workspace):
+    # REAL, TIME, SELECT ... are SQL keywords or type names: real(features) would not parse, so no head takes them.
+    for sql in (
+        "CREATE CLASSIFIER real AS SELECT features, label FROM t",
+        "CREATE OR REPLACE CLASSIFIER time USING knn AS SELECT features, label FROM t",
+        "CREATE REGRESSOR real AS SELECT features, label::DOUBLE AS target FROM t",
+    ):
+        with pytest.raises(mlnb.MlnbError, match=r"'(real|time)' is a SQL keyword.*choose another name \(e\.g\. (real|time)_(clf|reg)\)"):
+            mlnb.sql(sql, t=small)
+    with pytest.raises(mlnb.MlnbError, match="'real' is a SQL keyword"):
+        train_classifier(small, algo="knn", name="real")
+    with pytest.raises(mlnb.MlnbError, match="'select' is a SQL keyword"):
+        mlnb.train_regressor(small.with_columns(target=pl.col("label").cast(pl.Float64)), name="select")
+    assert not (_workspace / "heads").exists() or not list((_workspace / "heads").iterdir())
+    # Names used elsewhere, and ones DuckDB knows as words that still parse as calls, are fine.
+    for name in ("digit", "face", "c", "pets", "left", "real_clf"):
+        train_classifier(small, algo="knn", options={"k": 1}, folds=0, name=name)
+        assert (mlnb.sql(f"SELECT {name}(features) AS p, label FROM t", t=small)["p"] == small["label"]).all()
+
+
 def test_row_expression_and_list_features():
     rng = np.random.default_rng(0)
     n = 80
