@@ -31,7 +31,7 @@ class Trainer(Controller):
         features: str | list[str] = "features",
         label: str = "label",
         image: str | None = None,
-        algorithms: tuple[str, ...] = ("logistic", "linear_svm", "knn", "mlp", "torch"),
+        algorithms: tuple[str, ...] | None = None,
         folds: int = 5,
     ) -> None:
         from .._frames import to_polars
@@ -46,6 +46,10 @@ class Trainer(Controller):
         self.frame = df
         self.label = label
         self.image = image
+        if algorithms is None:  # every head algorithm mlnb has (gbdt and random_forest included)
+            from ..heads.algorithms import ALGORITHMS
+
+            algorithms = tuple(ALGORITHMS)
         self.algorithms = tuple(algorithms)
         self.folds = folds
         self.evaluations: dict[str, Any] = {}

@@ -64,6 +64,16 @@ def test_bad_input(data):
         Trainer(one, features="pixels").run()
 
 
+def test_the_tree_heads_are_offered_and_run(data):
+    tr = Trainer(data, features="pixels", label="label", folds=3)
+    assert {"logistic", "linear_svm", "knn", "mlp", "torch", "gbdt", "random_forest"} <= set(tr.algorithms)
+    assert {"gbdt", "random_forest"} <= set(tr.widget._mlnb["algos"].options)
+    ids = tr.run_all(algorithms=["gbdt", "random_forest"], options={"max_iter": 10, "n_estimators": 10})
+    assert [tr.meta[r]["algorithm"] for r in ids] == ["gbdt", "random_forest"]
+    assert all(tr.meta[r]["accuracy"] > 0.6 for r in ids)
+    assert Trainer(data, features="pixels", algorithms=("knn",)).algorithms == ("knn",)
+
+
 def test_view_runs_and_clicks_a_cell(data):
     tr = Trainer(data, features="pixels", label="label", image="path", folds=3)
     box = tr.widget
