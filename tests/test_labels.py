@@ -29,6 +29,12 @@ def test_a_frame_named_labels_wins_over_the_store():
     assert mlnb.sql("SELECT x FROM labels").item() == 1
 
 
+def test_a_variable_named_labels_that_is_no_frame_does_not_hide_the_store():
+    get_label_store().add("pets", ["a.jpg"], "cat")
+    labels = ["cat", "dog"]  # noqa: F841 - a list of class names, as notebooks often have
+    assert mlnb.sql("SELECT label FROM labels WHERE item = 'a.jpg'").item() == "cat"
+
+
 def test_acknowledged_labels_survive_sigkill(tmp_path, _workspace):
     code = (
         "import mlnb, sys\n"

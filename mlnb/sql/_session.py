@@ -321,8 +321,10 @@ class Session:
                 self._unregister(name)
         for name in stmt.names:
             obj = namespace.get(name)
-            if obj is None and name in _PROVIDERS:
-                obj = _PROVIDERS[name]()  # fresh each statement: labels change between queries
+            if (obj is None or not is_frame(obj)) and name in _PROVIDERS:
+                # fresh each statement: labels change between queries; a variable that is no frame
+                # (``labels = [...]`` in a notebook) does not hide the store
+                obj = _PROVIDERS[name]()
             if obj is None:
                 obj = _saved_selection(name)
             if obj is None or not is_frame(obj):
