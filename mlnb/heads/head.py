@@ -311,14 +311,31 @@ def load_classifier(ref: str) -> Head:
 def load_head(ref: str, what: str = "classifier") -> Any:
     """A saved classifier :class:`Head` or :class:`~mlnb.heads.regressor.Regressor`, whichever
     ``ref`` is (``what`` names the kind in a not-found error)."""
-    name, version = store.resolve(ref, what)
-    key = (str(store.heads_root()), name, version)
-    stamp = store.stamp(name, version)
-    with _loaded_lock:
-        hit = _loaded.get(key)
-    if hit is not None and hit[0] == stamp:
-        return hit[1]
-    estimator, meta = store.load(name, version)
+    # CREATE OR REPLACE in another thread or process may move or replace the version between
+    # resolving the name and reading its files: the stamp taken before and after the read tells,
+    # and the name is resolved again (the old head or the new one, never files of both).
+    tries = 20
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(min(0.005 * attempt, 0.05))
+        name, version = store.resolve(ref, what)
+        key = (str(store.heads_root()), name, version)
+        stamp = store.stamp(name, version)
+        with _loaded_lock:
+            hit = _loaded.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        try:
+            estimator, meta = store.load(name, version)
+        except MlnbError:
+            # stamp None: the version's folder was gone before we looked (moved by a replace)
+            if attempt < tries - 1 and (stamp is None or store.stamp(name, version) != stamp):
+                continue
+            raise
+        if store.stamp(name, version) == stamp:
+            break
+    else:
+        raise MlnbError(f"Classifier {ref!r} was replaced {tries} times while it was being loaded; try again.")
     if meta.get("kind") == "regressor":
         from .regressor import Regressor
 

@@ -42,8 +42,14 @@ by :func:`read_evaluation`).
 
 Writes hold a lock per head name (shared by every process using the
 workspace): a version folder is written under a temporary name and renamed
-into place, so a reader never sees half a head, and ``replace=True`` writes
-the new version before it removes the old ones.
+into place, so a reader never sees half a head. ``replace=True`` renames the
+new version into place as the next number (so ``name`` means the new head as
+soon as it is complete, while the old versions still exist), then moves the
+old versions out and renames the new one to ``v1``; there is always a
+complete version on disk. A reader that picked a version which was moved or
+replaced while it read the files finds out from :func:`stamp` and reads again
+(:func:`mlnb.heads.head.load_head`), so it gets the whole old head or the
+whole new one.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,12 +129,21 @@ def heads_root() -> Path:
 
 
 def versions(name: str) -> list[int]:
+    """The complete versions of ``name``, oldest first. Folders being written or removed
+    (``.v3-…``, ``.old-v1``) are not versions."""
     d = heads_root() / check_name(name)
-    try:
-        entries = list(d.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return sorted(int(p.name[1:]) for p in entries if p.name[:1] == "v" and p.name[1:].isdigit() and p.is_dir())
+    for attempt in range(3):
+        try:
+            entries = list(d.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        found = sorted(int(p.name[1:]) for p in entries if p.name[:1] == "v" and p.name[1:].isdigit() and p.is_dir())
+        if found:
+            return found
+        # A replace renames its new version into place as the last step; a directory listing taken
+        # during that rename may show neither name. The head's folder is still there: look again.
+        time.sleep(0.001 * (attempt + 1))
+    return []
 
 
 def names() -> list[str]:
@@ -151,6 +167,12 @@ def resolve(ref: str, what: str = "classifier") -> tuple[str, int]:
         raise ModelNotFoundError(f"No {what} named {name!r} in {heads_root()}.{hint}")
     if not ver:
         return name, vs[-1]
+    if ver.isdigit() and int(ver) not in vs:
+        for attempt in range(3):  # where a replace cannot swap v1 in one step, it is missing between two renames
+            time.sleep(0.001 * (attempt + 1))
+            vs = versions(name) or vs
+            if int(ver) in vs:
+                break
     if not ver.isdigit() or int(ver) not in vs:
         raise ModelNotFoundError(f"{what.capitalize()} {name!r} has no version {ver!r}; versions: {', '.join(map(str, vs))}.")
     return name, int(ver)
@@ -215,6 +237,7 @@ def save(name: str, estimator: Any, meta: dict[str, Any], *, replace: bool = Fal
         version = (old or [0])[-1] + 1
         final = 1 if replace else version
         tmp = Path(tempfile.mkdtemp(prefix=f".v{version}-", dir=folder))
+        first: Path | None = None
         try:
             if isinstance(estimator, TorchHead):
                 from safetensors.torch import save_file
@@ -232,19 +255,68 @@ def save(name: str, estimator: Any, meta: dict[str, Any], *, replace: bool = Fal
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+            if replace and old:  # a second copy, to take v1's place in one rename (see below)
+                first = Path(tempfile.mkdtemp(prefix=".v1-", dir=folder))
+                shutil.copytree(tmp, first, dirs_exist_ok=True)
+                for f in first.iterdir():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
             os.replace(tmp, folder / f"v{version}")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            if first is not None:
+                shutil.rmtree(first, ignore_errors=True)
             raise
-        if replace and old:
-            for v in old:
-                # Rename first (atomic), then delete: readers never see a half-deleted version.
-                gone = folder / f".old-v{v}"
-                os.replace(folder / f"v{v}", gone)
-                shutil.rmtree(gone, ignore_errors=True)
-            os.replace(folder / f"v{version}", folder / f"v{final}")
+        if first is not None:
+            _replace_versions(folder, old, first, version)
         _fsync_dir(folder)
     return final
+
+
+def _replace_versions(folder: Path, old: list[int], first: Path, newest: int) -> None:
+    """After ``v<newest>`` (the new head) is in place: make ``first`` (a copy of it) ``v1`` and
+    remove every other version. Each step is a rename, in an order that keeps ``name`` the new
+    head and ``name@1`` a complete head (the old one, then the new one) at every moment; the
+    files are deleted last, once no name points at them."""
+    gone = [folder / f".old-v{v}" for v in old if v != 1]
+    for v in old:
+        if v != 1:
+            os.replace(folder / f"v{v}", folder / f".old-v{v}")
+    v1 = folder / "v1"
+    if 1 in old and _exchange(first, v1):
+        gone.append(first)  # it holds the old v1 now
+    else:
+        if 1 in old:
+            gone.append(folder / ".old-v1")
+            os.replace(v1, gone[-1])
+        os.replace(first, v1)
+    gone.append(folder / f".old-v{newest}")
+    os.replace(folder / f"v{newest}", gone[-1])
+    _fsync_dir(folder)
+    for g in gone:
+        shutil.rmtree(g, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the system
+    or file system cannot, and the caller renames in two steps."""
+    import ctypes
+    import errno
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def _json_number(value: Any) -> Any:

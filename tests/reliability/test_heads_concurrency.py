@@ -91,3 +91,56 @@ def test_two_processes_replacing_one_head(_workspace, tmp_path):
     for v in vs:
         assert load_classifier(f"shared@{v}").meta["n_rows"] == 20
     assert [p.name for p in (_workspace / "heads" / "shared").iterdir() if p.name.startswith(".")] == []
+
+
+def _two_class_frame(classes, seed):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(classes, 10)
+    X = rng.normal(size=(20, 4)).astype(np.float32) + np.repeat(np.eye(2, 4) * 3, 10, axis=0)
+    return pl.DataFrame({"features": X.tolist(), "label": y.tolist()})
+
+
+def test_readers_see_the_old_or_the_new_head_while_it_is_replaced(_workspace):
+    """CREATE OR REPLACE of a head while other threads resolve, load and score it (SQL and Python):
+    every reader gets one complete head — old or new — never 'no classifier named', a damaged
+    head, or a model from one and meta.json from the other (the two heads have different classes)."""
+    import threading
+
+    frames = {"ab": _two_class_frame(["a", "b"], 1), "cd": _two_class_frame(["c", "d"], 2)}
+    heads = {k: train_classifier(f, name=f"src_{k}", folds=None) for k, f in frames.items()}
+    train_classifier(frames["ab"], name="hot", folds=None)
+    probe = frames["ab"].head(4)
+    failures: list[str] = []
+    done = threading.Event()
+    loads = [0]
+
+    def reader(mode):
+        while not done.is_set():
+            try:
+                if mode == "sql":
+                    got = set(mlnb.sql('SELECT hot(features) AS c, "hot@1"(features) AS d FROM probe', probe=probe)["c"].to_list())
+                else:
+                    mlnb.heads.head._loaded.clear()  # read the files each time, not the cache
+                    head = load_classifier(mode)
+                    got = {str(c) for c in head.predict(probe, features="features")}
+                if not (got <= {"a", "b"} or got <= {"c", "d"}):
+                    failures.append(f"mixed classes {got}")
+                loads[0] += 1
+            except Exception as exc:  # noqa: BLE001 - every failure is what the test counts
+                failures.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=reader, args=(mode,)) for mode in ("sql", "hot", "hot@1")]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(30):
+            h = heads["cd" if i % 2 == 0 else "ab"]
+            store.save("hot", h.estimator, h.meta, replace=True)
+    finally:
+        done.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert failures == [], failures[:5]
+    assert loads[0] > 0
+    assert store.versions("hot") == [1] and load_classifier("hot").meta["classes"] == ["a", "b"]
+    assert [p.name for p in (_workspace / "heads" / "hot").iterdir() if p.name.startswith(".")] == []
