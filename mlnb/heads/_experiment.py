@@ -157,7 +157,7 @@ def classifier_outcome(
     elif cv is None and folds is None:
         ev = evaluate_predictions(y, estimator.predict_proba(X), classes)
         rows = np.flatnonzero(ok)
-        ev.errors = ev.errors.with_columns(ev.errors["row"].map_elements(lambda r: int(rows[r]), return_dtype=int))
+        ev.point_rows_at(rows)
         record["folds"].append(_metric_row("train", ev.metrics, CLASSIFIER_METRICS))
         record["confusion"] += confusion_cells(ev.predictions["true"], ev.predictions["predicted"], "train")
         evaluation, evaluated_on = ev, "training data"

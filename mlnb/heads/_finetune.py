@@ -388,9 +388,7 @@ def finetune_classifier(
 
     evaluated_on = f"validation ({int(val.sum())} rows)" if val.any() else "training data"
     evaluation: Evaluation = best["evaluation"]
-    evaluation.errors = evaluation.errors.with_columns(
-        evaluation.errors["row"].map_elements(lambda r: int(rows[np.flatnonzero(val) if val.any() else np.arange(len(rows))][r]), return_dtype=int)
-    )
+    evaluation.point_rows_at(rows[np.flatnonzero(val)] if val.any() else rows)
     m = evaluation.metrics.row(0, named=True)
     model_name = name or f"{spec.name}_finetuned"
     head_est = _torch_head(linear, classes, opts)

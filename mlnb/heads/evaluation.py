@@ -27,6 +27,14 @@ class _Shown:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(\n{self.metrics}\n)"
 
+    def point_rows_at(self, rows: Any) -> None:
+        """Renumber ``errors``' rows (positions among the rows evaluated) as ``rows[position]``:
+        the rows of the caller's frame they came from."""
+        import polars as pl
+
+        rows = np.asarray(rows)
+        self.errors = self.errors.with_columns(pl.Series("row", rows[self.errors["row"].to_numpy()], dtype=pl.Int64))
+
 
 @dataclass(repr=False)
 class Evaluation(_Shown):

@@ -108,7 +108,7 @@ class Head:
         if not ok.any():
             raise MlnbError("No rows with both features and a label to evaluate on.")
         ev = evaluate_predictions(y[ok], self.estimator.predict_proba(M[ok]), self.classes_)
-        ev.errors = ev.errors.with_columns(ev.errors["row"].map_elements(lambda r: int(np.flatnonzero(ok)[r]), return_dtype=int))
+        ev.point_rows_at(np.flatnonzero(ok))
         return ev
 
 
@@ -217,7 +217,7 @@ def train_classifier(
         raise MlnbError(f"Training {algo_name} failed: {exc}") from exc
     if evaluation is not None:  # cross-validated: the errors' rows index the input frame
         rows = np.flatnonzero(ok)
-        evaluation.errors = evaluation.errors.with_columns(evaluation.errors["row"].map_elements(lambda r: int(rows[r]), return_dtype=int))
+        evaluation.point_rows_at(rows)
     evaluation, evaluated_on, record = _experiment.classifier_outcome(estimator, X, y, ok, evaluation, folds, test_set)
     m = evaluation.metrics.row(0, named=True) if evaluation is not None else dict.fromkeys(("accuracy", "macro_f1", "log_loss"))
     meta = {

@@ -71,7 +71,7 @@ class Regressor:
             raise MlnbError("No rows with both features and a target to evaluate on.")
         ev = evaluate_regression(y[ok], self.estimator.predict(M[ok]))
         rows = np.flatnonzero(ok)
-        ev.errors = ev.errors.with_columns(ev.errors["row"].map_elements(lambda r: int(rows[r]), return_dtype=int))
+        ev.point_rows_at(rows)
         return ev
 
     def folds(self) -> Any:
@@ -163,7 +163,7 @@ def train_regressor(
         raise MlnbError(f"Training {algo_name} failed: {exc}") from exc
     rows = np.flatnonzero(ok)
     if evaluation is not None:
-        evaluation.errors = evaluation.errors.with_columns(evaluation.errors["row"].map_elements(lambda r: int(rows[r]), return_dtype=int))
+        evaluation.point_rows_at(rows)
     if test_set is not None:
         TX, ty, n = test_set
         ev = evaluate_regression(ty, estimator.predict(TX))
@@ -173,7 +173,7 @@ def train_regressor(
         evaluation, evaluated_on = ev, f"test set ({n} rows)"
     elif folds is None:
         evaluation = evaluate_regression(y, estimator.predict(X))
-        evaluation.errors = evaluation.errors.with_columns(evaluation.errors["row"].map_elements(lambda r: int(rows[r]), return_dtype=int))
+        evaluation.point_rows_at(rows)
         record["folds"].append(_row("train", evaluation.metrics.row(0, named=True)))
         evaluated_on = "training data"
     m = evaluation.metrics.row(0, named=True) if evaluation is not None else dict.fromkeys(REGRESSOR_METRICS)

@@ -115,7 +115,7 @@ class Trainer(Controller):
         finally:
             self.running = False
         rows = np.flatnonzero(ok)
-        ev.errors = ev.errors.with_columns(ev.errors["row"].map_elements(lambda r: int(rows[r]), return_dtype=int))
+        ev.point_rows_at(rows)
         ev.predictions = ev.predictions.with_columns(__row=rows)
         acc = ev.summary.filter(ev.summary["metric"] == "accuracy").row(0, named=True)
         m = ev.metrics.row(0, named=True)
