@@ -99,11 +99,12 @@ def _shutdown(sock: Any) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def _fetch_url(url: str, timeout: float) -> bytes:
-    """GET ``url`` with one total deadline and at most ``config.max_image_bytes`` read."""
+def _fetch_url(url: str, timeout: float, cap: int | None = None) -> bytes:
+    """GET ``url`` with one total deadline and at most ``cap`` bytes read (default
+    ``config.max_image_bytes``; weights files pass their own)."""
     import httpx
 
-    cap = config.max_image_bytes
+    cap = config.max_image_bytes if cap is None else cap
     deadline = time.monotonic() + timeout
     timer: threading.Timer | None = None
     try:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import MissingDependencyError, MlnbError
+from ..exceptions import ImageLoadError, MissingDependencyError, MlnbError
 
 #: Largest weights file read (a local file, or an archive member once decompressed).
 MAX_WEIGHTS_BYTES = 4 << 30
@@ -86,7 +86,6 @@ def jit_load(path: Path) -> Any:
 def read_weights_source(source: str) -> tuple[bytes, str]:
     """The bytes behind a path, ``file://`` URL, archive member or URL, and a display name."""
     from .._archives import read_member, split_pattern
-    from ..exceptions import ImageLoadError
 
     try:
         parts = split_pattern(source)
@@ -125,30 +124,22 @@ def _too_large(source: str, size: int) -> MlnbError:
 
 
 def _download(url: str, timeout: float) -> bytes:
-    """A URL's bytes, up to :data:`MAX_WEIGHTS_BYTES` (weights are larger than the images
-    ``mlnb.config.max_image_bytes`` is for). A replaced URL fetcher (tests, a proxy) is used as it is."""
+    """A URL's bytes through the one URL fetcher, up to :data:`MAX_WEIGHTS_BYTES` (weights are
+    larger than the images ``mlnb.config.max_image_bytes`` is for). A replaced URL fetcher
+    (tests, a proxy) is used as it is."""
     from .. import images
 
     if images.fetch_url is not images._fetch_url:
         return images.fetch_url(url, timeout)
-    import httpx
-
-    chunks, total = [], 0
     try:
-        with images._client().stream("GET", url, timeout=httpx.Timeout(timeout)) as resp:
-            if resp.status_code >= 400:
-                raise MlnbError(f"Cannot download {url}: HTTP {resp.status_code} {resp.reason_phrase}.")
-            declared = resp.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_WEIGHTS_BYTES:
-                raise _too_large(url, int(declared))
-            for chunk in resp.iter_bytes(1 << 20):
-                total += len(chunk)
-                if total > MAX_WEIGHTS_BYTES:
-                    raise _too_large(url, total)
-                chunks.append(chunk)
-    except httpx.HTTPError as exc:
-        raise MlnbError(f"Cannot download {url}: {exc or type(exc).__name__}.") from None
-    return b"".join(chunks)
+        return images._fetch_url(url, timeout, cap=MAX_WEIGHTS_BYTES)
+    except TimeoutError:
+        raise MlnbError(f"Cannot download {url}: timed out after {timeout:g}s.") from None
+    except ImageLoadError as exc:
+        if exc.reason.startswith("too large"):
+            raise MlnbError(f"{url} is over {MAX_WEIGHTS_BYTES / (1 << 30):g} GiB: mlnb reads weights files up to "
+                            f"{MAX_WEIGHTS_BYTES / (1 << 30):g} GiB.") from None
+        raise MlnbError(f"Cannot download {url}: {exc.reason}.") from None
 
 
 def _member_of(data: bytes, source: str, outer: str, member: str) -> bytes:
