@@ -28,6 +28,42 @@ from ._parse import Statement, parse
 from ._rewrite import rewrite
 from ._rowexpr import ScopeProbe
 
+@contextlib.contextmanager
+def _ctrl_c_stops(ctx: StatementContext) -> Iterator[None]:
+    """Ctrl-C tells the statement's workers to stop at once.
+
+    DuckDB may run a function on one of its own threads while the main thread waits. When
+    DuckDB's wait sees the signal it waits for that function to return before it gives up,
+    so a chunk of images would be embedded to the end. While the statement runs, SIGINT
+    also sets its stop event (then does what it did before: KeyboardInterrupt), so the
+    worker stops at its next batch and says how far it got. Only the main thread can
+    handle signals; elsewhere nothing changes."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        before = signal.getsignal(signal.SIGINT)
+    except (ValueError, OSError):  # pragma: no cover - no signals here
+        yield
+        return
+    if not callable(before):  # SIG_IGN / SIG_DFL / set from C: leave it alone
+        yield
+        return
+
+    def on_sigint(signum: int, frame: Any) -> Any:
+        ctx.stop.set()
+        return before(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signal.SIGINT, before)
+
+
 Handler = Callable[["Session", re.Match[str], Statement, Mapping[str, Any]], Any]
 _HANDLERS: list[tuple[re.Pattern[str], Handler]] = []
 
@@ -189,7 +225,7 @@ class Session:
             ctx = StatementContext(collector=collector)
             before, self.context = self.context, ctx
             try:
-                with entered(ctx):
+                with entered(ctx), _ctrl_c_stops(ctx):
                     return self._execute(stmt, namespace, frames, ctx, lazy=lazy)
             finally:
                 self.context = before

@@ -204,3 +204,29 @@ def test_interrupting_percent_embed_in_a_real_kernel(tmp_path, cell):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_ctrl_c_during_a_statement_sets_its_stop_event_then_interrupts_as_before():
+    """DuckDB may run embed() on its own thread while the main thread waits; when its wait
+    sees SIGINT it waits for the function to return. The statement's SIGINT handler sets the
+    stop event first, so that worker stops at its next batch instead of finishing the chunk
+    (seen in a kernel under load: 9 s to stop, the whole chunk embedded)."""
+    import os
+
+    from mlnb._context import StatementContext
+    from mlnb.sql._session import _ctrl_c_stops
+
+    before = signal.getsignal(signal.SIGINT)
+    ctx = StatementContext()
+    with pytest.raises(KeyboardInterrupt):
+        with _ctrl_c_stops(ctx):
+            assert signal.getsignal(signal.SIGINT) is not before
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here
+    assert ctx.stop.is_set()
+    assert signal.getsignal(signal.SIGINT) is before  # restored
+
+    worker = threading.Thread(target=lambda: _ctrl_c_stops(StatementContext()).__enter__())
+    worker.start()
+    worker.join()  # off the main thread nothing is installed (signals are the main thread's)
+    assert signal.getsignal(signal.SIGINT) is before
