@@ -110,7 +110,7 @@ def test_ctrl_c_in_the_main_thread(tmp_path):
     assert kind == "Interrupted"
     m = MESSAGE.match(message)
     assert m and int(m[2]) == 200 and 0 < int(m[1]) < 200, message
-    assert float(stamp) - sent < 1.0
+    assert float(stamp) - sent < 3.0  # about a batch (0.2 s); the rest of the work is ~8 s
     assert int(lines[1]) == int(m[1])  # finished images are cached
     print(f"\nFIGURE Ctrl-C while embedding 200 images: stopped {float(stamp) - sent:.2f}s after SIGINT; {message}")
 
@@ -196,7 +196,7 @@ def test_interrupting_percent_embed_in_a_real_kernel(tmp_path, cell):
         assert error is not None
         assert error["ename"] == "Interrupted" and MESSAGE.match(error["evalue"]), error
         assert error["traceback"] == [f"KeyboardInterrupt: {error['evalue']}"]  # one line, no traceback wall
-        assert took < 1.5
+        assert took < 4.0  # about a batch (0.2 s) plus a loaded machine's slack; finishing the chunk takes ~8 s
         done = int(MESSAGE.match(error["evalue"])[1])
         _, out = _run(kc, "print(len(mlnb.cache))")
         assert int(out.strip()) == done > 0
