@@ -119,9 +119,17 @@ def check_name(name: Any) -> str:
 def check_new_name(name: Any, kind: str = "classifier") -> str:
     """A name a new head may take: :func:`check_name`, and callable in SQL (``real``, ``time``,
     ``select`` ... are keywords, so ``real(...)`` would not parse)."""
-    from ..sql._persisted import check_callable_name
+    from ..sql._persisted import _load, check_callable_name
 
-    return check_callable_name(check_name(name), f"{name}_{'reg' if kind == 'regressor' else 'clf'}")
+    name = check_callable_name(check_name(name), f"{name}_{'reg' if kind == 'regressor' else 'clf'}")
+    # A persisted function of that name (or name_proba) would shadow the head's own function in SQL.
+    for taken in (name.lower(), f"{name.lower()}_proba"):
+        if _load(taken) is not None:
+            raise MlnbError(
+                f"{taken!r} is a persisted function (CREATE FUNCTION), so {kind} {name!r} could not be called by "
+                f"its name in SQL: choose another name, or DROP FUNCTION {taken} first."
+            )
+    return name
 
 
 def heads_root() -> Path:

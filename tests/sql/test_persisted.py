@@ -608,3 +608,33 @@ def test_weights_over_the_image_cap_download_from_a_real_server(tmp_path, monkey
         httpd.server_close()
     a, b = _user_models.read_model_spec("web"), _user_models.read_model_spec("web_zip")
     assert a["sha256"] == b["sha256"] and a["format"] == "torchscript" and a["feature_dim"] == 4
+
+
+# -- found by an outside check (issue 16 attack) ------------------------------------------
+def _digit_rows(n: int = 40) -> pl.DataFrame:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return pl.DataFrame(
+        {"id": range(n), "f": d.data[:n].astype(np.float32).tolist(), "label": [str(x) for x in d.target[:n] % 2]}
+    ).with_columns(pl.col("f").list.to_array(64))
+
+
+def test_a_head_cannot_take_the_name_of_a_persisted_function(_workspace):
+    """CREATE CLASSIFIER foo over a persisted function foo (or foo_proba) was made, and then
+    unreachable: SQL's foo(...) kept calling the function."""
+    t = _digit_rows()
+    _q("CREATE FUNCTION foo(x) AS x")
+    _q("CREATE FUNCTION bar_proba(x) AS x")
+    for sql, taken in [
+        ("CREATE CLASSIFIER Foo AS SELECT f AS features, label FROM t", "foo"),
+        ("CREATE OR REPLACE CLASSIFIER foo AS SELECT f AS features, label FROM t", "foo"),
+        ("CREATE REGRESSOR foo AS SELECT f AS features, id AS target FROM t", "foo"),
+        ("CREATE CLASSIFIER bar AS SELECT f AS features, label FROM t", "bar_proba"),
+    ]:
+        with pytest.raises(mlnb.MlnbError, match=f"'{taken}' is a persisted function.*DROP FUNCTION {taken}"):
+            _q(sql, t=t)
+    with pytest.raises(mlnb.MlnbError, match="'foo' is a persisted function"):
+        mlnb.train_classifier(t, features="f", label="label", name="foo")
+    assert not (_workspace / "heads" / "foo").exists() and not (_workspace / "heads" / "bar").exists()
+    assert _q("SELECT foo(7) AS r").item() == 7
