@@ -48,6 +48,9 @@ BLOCK = 4096
 PROJECTION = 383
 #: More pairs than this above a threshold is not "near-duplicates" any more.
 MAX_PAIRS = 20_000_000
+#: Float32 rounding of a dot product of unit vectors: identical rows come out 1 - 5e-7 (measured),
+#: so a pair counts as at the threshold within this (threshold 1.0 finds exact copies).
+ROUNDING = 2e-6
 
 
 # -- input -------------------------------------------------------------------------------
@@ -58,7 +61,7 @@ def _column(df: Any, col: str, what: str, fn: str) -> None:
         raise MlnbError(f"{fn}(): no {what} column {col!r}.{hint} Columns: {', '.join(df.columns)}. Pass {what} := '...'.")
 
 
-def _features(df: Any, features: str, fn: str) -> tuple[np.ndarray, np.ndarray]:
+def _features(df: Any, features: str, fn: str, *, cosine: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``(X[n, d] float32, ok[n])``; ``ok`` is False for null, NaN or all-zero vectors."""
     from .heads._data import feature_matrix
 
@@ -66,6 +69,12 @@ def _features(df: Any, features: str, fn: str) -> tuple[np.ndarray, np.ndarray]:
     X, ok = feature_matrix(df.get_column(features))
     if X.shape[1] == 0 and ok.any():
         raise MlnbError(f"{fn}(): the features column {features!r} holds empty vectors.")
+    if cosine and X.shape[1] == 1 and ok.any():
+        # The cosine of two single numbers is their signs' product: every positive row would "match".
+        raise MlnbError(
+            f"{fn}(): the features column {features!r} holds one number per row ({df.schema[features]}); cosine "
+            "similarity needs vectors: pass an embed() column, a list of numbers or a {* EXCLUDING(...)} row expression."
+        )
     ok &= np.abs(X).sum(axis=1) > 0  # a zero vector has no direction: no cosine to anything
     return X, ok
 
@@ -73,6 +82,25 @@ def _features(df: Any, features: str, fn: str) -> tuple[np.ndarray, np.ndarray]:
 def _left_out(n_bad: int, n: int, fn: str, what: str) -> None:
     if n_bad:
         warnings.warn(f"{fn}(): {n_bad} of {n} rows have {what} and were left out.", UserWarning, stacklevel=3)
+
+
+def _keep_input_columns(df: Any, added: tuple[str, ...], fn: str) -> Any:
+    """``df`` with its columns that the result's own would overwrite renamed ``rank_1``, as DuckDB
+    names a repeated column (``outliers`` over ``label_issues``' result keeps both ranks)."""
+    clash = [c for c in added if c in df.columns]
+    if not clash:
+        return df
+    taken = set(df.columns) | set(added)
+    renames: dict[str, str] = {}
+    for c in clash:
+        k = 1
+        while f"{c}_{k}" in taken:
+            k += 1
+        renames[c] = f"{c}_{k}"
+        taken.add(renames[c])
+    listed = ", ".join(f"{a!r} as {b!r}" for a, b in renames.items())
+    warnings.warn(f"{fn}(): the result has columns of the same names, so the input's are kept as {listed}.", UserWarning, stacklevel=3)
+    return df.rename(renames)
 
 
 def _normalised(X: np.ndarray) -> np.ndarray:
@@ -123,7 +151,7 @@ def pairs_above(X: np.ndarray, threshold: float, *, block: int = BLOCK, device: 
     # The first pass: on the full vectors when they are narrow, else on the projection.
     project = d >= 2 * (PROJECTION + 1) and n > block
     Z = _upper_bound_vectors(Xt, PROJECTION) if project else Xt
-    cut = threshold - (1e-4 if project else 1e-6)
+    cut = threshold - (1e-4 if project else 1e-5)
     if project and device.type == "cpu" and cpu_has_native_bf16():
         # Twice the speed on CPUs with bf16 units. Rounding unit vectors to bf16 moves a dot
         # product by at most 2^-8 (Cauchy-Schwarz), its bf16 result by 2^-9 more: a margin of
@@ -147,7 +175,7 @@ def pairs_above(X: np.ndarray, threshold: float, *, block: int = BLOCK, device: 
             i, j = rows[ij[:, 0]] + a, ij[:, 1] + b
             # Every candidate checked on the full vectors.
             sims = torch.cat([(Xt[i[s : s + 65536]] * Xt[j[s : s + 65536]]).sum(dim=1) for s in range(0, len(i), 65536)])
-            keep = sims >= threshold
+            keep = sims >= threshold - ROUNDING
             found.append((i[keep], j[keep], sims[keep]))
             total += int(keep.sum())
             if total > MAX_PAIRS:
@@ -253,6 +281,7 @@ def _duplicate_groups(source: Any, *, features: str = "features", threshold: flo
     df, _i, _j, _sim, group, ok = _duplicates(source, features, threshold, "duplicate_groups")
     sizes = np.bincount(group)
     size = np.where(group > 0, sizes[group], 1)
+    df = _keep_input_columns(df, ("row", "duplicate_group", "group_size"), "duplicate_groups")
     return df.with_columns(
         pl.Series("row", np.arange(df.height, dtype=np.int64)),
         pl.Series("duplicate_group", np.where(group > 0, group, 0), dtype=pl.Int64).replace(0, None),
@@ -274,6 +303,7 @@ def _outliers(source: Any, *, features: str = "features", k: int = 10) -> Any:
     score = knn_mean_distance(_normalised(X[ok]), k)
     rank = np.empty(n, dtype=np.int64)
     rank[np.argsort(-score, kind="stable")] = np.arange(1, n + 1)
+    df = _keep_input_columns(df, ("row", "outlier_score", "rank"), "outliers")
     out = df.with_columns(pl.Series("row", np.arange(df.height, dtype=np.int64))).filter(pl.Series(ok))
     return out.with_columns(pl.Series("outlier_score", score.astype(np.float64)), pl.Series("rank", rank)).sort("rank")
 
@@ -338,7 +368,7 @@ def _label_issues(source: Any, *, features: str = "features", label: str = "labe
         source, features, label, algo, options = _head_training_data(source)
     df = to_polars(source)
     _column(df, label, "label", fn)
-    X, ok = _features(df, features, fn)
+    X, ok = _features(df, features, fn, cosine=False)
     ok &= ~df.get_column(label).is_null().to_numpy()
     _left_out(int((~ok).sum()), df.height, fn, "null, NaN or all-zero features or a null label")
     rows = np.flatnonzero(ok)
@@ -373,6 +403,7 @@ def _label_issues(source: Any, *, features: str = "features", label: str = "labe
         issue = find_label_issues(given, proba)
     rank = np.empty(len(rows), dtype=np.int64)
     rank[np.argsort(quality, kind="stable")] = np.arange(1, len(rows) + 1)
+    df = _keep_input_columns(df, ("row", "given_label", "suggested_label", "label_quality", "is_issue", "rank"), fn)
     out = df.with_columns(pl.Series("row", np.arange(df.height, dtype=np.int64))).filter(pl.Series(ok))
     return out.with_columns(
         pl.Series("given_label", classes[given], dtype=pl.String),

@@ -55,7 +55,7 @@ def computed_edits(session: Any, stmt: Statement, namespace: Mapping[str, Any], 
         _local.stack = [*stack, namespace]
         try:
             if isinstance(source, _Query):
-                source = _run_source(session, stmt, call, source, namespace)
+                source = _run_source(session, stmt, call, _with_ctes(stmt, call, source), namespace)
             result = fn.impl(source, **fn.bind_options(options))
         except QueryError:
             raise
@@ -74,6 +74,42 @@ def computed_edits(session: Any, stmt: Statement, namespace: Mapping[str, Any], 
 
 class _Query(str):
     """The text of the query a call's first argument names (a table, frame or subquery)."""
+
+
+def _with_ctes(stmt: Statement, call: Call, query: str) -> str:
+    """``query`` with the WITH tables it names that the call can see (``WITH s AS (...) SELECT *
+    FROM outliers(s)``): the input runs on its own, so it takes their definitions along."""
+    toks, match, group = stmt.tokens, stmt.match, stmt.group
+    n = len(toks)
+    defs: dict[str, str] = {}
+    recursive = False
+    for w in range(min(call.index, n)):
+        g = group[w]
+        if toks[w].upper != "WITH" or toks[w].kind != "keyword" or (g >= 0 and not g < call.index < match[g]):
+            continue
+        j = w + 1
+        if j < n and toks[j].upper == "RECURSIVE":
+            recursive, j = True, j + 1
+        while j < n and toks[j].is_name:
+            k = j + 1
+            if k < n and toks[k].text == "(" and match[k] > k:  # name(a, b) AS (...)
+                k = match[k] + 1
+            if k >= n or toks[k].upper != "AS":
+                break
+            k += 1
+            while k < n and toks[k].upper in ("NOT", "MATERIALIZED"):
+                k += 1
+            if k >= n or toks[k].text != "(" or match[k] < k or match[k] > call.index:
+                break  # not a definition, or the one holding the call: only those before it
+            defs[toks[j].name.lower()] = stmt.text[toks[j].start : toks[match[k]].end]
+            j = match[k] + 1
+            if j < n and toks[j].text == ",":
+                j += 1
+                continue
+            break
+    if not defs or not {name.lower() for name in Statement.of(query).names} & defs.keys():
+        return query
+    return ("WITH RECURSIVE " if recursive else "WITH ") + ", ".join(defs.values()) + " " + query
 
 
 def _arguments(stmt: Statement, call: Call, fn: Any, params: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:

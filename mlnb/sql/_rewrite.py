@@ -24,7 +24,7 @@ def rewrite(
     """The statement as DuckDB runs it. ``computed``: the edits that put the results of table
     functions computed in Python in place of their calls (:mod:`._computed`); what lies inside
     those calls was run with their input and is not rewritten again."""
-    edits = row_expr_edits(stmt, scopes) + call_edits(stmt, lookup)
+    edits = row_expr_edits(stmt, scopes, computed) + call_edits(stmt, lookup)
     if computed:
         edits = [e for e in edits if not any(s <= e[0] and e[1] <= t for s, t, _ in computed)] + list(computed)
     return apply_edits(stmt.text, edits) if edits else stmt.text

@@ -279,10 +279,14 @@ class ScopeProbe:
 
 
 # -- expanding -------------------------------------------------------------------
-def row_expr_edits(stmt: Statement, scopes: Callable[[str], dict[int, str]]) -> list[tuple[int, int, str]]:
+def row_expr_edits(
+    stmt: Statement, scopes: Callable[[str], dict[int, str]], computed: list[tuple[int, int, str]] = (),  # type: ignore[assignment]
+) -> list[tuple[int, int, str]]:
     """Edits that expand every row expression. ``scopes(probe)`` binds a probe
-    statement and returns what its ``__mlnb_scope`` calls captured."""
-    rows = stmt.row_exprs
+    statement and returns what its ``__mlnb_scope`` calls captured. ``computed``: the edits
+    that put computed table functions' results in place of their calls; the row expressions
+    inside those calls were expanded when their input ran, and the probe binds the results."""
+    rows = [r for r in stmt.row_exprs if not any(s <= stmt.tokens[r.first].start < t for s, t, _ in computed)]
     if not rows:
         return []
     toks = stmt.tokens
@@ -313,7 +317,7 @@ def row_expr_edits(stmt: Statement, scopes: Callable[[str], dict[int, str]]) -> 
             star = "*" if q is None else f"{quote_ident(q)}.*"
             capture = f"{SCOPE_UDF}({pid}, typeof(struct_pack(*COLUMNS({star}))))"
             edits += _where_edits(stmt, select, capture)
-        probe = apply_edits(stmt.text, edits)
+        probe = apply_edits(stmt.text, edits + list(computed))
         captured = scopes(probe)
         start = _query_of_create(stmt)
         if len(captured) < len(probes) and start is not None:

@@ -273,3 +273,61 @@ def test_in_a_cell_magic_and_lazy(ip):
     ip.run_cell("%%mlsql --lazy -o lf\nSELECT * FROM outliers(df, features := 'f')")
     ip.run_cell("%%mlsql\nSELECT 1")  # a later statement drops the computed result; the lazy frame still reads
     assert ip.user_ns["lf"].collect().height == 40
+
+
+def test_input_may_be_a_with_table_or_a_query_over_one():
+    rng = np.random.default_rng(3)
+    df = pl.DataFrame({"id": np.arange(30), "f": rng.standard_normal((30, 6)).astype(np.float32), "y": np.arange(30) % 2})
+    out = mlnb.sql("WITH s AS (SELECT id, f FROM df WHERE id < 12) SELECT id, rank FROM outliers(s, features := 'f', k := 3)", df=df)
+    assert sorted(out.get_column("id").to_list()) == list(range(12))
+    # a chain of WITH tables, read by a subquery; a call inside a WITH table sees the ones before it
+    n = mlnb.sql("WITH a AS (SELECT * FROM df WHERE id < 20), b AS (SELECT * FROM a WHERE id >= 5) "
+                 "SELECT count(*) FROM near_duplicates((SELECT f FROM b), features := 'f', threshold := 0.1)", df=df).item()
+    assert n == len(pairs_above(_unit(df.get_column("f").to_numpy()[5:20]), 0.1)[0])
+    assert mlnb.sql("WITH a AS (SELECT * FROM df WHERE id < 20), b AS (SELECT * FROM outliers(a, features := 'f', k := 3)) "
+                    "SELECT count(*) FROM b", df=df).item() == 20
+    assert mlnb.sql("SELECT count(*) FROM (WITH a AS (SELECT * FROM df WHERE id < 9) SELECT * FROM outliers(a, features := 'f', k := 3))",
+                    df=df).item() == 9
+    assert mlnb.sql("WITH q AS (SELECT f AS features, y AS label FROM df) SELECT count(*) FROM label_issues(q, folds := 2)", df=df).item() == 30
+
+
+def _unit(X):
+    return (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_row_expressions_inside_and_around_the_call():
+    df = pl.DataFrame({"name": list("abcdef"), "a": [1.0, 2, 3, 4, 5, 60], "b": [1.0, 2.1, 2.9, 4, 5, -1]})
+    pairs = mlnb.sql("SELECT name_i, name_j FROM near_duplicates((SELECT {* EXCLUDING(name)} AS f, name FROM df), "
+                     "features := 'f', threshold := 0.999)", df=df)
+    assert ("a", "d") in pairs.rows() and ("a", "e") in pairs.rows()
+    top = mlnb.sql("SELECT {* EXCLUDING(name, f, row, outlier_score, rank)} AS v, name FROM "
+                   "outliers((SELECT {* EXCLUDING(name)} AS f, name, a FROM df), features := 'f', k := 2) ORDER BY rank LIMIT 1", df=df)
+    assert top.rows() == [([60.0], "f")]
+
+
+def test_threshold_one_finds_exact_copies():
+    df = pl.DataFrame({"f": [[0.1, 0.2, 0.3], [0.1, 0.2, 0.3], [0.3, 0.2, 0.1], [0.2, 0.4, 0.6]]})
+    out = mlnb.near_duplicates(df, features="f", threshold=1.0)
+    assert out.select("i", "j").rows() == [(0, 1), (0, 3), (1, 3)]  # float32 gives them 1 - 2e-7
+    rng = np.random.default_rng(0)
+    X = np.abs(rng.standard_normal((300, 1280))).astype(np.float32)
+    X[150:] = X[:150] * rng.uniform(0.1, 10, (150, 1)).astype(np.float32)  # copies, rescaled
+    i, j, sim = pairs_above(_unit(X), 1.0, block=128)
+    assert set(zip(i.tolist(), j.tolist())) == {(k, 150 + k) for k in range(150)} and (sim <= 1.0).all()
+
+
+def test_cosine_of_one_number_per_row_is_refused():
+    df = pl.DataFrame({"id": [1, 2, 3, 4], "one": [[1.0], [2.0], [3.0], [4.0]]})
+    with pytest.raises(QueryError, match="features column 'id' holds one number per row"):
+        mlnb.sql("SELECT * FROM near_duplicates(df, features := 'id')", df=df)
+    for fn in (mlnb.outliers, mlnb.duplicate_groups):
+        with pytest.raises(MlnbError, match="cosine similarity needs vectors"):
+            fn(df, features="one", **({"k": 1} if fn is mlnb.outliers else {}))
+
+
+def test_input_columns_named_like_the_result_are_kept():
+    df = pl.DataFrame({"rank": [7, 8, 9], "row": [1, 2, 3], "f": [[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]]})
+    with pytest.warns(UserWarning, match="the input's are kept as 'row' as 'row_1', 'rank' as 'rank_1'"):
+        out = mlnb.outliers(df, features="f", k=1)
+    assert out.columns == ["rank_1", "row_1", "f", "row", "outlier_score", "rank"]
+    assert out.sort("row").get_column("rank_1").to_list() == [7, 8, 9] and out.get_column("rank").to_list() == [1, 2, 3]
