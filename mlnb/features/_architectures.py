@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -126,8 +127,11 @@ def _triple(value: Any, what: str) -> list[float]:
         out = [float(v) for v in value]
     except (TypeError, ValueError):
         out = []
-    if len(out) != 3 or (what == "std" and min(out) <= 0):
-        raise MlnbError(f"{what} takes three numbers (one per RGB channel), e.g. [0.485, 0.456, 0.406]; got {value!r}.")
+    example = "[0.229, 0.224, 0.225]" if what == "std" else "[0.485, 0.456, 0.406]"
+    if len(out) != 3 or not all(math.isfinite(v) for v in out):
+        raise MlnbError(f"{what} takes three numbers (one per RGB channel), e.g. {example}; got {value!r}.")
+    if what == "std" and min(out) <= 0:
+        raise MlnbError(f"std divides the pixels, so each of its numbers must be above 0, e.g. {example}; got {value!r}.")
     return out
 
 

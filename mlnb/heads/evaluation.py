@@ -71,6 +71,16 @@ def evaluate_predictions(y_true: Any, proba: np.ndarray, classes: np.ndarray) ->
     pred = cls[np.argmax(proba, axis=1)]
     labels = list(cls)
     known = np.isin(y_true, cls)
+    if not known.all():
+        import warnings
+
+        unseen = sorted({str(v) for v in y_true[~known]})
+        shown = ", ".join(map(repr, unseen[:5])) + (" ..." if len(unseen) > 5 else "")
+        warnings.warn(
+            f"{int((~known).sum())} of {len(y_true)} evaluated rows have a label the head was not trained on "
+            f"({shown}): they count as errors, and log_loss is NaN (undefined for them).",
+            stacklevel=3,
+        )
     try:
         ll = float(log_loss(y_true[known], proba[known], labels=labels)) if known.all() and len(labels) > 1 else float("nan")
     except ValueError:

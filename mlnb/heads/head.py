@@ -183,6 +183,11 @@ def train_classifier(
         warnings.warn(f"{skipped} of {df.height} training rows have null features or a null label and were skipped.", stacklevel=2)
     X, y = X[ok], y_all.cast(str).to_numpy()[ok]
     classes, counts = np.unique(y, return_counts=True)
+    if len(classes) == 0:
+        raise MlnbError(
+            f"None of the {df.height} training rows has both features and a label (every {label!r} or "
+            f"{features!r} is null): check the training query's label column."
+        )
     if len(classes) < 2:
         raise MlnbError(f"A classifier needs at least two classes; the training data has only {', '.join(map(repr, classes)) or 'none'}.")
     if plan is not None:

@@ -128,7 +128,7 @@ def train_regressor(
     ok &= ~bad_target
     skipped = int((~ok).sum())
     if skipped:
-        why = f"{int(bad_target.sum())} with a null or NaN target" if bad_target.any() else "all with null features"
+        why = f"{int(bad_target.sum())} with a null, NaN or infinite target" if bad_target.any() else "all with null features"
         warnings.warn(f"{skipped} of {df.height} training rows were left out ({why}).", stacklevel=2)
     X, y = X[ok], y_all[ok]
     if len(y) < 2:

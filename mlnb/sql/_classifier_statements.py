@@ -104,7 +104,7 @@ def _options(stmt: Statement, first: int, last: int) -> dict[str, Any]:
             continue
         if i + 2 >= last or not toks[i].is_name or toks[i + 1].text not in ("=", ":="):
             raise QueryError("WITH takes options as name = value, e.g. WITH (C = 0.5, folds = 5).", statement=stmt.text, position=toks[i].start)
-        key = toks[i].name.lower()
+        key, written = toks[i].name.lower(), toks[i].name
         if key in out:
             raise QueryError(f"Option {key} is given twice.", statement=stmt.text, position=toks[i].start)
         v = toks[i + 2]
@@ -121,7 +121,14 @@ def _options(stmt: Statement, first: int, last: int) -> dict[str, Any]:
                 if toks[i].text == ",":
                     i += 1
                     continue
+                start = toks[i].start
                 item, i = _scalar(toks, i)
+                if toks[i - 1].text in ("[", "(") or (i < close and toks[i].text != ","):
+                    raise QueryError(
+                        f"Option {written}'s list holds plain values separated by commas (numbers, strings, TRUE/FALSE), "
+                        f"e.g. {written} = [0.1, 1, 10]; this item is not one.",
+                        statement=stmt.text, position=start,
+                    )
                 val.append(item)
             out[key], i = val, close + 1
         else:
@@ -184,7 +191,18 @@ def _experiment_data(
             raise QueryError(f"Option {key} takes a value, not a query in parentheses (only test does).", statement=stmt.text)
     test_df = None
     if where is not None:
-        df = session._run_one(_with_test_column(stmt, query, where), ns, lazy=False)
+        split = _with_test_column(stmt, query, where)
+        try:
+            df = session._run_one(split, ns, lazy=False)
+        except QueryError as exc:
+            # Said of the query with the condition added (its statement is that query, not the user's).
+            at = split.text.find(f"({where}) AS {_TEST}")
+            inside = exc.position is not None and at >= 0 and at <= exc.position - split.offset < at + len(where) + 2
+            raise QueryError(
+                f"test_where {where!r} does not work: {exc.message}" if inside
+                else f"The training query (with test_where {where!r} added as a column) failed: {exc.message}",
+                statement=stmt.text, hint=exc.hint,
+            ) from None
         mask = df.get_column(_TEST)
         if mask.dtype != pl.Boolean:
             raise QueryError(
@@ -299,6 +317,13 @@ def _evaluate(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str,
     if m.group("query") is None:  # what was measured at training time
         met = head.meta["metrics"]
         cells = _training_confusion(head)
+        if m.group("confusion") and not cells:
+            raise QueryError(
+                f"{head.ref} was trained without an evaluation (folds = 0 and no test set), so it has no confusion "
+                f"matrix to show: give rows to evaluate on, EVALUATE CLASSIFIER {head.ref.split('@')[0]} CONFUSION "
+                "ON (SELECT features, label FROM ...).",
+                statement=stmt.text,
+            )
         metrics = pl.DataFrame({"classifier": [head.ref], **{k: [v] for k, v in met.items()}})
     else:
         df = session._run_one(stmt.sub(m.start("query"), m.end("query")), ns, lazy=False)
@@ -424,6 +449,20 @@ def _evaluate_regressor(session: Session, m: Match[str], stmt: Statement, ns: Ma
     feats, target = _split_columns(df, stmt, ("target", "label"), what="query")
     ev = reg.evaluate(df, features=feats, target=target)
     return ev.metrics.with_columns(pl.lit(reg.ref).alias("regressor")).select("regressor", *ev.metrics.columns)
+
+
+_evaluate_usage = (
+    "EVALUATE takes a head's name and, to evaluate on new rows, ON (SELECT ...): "
+    "EVALUATE CLASSIFIER name [CONFUSION] [ON (SELECT features, label FROM ...)], "
+    "EVALUATE REGRESSOR name [ON (SELECT features, target FROM ...)] (a regressor has no confusion matrix)."
+)
+
+
+@statement(r"EVALUATE\s+(?:CLASSIFIER|REGRESSOR)\b.*")
+def _evaluate_written_wrong(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
+    """Registered after the EVALUATE statements: one written wrong is told how it is written
+    (DuckDB would answer a syntax error at EVALUATE)."""
+    raise QueryError(_evaluate_usage, statement=stmt.text)
 
 
 @statement(r"SHOW\s+REGRESSORS")

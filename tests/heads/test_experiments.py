@@ -214,3 +214,34 @@ def test_python_train_classifier_with_test_frame(t):
         mlnb.train_classifier(train, test=held.drop("label"))
     with pytest.raises(mlnb.MlnbError, match="dimension 2, but the head was trained on 8"):
         mlnb.train_classifier(train, test=held.with_columns(pl.lit([1.0, 2.0]).alias("features")))
+
+
+def test_bad_experiments_found_by_an_outside_check(t):
+    """Each was answered badly: an all-zero confusion matrix for a head that was never evaluated, a
+    parser error at EVALUATE, 'has only none', the rewritten query shown for a test_where typo,
+    a grid of '[' strings, and a silent NaN log-loss for labels the head never saw."""
+    mlnb.sql("CREATE CLASSIFIER c WITH (folds = 0) AS SELECT features, label FROM t", t=t)
+    with pytest.raises(mlnb.QueryError, match=r"c@1 was trained without an evaluation.*CONFUSION ON \(SELECT"):
+        mlnb.sql("EVALUATE CLASSIFIER c CONFUSION")
+    matrix = mlnb.sql("EVALUATE CLASSIFIER c CONFUSION ON (SELECT features, label FROM t)", t=t)
+    assert matrix.drop("actual").to_numpy().sum() == 150
+    for wrong in ("EVALUATE CLASSIFIER c CONFUSE", "EVALUATE REGRESSOR c CONFUSION"):
+        with pytest.raises(mlnb.QueryError, match="EVALUATE takes a head's name.*a regressor has no confusion matrix"):
+            mlnb.sql(wrong)
+
+    with pytest.raises(mlnb.MlnbError, match="None of the 150 training rows has both features and a label"):
+        mlnb.sql("CREATE CLASSIFIER d AS SELECT features, NULL AS label FROM t", t=t)
+    with pytest.raises(mlnb.QueryError, match="test_where 'nosuch > 3' does not work: .*nosuch") as err:
+        mlnb.sql("CREATE CLASSIFIER d WITH (test_where = 'nosuch > 3') AS SELECT features, label FROM t", t=t)
+    assert "__mlnb_test" not in str(err.value)
+    with pytest.raises(mlnb.QueryError, match=r"training query \(with test_where 'true' added as a column\) failed: .*labl"):
+        mlnb.sql("CREATE CLASSIFIER d WITH (test_where = 'true') AS SELECT features, labl FROM t", t=t)
+    for grid in ("[[1, 2], [3]]", "[1 2]", "[1, 1 + 2]"):
+        with pytest.raises(mlnb.QueryError, match=r"Option C's list holds plain values separated by commas"):
+            mlnb.sql(f"CREATE CLASSIFIER d WITH (C = {grid}) AS SELECT features, label FROM t", t=t)
+    assert store.versions("d") == []
+
+    with pytest.warns(UserWarning, match=r"50 of 50 evaluated rows have a label the head was not trained on \('c'\)"):
+        out = mlnb.sql("CREATE CLASSIFIER e WITH (test = (SELECT features, label FROM t WHERE label = 'c')) "
+                       "AS SELECT features, label FROM t WHERE label <> 'c'", t=t)
+    assert out["accuracy"].item() == 0.0

@@ -638,3 +638,14 @@ def test_a_head_cannot_take_the_name_of_a_persisted_function(_workspace):
         mlnb.train_classifier(t, features="f", label="label", name="foo")
     assert not (_workspace / "heads" / "foo").exists() and not (_workspace / "heads" / "bar").exists()
     assert _q("SELECT foo(7) AS r").item() == 7
+
+
+def test_model_preprocessing_errors_say_what_is_wrong():
+    from mlnb.features._architectures import preprocessing
+
+    with pytest.raises(mlnb.MlnbError, match=r"std divides the pixels, so each of its numbers must be above 0, e.g. \[0.229"):
+        preprocessing("resnet18", None, None, None, [0, 0, 0], None)
+    with pytest.raises(mlnb.MlnbError, match=r"mean takes three numbers .* e.g. \[0.485"):
+        preprocessing("resnet18", None, None, [1, 2], None, None)
+    with pytest.raises(mlnb.MlnbError, match="std takes three numbers"):
+        preprocessing("resnet18", None, None, None, [float("nan"), 1, 1], None)
