@@ -105,8 +105,10 @@ def _saved_selection(name: str) -> Any:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         return None
     path = get_workspace().path("selections", f"{name}.parquet")
-    if not path.is_file():
-        return None
+    if not path.is_file():  # SQL names ignore case: FROM cats finds the selection saved as Cats
+        path = next((p for p in path.parent.glob("*.parquet") if p.stem.lower() == name.lower()), None)
+        if path is None or not path.is_file():
+            return None
     import polars as pl
 
     return pl.read_parquet(path)

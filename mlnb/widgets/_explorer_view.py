@@ -28,6 +28,7 @@ class ExplorerView(anywidget.AnyWidget):
     color_columns = traitlets.List().tag(sync=True)
     layouts = traitlets.List().tag(sync=True)
     layout = traitlets.Unicode("").tag(sync=True)
+    pending = traitlets.Unicode("").tag(sync=True)  # the layout running in the background, if any
     has_images = traitlets.Bool(False).tag(sync=True)
     progress = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
@@ -48,6 +49,7 @@ class ExplorerView(anywidget.AnyWidget):
             self.show_coords()
         self.status = c.status
         self.progress = c.progress
+        self.pending = c.pending_layout
         self.on_msg(self._on_msg)
 
     # -- controller -> browser -------------------------------------------------------------
@@ -62,6 +64,7 @@ class ExplorerView(anywidget.AnyWidget):
             self.xy = np.ascontiguousarray(c.coords[:, :dims], dtype=np.float32).tobytes()
             self.layout = METHODS[c.method]
             self.progress = c.progress
+            self.pending = c.pending_layout
             if c.status:
                 self.status = c.status
 
@@ -108,6 +111,7 @@ class ExplorerView(anywidget.AnyWidget):
             elif kind == "layout":
                 c.set_layout(str(content.get("method", "")))
                 self.progress = c.progress
+                self.pending = c.pending_layout
             self.error = ""
         except (MlnbError, QueryError) as exc:
             self.error = str(exc)

@@ -401,21 +401,29 @@ class LayoutJob:
                 with _run_lock:
                     if self._cancelled.is_set():
                         return
-                    t0 = time.perf_counter()
-                    threading.Thread(target=tick, name=f"{_THREAD_PREFIX}-progress", daemon=True).start()
-                    if _all_same(self.X):  # no neighbours to tell apart: every point at the origin
-                        coords = np.zeros((len(self.X), self.params["n_components"]), dtype=np.float32)
+                    # The job that held the lock (one switched away from, still running) may
+                    # have made this very layout meanwhile.
+                    coords = _load(path, (len(self.X), self.params["n_components"])) if path.exists() else None
+                    if coords is None:
+                        t0 = time.perf_counter()
+                        threading.Thread(target=tick, name=f"{_THREAD_PREFIX}-progress", daemon=True).start()
+                        if _all_same(self.X):  # no neighbours to tell apart: every point at the origin
+                            coords = np.zeros((len(self.X), self.params["n_components"]), dtype=np.float32)
+                        else:
+                            coords = _COMPUTE[self.method](self, self.X, dict(self.params))
+                        ticking.set()
+                        if not np.isfinite(coords).all():
+                            raise MlnbError(
+                                f"{_LABELS[self.method]} gave no usable layout (are the rows nearly all the same?)."
+                            )
+                        # Saved before the lock is let go, so a job waiting for it finds it.
+                        buf = io.BytesIO()
+                        np.save(buf, coords, allow_pickle=False)
+                        get_workspace().write_bytes(str(path.relative_to(get_workspace().root)), buf.getvalue())
+                        self._say(f"{label}: done in {time.perf_counter() - t0:.0f} s")
                     else:
-                        coords = _COMPUTE[self.method](self, self.X, dict(self.params))
-                    ticking.set()
-                if not np.isfinite(coords).all():
-                    raise MlnbError(
-                        f"{_LABELS[self.method]} gave no usable layout (are the rows nearly all the same?)."
-                    )
-                buf = io.BytesIO()
-                np.save(buf, coords, allow_pickle=False)
-                get_workspace().write_bytes(str(path.relative_to(get_workspace().root)), buf.getvalue())
-                self._say(f"{label}: done in {time.perf_counter() - t0:.0f} s")
+                        self.cached = True
+                        self._say(f"{label}: from the cache")
             if self._cancelled.is_set():
                 return
             self.result = coords

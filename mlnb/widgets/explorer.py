@@ -10,6 +10,7 @@ same way.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import threading
@@ -62,10 +63,9 @@ class Explorer(Controller):
         size: tuple[int, int] | None = None,
         **layout_options: Any,
     ) -> None:
-        from .._frames import to_polars
         from ..heads._data import feature_matrix
 
-        df = to_polars(frame)
+        df = _input_frame(frame)
         for col in (features, image, item, label):
             if col is not None and col not in df.columns:
                 raise MlnbError(f"No column {col!r} in the frame; columns: {', '.join(df.columns)}.")
@@ -88,10 +88,16 @@ class Explorer(Controller):
 
         X = np.zeros((df.height, 0), dtype=np.float32)
         ok = np.zeros(df.height, dtype=bool)
+        # Labels go under the dataset of the whole input, as the labeler on the same frame has it.
+        self._items = df.get_column(self.item_col) if self.item_col is not None else None
         if df.height:
-            X, ok = feature_matrix(df.get_column(features))
-            missing = int(df.get_column(features).is_null().sum())
-            bad = int(df.height - missing - ok.sum())
+            feats = df.get_column(features)
+            missing = int(feats.is_null().sum())
+            feats, other = _one_length(feats)
+            if other:
+                self.notes.append(other)
+            X, ok = _feature_matrix(feature_matrix, feats, features)
+            bad = int(feats.len() - feats.null_count() - ok.sum())
             if missing:
                 self.notes.append(f"{missing:,} rows without features left out")
             if bad:
@@ -102,16 +108,19 @@ class Explorer(Controller):
         self.frame = df.filter(ok) if df.height else df
         self.X = X[ok]
         n = len(self.rows)
-        if n < 3:
+        if n < 3 or not self.X.shape[1]:
             self.problem = (
                 f"Nothing to draw: the frame has {n} row{'s' if n != 1 else ''} with features in {features!r}"
                 + (f" ({'; '.join(self.notes)})" if self.notes else "")
                 + ". The explorer needs at least 3."
+                if n < 3
+                else f"Nothing to draw: the features in {features!r} are empty vectors (no values)."
             )
             self.coords = np.zeros((n, 2), dtype=np.float32)
             self.method = "pca"
             self.layouts = ["PCA"]
             self._done.set()
+            self.set_color(None)
             return
 
         from ._layout import cached_layout, pca_layout
@@ -129,7 +138,7 @@ class Explorer(Controller):
             self._done.set()
         else:
             self.coords, self.method = pca_layout(self.X, n_components=n_components), "pca"
-            if np.ptp(self.X, axis=0).max() == 0:
+            if (self.X.max(axis=0) == self.X.min(axis=0)).all():  # (no ptp: it overflows near float32's limits)
                 self.notes.append("all rows have the same features, so every point is in one place")
                 self._done.set()
             elif method == "pca":
@@ -159,6 +168,12 @@ class Explorer(Controller):
         job = self._job
         return job.progress if job is not None and not job.done else ""
 
+    @property
+    def pending_layout(self) -> str:
+        """The layout being computed in the background (``"UMAP"``, ``"t-SNE"``), or ``""``."""
+        job = self._job
+        return METHODS[job.method] if job is not None and not job.done else ""
+
     def set_layout(self, method: str) -> None:
         """Switch layout; UMAP and t-SNE run in the background (cached ones are instant)."""
         from ._layout import cached_layout, pca_layout
@@ -166,7 +181,12 @@ class Explorer(Controller):
         m = method.lower().replace("-", "")
         if m not in METHODS or METHODS[m] not in self.layouts:
             raise MlnbError(f"No layout {method!r}; choose from {', '.join(self.layouts)}.")
-        if self.problem or m == self.method:
+        if self.problem:
+            return
+        if m == self.method:  # back to the layout on screen: a layout still running is dropped
+            if self._job is not None and not self._job.done:
+                self._cancel()
+                self._push(progress="", pending="")
             return
         self._cancel()
         if m == "pca":
@@ -203,14 +223,16 @@ class Explorer(Controller):
 
         def failed(message: str) -> None:
             if self._job is job:
-                self.status = f"{METHODS[method]} failed: {message}; showing PCA"
-                self._push(status=self.status, progress="")
+                what = message if message.startswith(METHODS[method]) else f"{METHODS[method]} failed: {message}"
+                self.status = f"{what}; showing {METHODS[self.method]}"
+                self._push(status=self.status, progress="", pending="")
                 self._done.set()
 
         def progress(line: str) -> None:
             if self._job is job:
                 self._push(progress=line)
 
+        self._push(pending=METHODS[method])  # before the start: a quick job's own "" comes after
         job.start(on_done=done, on_error=failed, on_progress=progress)
 
     def _cancel(self) -> None:
@@ -268,7 +290,9 @@ class Explorer(Controller):
                 return {"kind": "continuous", "column": column, "min": None, "max": None, "bins": BINS, "nulls": n}, codes
             lo, hi = float(v[fin].min()), float(v[fin].max())
             steps = np.zeros(n, dtype=np.float32)
-            steps[fin] = np.clip(np.floor((v[fin] - lo) / ((hi - lo) or 1.0) * BINS), 0, BINS - 1)
+            # Halves first: hi - lo overflows for values near the float64 limits.
+            span = (hi / 2 - lo / 2) or 1.0
+            steps[fin] = np.clip(np.floor((v[fin] / 2 - lo / 2) / span * BINS), 0, BINS - 1)
             steps[~fin] = BINS
             return {"kind": "continuous", "column": column, "min": lo, "max": hi, "bins": BINS, "nulls": int((~fin).sum())}, steps
         uniq = s.drop_nulls().unique().sort()
@@ -306,7 +330,8 @@ class Explorer(Controller):
             items = self.frame.get_column(self.item_col).cast(pl.String)
             return items.replace_strict(list(mapping), list(mapping.values()), default=None, return_dtype=pl.String).alias(name)
         if name not in self.frame.columns:
-            raise MlnbError(f"No column {name!r} to colour by; choose from {', '.join(self.color_columns())}.")
+            offered = self.color_columns()
+            raise MlnbError(f"No column {name!r} to colour by; " + (f"choose from {', '.join(offered)}." if offered else "the frame has none that can be a colour."))
         s = self.frame.get_column(name)
         if isinstance(s.dtype, (pl.List, pl.Array, pl.Struct, pl.Binary, pl.Object)):
             raise MlnbError(f"{name!r} holds {s.dtype} values, which cannot be a colour.")
@@ -338,16 +363,26 @@ class Explorer(Controller):
         self.status = f"{len(idx):,} selected (explorer.selection)" if len(idx) else ""
 
     def _query_rows(self, query: str, frames: dict[str, Any], caller: Any) -> np.ndarray:
+        import polars as pl
+
         from ..sql import get_session
 
-        q = query.strip().rstrip(";")
-        if not re.match(r"(?is)^(select|with|from)\b", q):
+        q = query.strip().rstrip(";").strip()
+        # A whole query may start with comments or a parenthesis; anything else is a condition.
+        head = re.sub(r"(?s)^(\s|--[^\n]*(\n|$)|/\*.*?\*/|\()*", "", q)
+        if not re.match(r"(?is)^(select|with|from|values|table)\b", head):
             q = f"SELECT _row FROM explorer WHERE {q}"
-        namespace = {**caller.f_globals, **caller.f_locals, **frames, "explorer": self.frame.with_row_index("_row")}
+        if "_row" in self.frame.columns:
+            raise MlnbError("The frame has its own _row column, the name the explorer's SQL table gives its row numbers: rename it.")
+        table = self.frame.select([c for c, t in self.frame.schema.items() if t != pl.Object]).with_row_index("_row")
+        namespace = {**caller.f_globals, **caller.f_locals, **frames, "explorer": table}
         out = get_session().run(q, namespace, lazy=False)
         if "_row" not in out.columns:
             raise MlnbError("The query must return the explorer's _row column: SELECT * FROM explorer WHERE ...")
-        return out.get_column("_row").drop_nulls().to_numpy().astype(np.int64)
+        rows = out.get_column("_row").drop_nulls()
+        if not (rows.dtype.is_integer() or (rows.dtype.is_float() and (rows == rows.floor()).all())):
+            raise MlnbError(f"The query's _row column holds {rows.dtype} values; it must be the explorer's row numbers.")
+        return rows.to_numpy().astype(np.int64)
 
     def select_box(self, x0: float, x1: float, y0: float, y1: float) -> int:
         """Select the points inside a rectangle, in layout coordinates."""
@@ -384,15 +419,32 @@ class Explorer(Controller):
         table is there in later kernels too)."""
         import io
 
+        import polars as pl
+
+        from ..sql._session import _PROVIDERS, _builtin_tables
+
         if not _NAME.match(name or ""):
             raise MlnbError(f"{name!r} is not a table name: use letters, digits and _, starting with a letter.")
+        _builtin_tables()
+        if name.lower() in {k.lower() for k in _PROVIDERS}:
+            raise MlnbError(f"{name} is the name of one of mlnb's own tables ({', '.join(sorted(_PROVIDERS))}); choose another name.")
+        if name.lower() in _reserved_words():
+            raise MlnbError(f"{name} is a SQL keyword, so FROM {name} would not parse; choose another name, like {name}_rows.")
         if not len(self.selected):
             raise MlnbError("Nothing is selected.")
+        sel = self.selection
+        objects = [c for c, t in sel.schema.items() if t == pl.Object]
         buf = io.BytesIO()
-        self.selection.write_parquet(buf)
+        sel.drop(objects).write_parquet(buf)
         ws = get_workspace()
         ws.write_bytes(f"selections/{name}.parquet", buf.getvalue())  # atomic: a reader never sees half
+        # SQL names ignore case: one saved table per name, the latest.
+        for old in ws.path("selections", "x").parent.glob("*.parquet"):
+            if old.stem.lower() == name.lower() and old.stem != name:
+                old.unlink(missing_ok=True)
         self.status = f"saved {len(self.selected):,} rows as the SQL table {name}"
+        if objects:
+            self.status += f" (without {', '.join(objects)}: Python objects cannot be stored)"
         return name
 
     # -- hover and thumbnails -------------------------------------------------------------------
@@ -438,13 +490,68 @@ class Explorer(Controller):
         if self.dataset is None:
             from .labeler import _dataset_id
 
-            self.dataset = _dataset_id(self.item_col, [str(v) for v in self.frame.get_column(self.item_col).to_list()])
+            self.dataset = _dataset_id(self.item_col, [str(v) for v in self._items.to_list()])
         return self.dataset
 
     def _make_view(self) -> Any:
         from ._explorer_view import ExplorerView
 
         return ExplorerView(self)
+
+
+@functools.cache
+def _reserved_words() -> frozenset[str]:
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        rows = con.execute("SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved'").fetchall()
+    finally:
+        con.close()
+    return frozenset(r[0].lower() for r in rows)
+
+
+def _input_frame(frame: Any) -> Any:
+    """The input as a Polars frame; a pandas frame's own index (not 0, 1, 2 ...) comes along as
+    a column (``index``, or the index's name), so a selection can be found in the input."""
+    from .._frames import to_polars
+
+    if type(frame).__module__.startswith("pandas") and hasattr(frame, "reset_index"):
+        idx = frame.index
+        default = type(idx).__name__ == "RangeIndex" and idx.start == 0 and idx.step == 1
+        if not default:
+            try:
+                frame = frame.reset_index()
+            except ValueError:  # the index's name is also a column's: leave the index out
+                pass
+    return to_polars(frame)
+
+
+def _one_length(feats: Any) -> tuple[Any, str]:
+    """Rows whose feature list is not the most common length become null (left out), with a note."""
+    import polars as pl
+
+    if not isinstance(feats.dtype, pl.List):
+        return feats, ""
+    lens = feats.list.len()
+    counts = lens.drop_nulls().value_counts(sort=True)
+    if counts.height <= 1:
+        return feats, ""
+    dim = counts.item(0, 0)
+    other = lens.is_not_null() & (lens != dim)
+    k = int(other.sum())
+    feats = pl.select(pl.when(other).then(None).otherwise(feats).alias(feats.name)).to_series()
+    return feats, f"{k:,} row{'s' if k != 1 else ''} with features of another length (not {dim:,}) left out"
+
+
+def _feature_matrix(feature_matrix: Any, feats: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    import polars as pl
+
+    try:
+        return feature_matrix(feats)
+    except pl.exceptions.PolarsError as exc:  # strings or nested lists where numbers should be
+        first = str(exc).strip().splitlines()[0][:160]
+        raise MlnbError(f"The {name!r} column cannot be read as vectors of numbers ({first}).") from None
 
 
 def _looks_like_paths(s: Any) -> bool:
@@ -454,8 +561,8 @@ def _looks_like_paths(s: Any) -> bool:
 
 
 def _short(v: Any, *, name: bool = False) -> Any:
-    if isinstance(v, float):
-        return round(v, 4)
+    if isinstance(v, float):  # NaN and inf are not JSON: the browser would get no hover at all
+        return round(v, 4) if np.isfinite(v) else None
     if isinstance(v, (int, bool)) or v is None:
         return v
     s = str(v)

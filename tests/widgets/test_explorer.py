@@ -227,8 +227,6 @@ def test_bad_input_is_a_message_in_the_widget(digits, tmp_path):
     # argument mistakes are errors at the call
     with pytest.raises(mlnb.MlnbError, match="No column 'feats'"):
         Explorer(digits, features="feats")
-    with pytest.raises(mlnb.MlnbError, match="mixes vector lengths"):
-        Explorer(pl.DataFrame({"f": [[1.0, 2.0], [1.0]]}), features="f")
     with pytest.raises(mlnb.MlnbError, match="layout="):
         Explorer(digits, features="pixels", layout="spiral")
     with pytest.raises(mlnb.MlnbError, match="coords"):
@@ -272,3 +270,130 @@ def test_bundle_is_built_from_the_current_source():
     stamp = re.search(r"source hash ([0-9a-f]{16})", built.splitlines()[0]).group(1)
     src = b"".join((root / "js" / p).read_bytes() for p in ("src/explorer.js", "package-lock.json", "patches/regl-scatterplot.mjs"))
     assert stamp == hashlib.sha256(src).hexdigest()[:16], "mlnb/widgets/explorer.js is stale: run `bash dev js`"
+
+
+def test_features_of_another_length_empty_or_not_numbers():
+    # rows whose vector is not the common length are left out and counted (like NaN rows)
+    rows = [[float(i), float(i % 3)] for i in range(10)] + [[1.0], [1.0, 2.0, 3.0], None]
+    ex = Explorer(pl.DataFrame({"f": rows, "k": range(13)}), features="f", layout="pca")
+    w = view(ex)
+    assert w.problem == "" and ex.frame["k"].to_list() == list(range(10)) and len(w.xy) == 10 * 8
+    assert "2 rows with features of another length (not 2) left out" in w.status and "1 rows without features" in w.status
+    # empty vectors: a message in the widget, not a numpy error
+    ex = Explorer(pl.DataFrame({"f": [[] for _ in range(5)]}, schema={"f": pl.List(pl.Float32)}), features="f")
+    assert "empty vectors" in view(ex).problem and view(ex).xy == b""
+    # strings or nested lists where numbers should be: a short MlnbError, not Polars' own
+    for bad in ([["1", "2"], ["a", "b"], ["3", "4"]], [[[1.0]], [[2.0]], [[3.0]]]):
+        with pytest.raises(mlnb.MlnbError, match="cannot be read as vectors of numbers"):
+            Explorer(pl.DataFrame({"f": bad}), features="f")
+
+
+def test_back_to_the_shown_layout_drops_the_one_running(monkeypatch):
+    import threading
+
+    from mlnb.widgets import _layout
+
+    gate = threading.Event()
+
+    def slow(job, X, p):
+        gate.wait(30)
+        return np.full((len(X), 2), 7.0, np.float32)
+
+    monkeypatch.setitem(_layout._COMPUTE, "umap", slow)
+    X = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    ex = Explorer(pl.DataFrame({"f": X}), features="f")  # PCA now, UMAP in the background
+    w = view(ex)
+    assert w.layout == "PCA" and w.pending == "UMAP"  # the menu shows what is coming
+    pca = ex.coords.copy()
+    send(ex, type="layout", method="PCA")  # the person changes their mind
+    assert w.pending == "" and w.progress == "" and w.error == ""
+    gate.set()
+    ex.wait(30)
+    ex._job = None
+    import time
+
+    time.sleep(0.2)
+    assert ex.layout == "pca" and w.layout == "PCA" and np.array_equal(ex.coords, pca)  # UMAP did not land
+
+
+def test_labels_go_where_the_labeler_on_the_same_frame_reads_them(digits):
+    d = digits.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("pixels")).alias("pixels"))
+    ex = Explorer(d, features="pixels", image="path", layout="pca")  # row 3 has no features: left out
+    ex.select([0, 1])
+    ex.label_selection("seen")
+    lab = mlnb.label(d, image="path")
+    assert {lab.items[i] for i in (0, 1)} == {k for k, v in lab.state.items() if v.label == "seen"}
+
+
+def test_hover_values_that_are_not_json(digits):
+    import json
+
+    d = digits.with_columns(pl.Series("v", [float("nan"), float("inf")] + [0.5] * 88))
+    ex = Explorer(d, features="pixels", image="path", color="v", layout="pca")
+    for i, want in ((0, None), (1, None), (2, 0.5)):
+        content, _ = send(ex, type="hover", index=i).sent[-1]
+        assert content["fields"]["v"] == want
+        json.dumps(content, allow_nan=False)  # what Jupyter's message packer insists on
+
+
+def test_select_by_sql_in_every_shape():
+    rng = np.random.default_rng(0)
+    df = pl.DataFrame({"f": rng.normal(size=(20, 3)).astype(np.float32), "c": ["a", "b"] * 10,
+                       "o": pl.Series([object()] * 20, dtype=pl.Object)})  # fmt: skip
+    ex = Explorer(df, features="f", layout="pca")
+    assert ex.select(query="-- the a's\nSELECT _row FROM explorer WHERE c = 'a'") == 10  # Python objects left out of SQL
+    assert ex.select(query="(SELECT _row FROM explorer WHERE c = 'b' LIMIT 3)") == 3
+    assert ex.select(query="(c = 'a') AND _row < 6") == 3
+    assert ex.select(query="WITH t AS (SELECT * FROM explorer WHERE c = 'a') SELECT _row FROM t WHERE _row IN (SELECT _row FROM explorer WHERE _row > 10)") == 4
+    assert ex.select(query="c = 'zzz'") == 0 and ex.selection.height == 0 and ex.selection.columns == df.columns
+    with pytest.raises(mlnb.MlnbError, match="_row column holds String"):
+        ex.select(query="SELECT 'x' AS _row")
+    ex = Explorer(df.drop("o").with_columns(pl.int_range(pl.len()).alias("_row")), features="f", layout="pca")
+    assert ex.select([1]) == 1  # the frame opens; only the SQL table needs the name
+    with pytest.raises(mlnb.MlnbError, match="own _row column"):
+        ex.select(query="c = 'a'")
+
+
+def test_saved_selection_names(_workspace):
+    rng = np.random.default_rng(0)
+    df = pl.DataFrame({"f": rng.normal(size=(20, 3)).astype(np.float32), "c": ["a", "b"] * 10,
+                       "o": pl.Series([object()] * 20, dtype=pl.Object)})  # fmt: skip
+    ex = Explorer(df, features="f", layout="pca")
+    ex.select(query="c = 'a'")
+    for name, why in (("labels", "mlnb's own tables"), ("runs", "mlnb's own tables"), ("order", "SQL keyword")):
+        send(ex, type="save", name=name)
+        assert why in ex.widget.error
+        assert not (_workspace / "selections" / f"{name}.parquet").exists()
+    send(ex, type="save", name="Cats")
+    assert ex.widget.error == "" and "without o" in ex.widget.status
+    assert mlnb.sql("SELECT count(*) AS n FROM cats")["n"][0] == 10  # SQL names ignore case
+    ex.select(query="c = 'b' AND _row < 5")
+    ex.save_selection("CATS")  # the same SQL name: replaces it
+    assert mlnb.sql("SELECT count(*) AS n FROM Cats")["n"][0] == 2
+    assert [p.name for p in (_workspace / "selections").iterdir()] == ["CATS.parquet"]
+
+
+def test_selection_of_a_filtered_pandas_frame_keeps_its_index(digits):
+    pdf = digits.to_pandas()
+    sub = pdf[pdf["label"] != "0"]  # a filtered frame: its index has gaps
+    ex = Explorer(sub, features="pixels", image="path", layout="pca")
+    ex.select([0, 1, 2])
+    sel = ex.selection
+    assert isinstance(sel, pl.DataFrame) and sel["index"].to_list() == sub.index[:3].tolist()
+    assert sel["path"].to_list() == sub["path"].iloc[:3].tolist()
+    named = pdf.set_index(pd_index := pdf["path"].rename("file"))
+    ex = Explorer(named, features="pixels", image="path", layout="pca")
+    ex.select([5])
+    assert ex.selection["file"].to_list() == [pd_index.iloc[5]]
+    plain = Explorer(pdf, features="pixels", layout="pca")  # 0, 1, 2 ...: nothing added
+    assert plain.frame.columns == digits.columns
+
+
+def test_colour_edge_values():
+    X = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    ex = Explorer(pl.DataFrame({"f": X, "b": [1e308, -1e308] + [1.0] * 18}), features="f", layout="pca", color="b")
+    assert np.isfinite(ex.codes).all() and ex.codes[0] == ex.color_spec["bins"] - 1 and ex.codes[1] == 0
+    ex.set_color("nope")
+    assert ex.message == "No column 'nope' to colour by; choose from b."
+    ex = Explorer(pl.DataFrame({"f": X}), features="f", layout="pca", color="nope")
+    assert "none that can be a colour" in ex.message

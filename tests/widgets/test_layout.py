@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -251,6 +252,34 @@ def test_wait_timeout_says_it_is_still_running(monkeypatch):
         job.wait(timeout=0.1)
     gate.set()
     assert job.wait(timeout=30).shape == (10, 2)
+
+
+def test_a_job_waiting_for_the_same_layout_takes_it_from_the_cache(monkeypatch):
+    # PCA -> UMAP -> t-SNE -> UMAP: the first UMAP cannot be interrupted and finishes into
+    # the cache; the second, waiting for it, must not compute it again.
+    gate, calls = threading.Event(), []
+
+    def slow(job, X, p):
+        calls.append(1)
+        gate.wait(30)
+        return np.ones((len(X), 2), np.float32)
+
+    monkeypatch.setitem(_layout._COMPUTE, "umap", slow)
+    X, _ = blobs(10, seed=5)
+    first = LayoutJob(X, "umap").start()
+    for _ in range(300):
+        if calls:
+            break
+        time.sleep(0.01)
+    first.cancel()
+    second = LayoutJob(X, "umap").start()
+    for _ in range(300):
+        if "waiting for another layout" in second.progress:
+            break
+        time.sleep(0.01)
+    gate.set()
+    assert second.wait(30).tolist() == np.ones((10, 2)).tolist()
+    assert calls == [1] and second.cached and second.progress.endswith("from the cache")
 
 
 def test_warnings_in_a_layout_thread_are_dropped_and_others_kept(monkeypatch):
