@@ -170,18 +170,42 @@ class _Catalog:
         except Exception:  # noqa: BLE001 - no workspace yet: no selections
             return []
 
-    def duckdb_tables(self) -> list[tuple[str, str]]:
-        """(name, 'table'|'view') of the session's own tables and views (not registered frames)."""
+    def duckdb_tables(self, within: str | None = None) -> list[tuple[str, str]]:
+        """(name, 'table'|'view') of the session's own tables and views (not registered frames),
+        as SQL names: ``things`` in the schema in use, ``sch.things`` elsewhere. ``within``: only
+        those of that schema or attached database (``sch`` of ``FROM sch.``), by their own name."""
         rows = self._query(
-            "SELECT table_name, 'table' FROM duckdb_tables() WHERE NOT internal "
-            "UNION ALL SELECT view_name, 'view' FROM duckdb_views() WHERE NOT internal"
+            "SELECT database_name, schema_name, table_name, 'table', current_database(), current_schema() "
+            "FROM duckdb_tables() WHERE NOT internal "
+            "UNION ALL SELECT database_name, schema_name, view_name, 'view', current_database(), current_schema() "
+            "FROM duckdb_views() WHERE NOT internal"
         )
         registered = set(getattr(self.session, "_views", {}))
-        return [(n, k) for n, k in rows or [] if n not in registered]
+        reserved = self.reserved()
+        out = []
+        for db, schema, name, kind, cur_db, cur_schema in rows or []:
+            if name in registered or name.startswith("__mlnb"):  # frames, computed results: offered as frames
+                continue
+            if within is not None:
+                parts = [p.lower() for p in _split_name(within)]
+                if parts in ([schema.lower()], [db.lower()], [db.lower(), schema.lower()]):
+                    out.append((_sql_name(name, reserved), kind))
+                continue
+            if db == cur_db and schema == cur_schema:
+                out.append((_sql_name(name, reserved), kind))
+                continue
+            path = [schema, name] if db == cur_db else [db, name] if schema == "main" else [db, schema, name]
+            out.append((".".join(_sql_name(p, reserved) for p in path), kind))
+        return out
 
-    def columns(self, name: str) -> list[tuple[str, str]]:
+    def columns(self, name: str, schema: str | None = None) -> list[tuple[str, str]]:
         """(column, type) of a table called ``name``: a frame, a built-in table, a saved selection,
-        a DuckDB table or view; [] when unknown."""
+        a DuckDB table or view (in ``schema``, as written, when the SQL names one); [] when unknown."""
+        if schema is not None:
+            from ._errors import quote
+
+            rows = self._query(f"DESCRIBE {schema}.{quote(name)}")
+            return [(r[0], r[1]) for r in rows or []]
         obj = self.ns.get(name)
         if obj is None:
             low = name.lower()
@@ -378,6 +402,8 @@ class _Ref:
     depth: int  # the enclosing bracket's token index (-1 at the top level)
     function: bool = False
     body: str | None = None  # the query of a subquery or of a WITH table
+    schema: str | None = None  # ``sch`` of ``sch.things`` (``db.sch`` of ``db.sch.things``), as written
+    open: int = -1  # a table function's "(" (token index): inside its arguments it is no table yet
 
 
 def _refs(toks: list[Token], text: str) -> tuple[list[_Ref], dict[str, str]]:
@@ -441,15 +467,17 @@ def _refs(toks: list[Token], text: str) -> tuple[list[_Ref], dict[str, str]]:
                 while k + 2 < n and _is_dot(toks[k + 1]) and toks[k + 2].is_name:
                     k += 2
                 name = toks[k].name
+                schema = text[toks[j].start : toks[k - 2].end] if k > j else None
                 j = k + 1
                 func = j < n and toks[j].text == "("
                 query = None
+                open_at = j if func else -1
                 if func:
                     j = skip_group(j)
                     if toks[j - 1].text == ")":  # read_parquet('x.parquet'): what DuckDB says it gives
                         query = "SELECT * FROM " + text[toks[k].start : toks[j - 1].end]
                 alias, j = alias_at(j)
-                refs.append(_Ref(name, alias, depth, func, query))
+                refs.append(_Ref(name, alias, depth, func, query, schema, open_at))
             elif toks[j].kind == "string" and toks[j].text.endswith("'") and len(toks[j].text) > 2:
                 query = "SELECT * FROM " + toks[j].text  # FROM 'data.parquet'
                 alias, j = alias_at(j + 1)
@@ -476,6 +504,12 @@ def _fits(prefix: str, text: str) -> bool:
 
 def _matches(prefix: str, names: Iterable[str]) -> list[str]:
     return [n for n in names if _fits(prefix, n)]
+
+
+def _split_name(text: str) -> list[str]:
+    """``db."my schema"`` -> ``["db", "my schema"]``."""
+    return [m.group(1).replace('""', '"') if m.group(1) is not None else m.group(2)
+            for m in re.finditer(r'"((?:[^"]|"")*)"|([^."]+)', text)]
 
 
 def _sql_name(name: str, reserved: frozenset[str]) -> str:
@@ -540,7 +574,9 @@ def _open_quote(place: _Place, text: str) -> bool:
     if w.kind == "string" and w.text.startswith("'"):
         return not (len(w.text) > 1 and w.text.endswith("'") and "'" not in text[place.cursor : w.end - 1])
     if w.kind == "identifier" and w.text.startswith('"'):
-        return '"' not in text[place.cursor : w.end - 1] or not w.text.endswith('"')
+        # "My|" FROM t is closed; "My| FROM x."col" ran on to the next quote (a space or a quote in between)
+        rest = text[place.cursor : w.end - 1]
+        return len(w.text) < 2 or not w.text.endswith('"') or re.search(r'[\s"]', rest) is not None
     return False
 
 
@@ -566,6 +602,17 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
         at = word.start + 1
         typed = pl_.text[at : pl_.cursor]
         option = _option_before(before)
+        source = _source_call(before)
+        if source is not None and option in ("features", "label"):
+            # label_issues(photos, features := '<here>': the input's columns
+            return [Completion(c.replace("'", "''"), "column", at, end, f"{t} (input of {source.name})")
+                    for c, t in _source_columns(pl_, before, cat) if c.lower().startswith(typed.lower())]
+        if source is not None and source.name == "label_issues" and before[-1].text == "(":
+            from ..heads import store
+
+            heads = [(h, v) for h in store.names() for v in store.versions(h)]
+            texts = list(dict.fromkeys([h for h, _v in heads] + [f"{h}@{v}" for h, v in heads]))
+            return [Completion(t, "head", at, end, "rows the head was trained on") for t in _matches(typed, texts)]
         if option == "model":
             return [Completion(n, "model", at, end, d) for n, d in _models() if n.lower().startswith(typed.lower())]
         if option == "layer":
@@ -587,11 +634,20 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
         if special is not None:
             return special
 
+    # FROM sch.<table> ------------------------------------------------------------
+    if before and _is_dot(before[-1]) and len(before) >= 3 and before[-2].is_name:
+        k = len(before) - 2
+        while k >= 2 and _is_dot(before[k - 1]) and before[k - 2].is_name:
+            k -= 2
+        if k >= 1 and _in_table_position(before[:k]):
+            within = pl_.text[before[k].start : before[-2].end]
+            return make(_matches(prefix, [n for n, _k in cat.duckdb_tables(within)]), "table", f"table in {within}")
+
     # t.<column> ---------------------------------------------------------------
     if before and _is_dot(before[-1]) and len(before) >= 2 and before[-2].is_name:
         qualifier = before[-2].name
         refs, _ = _refs(pl_.toks, pl_.text)
-        cols = _ref_columns(qualifier, refs, cat)
+        cols = _ref_columns(qualifier, _visible(refs, before), cat)
         reserved = cat.reserved()
         texts = {_sql_name(c, reserved): t for c, t in cols}
         return make(_matches(prefix, texts), "column", texts)
@@ -603,6 +659,8 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
     items: list[Completion] = []
     # name := inside a call of an mlnb function ----------------------------
     call = _enclosing_call(before)
+    if before[-1].text == "(" and _source_call(before) is not None:
+        return _tables(prefix, pl_, cat, make)  # near_duplicates(<here>: its input
     if call is not None and before[-1].text in ("(", ","):
         fn = _mlnb_function(call)
         if fn is not None:
@@ -615,8 +673,9 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
     # an expression: columns, tables, functions, keywords ---------------------
     refs, _ctes = _refs(pl_.toks, pl_.text)
     reserved = cat.reserved()
-    depth = _depth(before)
-    here = [r for r in refs if r.depth == depth] or refs
+    seen = _visible(refs, before)
+    # the innermost query that has a FROM: its tables' columns
+    here = [r for r in seen if r.depth == seen[0].depth] if seen else [r for r in refs if r.open not in _enclosing(before)]
     if not here and not any(t.upper == "FROM" for t in pl_.toks):
         # SELECT typed before FROM: the columns of the notebook's frames (the first 50 frames)
         here = [_Ref(name, None, -1) for name in cat.frames()[:50]]
@@ -627,7 +686,7 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
             if _fits(prefix, name):
                 col_items.append(Completion(name, "column", start, end, f"{t} ({ref.alias or ref.name or 'FROM'})"))
     items += col_items
-    quals = [r.alias or r.name for r in here if (r.alias or r.name) and r in refs]
+    quals = [_sql_name(r.alias or r.name, reserved) for r in here if (r.alias or r.name) and r in refs]
     items += make(_matches(prefix, quals), "table", "table in FROM")
     fns = cat.mlnb_functions()
     mlnb_names = {f.name for f in fns}
@@ -784,9 +843,9 @@ def _tables(prefix: str, pl_: _Place, cat: _Catalog, make: Any) -> list[Completi
     items += make(_matches(prefix, cat.builtin_tables()), "table", "mlnb table")
     items += make(_matches(prefix, cat.selections()), "table", "saved selection")
     for name, kind in cat.duckdb_tables():
-        if name.lower().startswith(prefix.lower()):
-            items.append(Completion(_sql_name(name, reserved), "table", pl_.start, pl_.cursor, f"DuckDB {kind}"))
-    if prefix:
+        if _fits(prefix, name):
+            items.append(Completion(name, "table", pl_.start, pl_.cursor, f"DuckDB {kind}"))
+    if prefix and not prefix.startswith('"'):
         for f in cat.mlnb_functions():
             if f.kind == "table" and f.name.startswith(prefix.lower()):
                 items.append(Completion(f.name, "function", pl_.start, pl_.cursor, f.signature))
@@ -805,19 +864,39 @@ def _columns_of(ref: _Ref, cat: _Catalog) -> list[tuple[str, str]]:
         return cat.query_columns(ref.body)
     if ref.name is None or ref.function:
         return []
-    return cat.columns(ref.name)
+    return cat.columns(ref.name, ref.schema)
 
 
 def _ref_columns(qualifier: str, refs: list[_Ref], cat: _Catalog) -> list[tuple[str, str]]:
+    """The columns ``qualifier.`` names: the innermost table seen from the cursor called so
+    (``refs`` as :func:`_visible` orders them), by its alias or else its own name."""
     low = qualifier.lower()
     for ref in refs:
-        if (ref.alias or "").lower() == low:
-            return _columns_of(ref, cat)
-    for ref in refs:
-        if ref.alias is None and (ref.name or "").lower() == low:
+        if (ref.alias or "").lower() == low or (ref.alias is None and (ref.name or "").lower() == low):
             return _columns_of(ref, cat)
     # not in this statement's FROM (yet): a frame or table of that name
     return cat.columns(qualifier)
+
+
+def _enclosing(before: list[Token]) -> list[int]:
+    """The brackets holding the cursor, outermost first (token indices)."""
+    stack: list[int] = []
+    for i, t in enumerate(before):
+        if t.kind == "operator" and t.text == "(":
+            stack.append(i)
+        elif t.kind == "operator" and t.text == ")" and stack:
+            stack.pop()
+    return stack
+
+
+def _visible(refs: list[_Ref], before: list[Token]) -> list[_Ref]:
+    """The table references the cursor can see, innermost query first: those of the queries
+    enclosing it (not of a WITH table or subquery beside it), less a table function whose
+    arguments hold the cursor."""
+    stack = _enclosing(before)
+    level = {d: k for k, d in enumerate([-1, *stack])}
+    seen = [r for r in refs if r.depth in level and r.open not in stack]
+    return sorted(seen, key=lambda r: -level[r.depth])
 
 
 def _depth(before: list[Token]) -> int:
@@ -850,10 +929,41 @@ def _mlnb_function(tok: Token) -> Any:
 def _option_before(before: list[Token]) -> str | None:
     """``model`` in ``model := '<here>`` (also ``=>``, and ``=`` inside a call)."""
     if len(before) >= 2 and before[-1].text in (":=", "=>", "=") and before[-2].is_name:
-        name = before[-2].text.lower()
-        if name in ("model", "layer") and _enclosing_call(before) is not None:
-            return name
+        if _enclosing_call(before) is not None:
+            return before[-2].text.lower()
     return None
+
+
+def _source_call(before: list[Token]) -> Any:
+    """The mlnb table function whose arguments hold the cursor, when it takes a table first
+    (``near_duplicates(photos, ...)``); None otherwise."""
+    tok = _enclosing_call(before)
+    fn = _mlnb_function(tok) if tok is not None else None
+    if fn is None or fn.kind != "table" or not fn.params or fn.params[0].type != "TABLE":
+        return None
+    return fn
+
+
+def _source_columns(pl_: _Place, before: list[Token], cat: _Catalog) -> list[tuple[str, str]]:
+    """The columns of the first argument (a table, frame, WITH table or subquery) of the call around the cursor."""
+    toks, open_at = pl_.toks, _depth(before)
+    level, j = 0, open_at + 1
+    while j < len(toks) and not (level == 0 and toks[j].text in (",", ")")):
+        level += {"(": 1, ")": -1}.get(toks[j].text, 0) if toks[j].kind == "operator" else 0
+        j += 1
+    arg = toks[open_at + 1 : j]
+    if not arg:
+        return []
+    text = pl_.text[arg[0].start : arg[-1].end]
+    if arg[0].text == "(" and arg[-1].text == ")" and len(arg) > 2:
+        return cat.query_columns(pl_.text[arg[1].start : arg[-2].end])
+    if all(t.is_name or _is_dot(t) for t in arg):
+        _r, ctes = _refs(toks, pl_.text)
+        body = {k.lower(): v for k, v in ctes.items()}.get(arg[-1].name.lower()) if len(arg) == 1 else None
+        if body:
+            return cat.query_columns(body)
+        return cat.columns(arg[-1].name, text[: arg[-2].start - arg[0].start] if len(arg) > 1 else None)
+    return []
 
 
 def _call_option(toks: list[Token], before: list[Token], option: str) -> str:

@@ -284,3 +284,63 @@ def test_columns_of_files_and_duckdb_table_functions(ns, session, tmp_path):
     assert texts(text, ns, session, cur) == ["file_id", "file_score"]
     text, cur = at(f"SELECT file_| FROM '{path}'")
     assert texts(text, ns, session, cur)[:2] == ["file_id", "file_score"]
+
+
+def test_schema_qualified_tables_and_their_columns(ns, session):
+    session.con.execute("CREATE SCHEMA IF NOT EXISTS shelf")
+    session.con.execute("CREATE OR REPLACE TABLE shelf.books AS SELECT 1 AS book_id, 'x' AS book_title")
+    assert texts("SELECT * FROM shelf.", ns, session) == ["books"]
+    assert texts("SELECT * FROM images JOIN shelf.bo", ns, session) == ["books"]
+    assert "shelf.books" in texts("SELECT * FROM sh", ns, session)  # another schema's table, named with it
+    assert "books" not in texts("SELECT * FROM ", ns, session)  # 'FROM books' would not find it
+    assert texts("SELECT b.| FROM shelf.books b".replace("|", ""), ns, session, 9) == ["book_id", "book_title"]
+    text, cur = at("SELECT b| FROM images JOIN shelf.books ON true")
+    assert texts(text, ns, session, cur)[:2] == ["book_id", "book_title"]
+    text, cur = at("SELECT books.| FROM shelf.books")
+    assert texts(text, ns, session, cur) == ["book_id", "book_title"]
+
+
+def test_an_alias_means_the_table_of_the_innermost_query(ns, session):
+    # the same alias in a WITH table and in the main query
+    text, cur = at("WITH c AS (SELECT * FROM images t) SELECT t.| FROM meta t")
+    assert texts(text, ns, session, cur) == ["path", "width", "height"]
+    text, cur = at("WITH c AS (SELECT t.| FROM images t) SELECT * FROM meta t")
+    assert texts(text, ns, session, cur) == ["path", "label", '"My Col"', '"order"']
+    # a correlated subquery's own t hides the outer one; the outer one is still seen when not hidden
+    text, cur = at("SELECT * FROM images t WHERE EXISTS (SELECT 1 FROM meta t WHERE t.|)")
+    assert texts(text, ns, session, cur) == ["path", "width", "height"]
+    text, cur = at("SELECT * FROM images o WHERE EXISTS (SELECT 1 FROM meta t WHERE o.|)")
+    assert texts(text, ns, session, cur) == ["path", "label", '"My Col"', '"order"']
+    # a call's parentheses are no query: the columns of the query around it
+    text, cur = at("SELECT upper(| FROM meta")
+    assert texts(text, ns, session, cur)[:3] == ["path", "width", "height"]
+
+
+def test_quoted_table_names(ns, session):
+    session.con.execute('CREATE OR REPLACE TABLE "Shelf Life" AS SELECT 1 AS "days left"')
+    assert texts('SELECT * FROM "Shelf', ns, session) == ['"Shelf Life"']
+    text, cur = at('SELECT | FROM "Shelf Life"')
+    assert '"Shelf Life"' in texts(text, ns, session, cur)  # offered as a qualifier, quoted
+    text, cur = at('SELECT i."My|" FROM images i')  # the quote already closed after the cursor
+    assert texts(text, ns, session, cur) == ['"My Col"']
+
+
+def test_quality_functions_arguments(ns, session):
+    from mlnb.heads import train_classifier
+
+    frame = pl.DataFrame({"features": np.eye(4, dtype=np.float32)[[0, 1] * 6].tolist(), "label": list("ab" * 6)})
+    train_classifier(frame, name="digit", folds=None)
+    got = complete("SELECT * FROM near_duplicates(", None, ns, session=session)
+    assert {"images", "meta"} <= {c.text for c in got} and {c.type for c in got} == {"table"}
+    assert texts("SELECT * FROM near_duplicates(im", ns, session) == ["images"]
+    assert texts("SELECT * FROM near_duplicates(images, ", ns, session)[:2] == ["features := ", "threshold := "]
+    assert "i" not in texts("SELECT * FROM near_duplicates(images, ", ns, session)  # not its own result's columns
+    # features := '...' and label := '...': the input's columns, however it is given
+    got = complete("SELECT * FROM outliers(meta, features := '", None, ns, session=session)
+    assert [c.text for c in got] == ["path", "width", "height"] and got[0].start == len("SELECT * FROM outliers(meta, features := '")
+    assert texts("SELECT * FROM label_issues(images, features := 'path', label := 'la", ns, session) == ["label"]
+    assert texts("SELECT * FROM label_issues((SELECT width AS w FROM meta), features := '", ns, session) == ["w"]
+    assert texts("WITH q AS (SELECT height AS h FROM meta) SELECT * FROM outliers(q, features := '", ns, session) == ["h"]
+    # label_issues('<head>')
+    assert texts("SELECT * FROM label_issues('", ns, session) == ["digit", "digit@1"]
+    assert texts("SELECT * FROM read_images('", ns, session) == []  # a path: left to the notebook
