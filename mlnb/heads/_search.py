@@ -1,4 +1,4 @@
-"""Hyperparameter search for classifier heads: a grid or random trials, each cross-validated.
+"""Hyperparameter search for classifier and regressor heads: a grid or random trials, each cross-validated.
 
 ::
 
@@ -6,6 +6,7 @@
     CREATE CLASSIFIER digit USING mlp
         WITH (search = 'random', trials = 20, alpha = [1e-5, 1e-1], hidden = [64, 512], seed = 1) AS SELECT ...
     SELECT * FROM trials('digit')            -- every trial of the latest version ('digit@2': of version 2)
+    CREATE REGRESSOR age USING gbdt WITH (learning_rate = [0.03, 0.1, 0.3]) AS SELECT ...  -- best by rmse
 
 How an option is read
 ---------------------
@@ -18,7 +19,9 @@ How an option is read
   booleans, three or more numbers) is a set of choices, drawn uniformly. Trials that draw the
   same values are drawn again.
 * ``metric = 'accuracy'`` (default), ``'macro_f1'`` or ``'log_loss'`` (lower is better) picks the best
-  trial: its mean over the folds, ties going to the lower log-loss, then to the earlier trial.
+  trial: its mean over the folds, ties going to the lower log-loss, then to the earlier trial. A
+  regressor's search picks by ``'rmse'`` (default), ``'mae'`` (both lower is better) or ``'r2'``,
+  ties going to the lower RMSE.
 
 Every value is checked with the algorithm's option rules (:func:`~mlnb.heads.algorithms.check_options`)
 and against the data (:func:`~mlnb.heads.algorithms.check_data`) before the first trial trains: a bad
@@ -62,6 +65,8 @@ MAX_TRIALS = 200
 LOG_SCALE = frozenset({"c", "alpha", "lr", "learning_rate", "weight_decay", "l2_regularization", "reg_alpha", "reg_lambda"})
 #: Metrics a search may pick its best trial by; True where higher is better.
 METRICS = {"accuracy": True, "macro_f1": True, "log_loss": False}
+#: The same for a regressor's search (the first is the default, and breaks ties).
+REGRESSION_METRICS = {"rmse": False, "mae": False, "r2": True}
 SEARCH_KEYS = ("search", "trials", "seed", "metric")
 
 
@@ -79,23 +84,28 @@ class Plan:
     seed: int | None = None
     trials: list[dict[str, Any]] = field(default_factory=list)
     tracker: Any = None
+    task: str = "classification"  # or "regression"
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.method, "space": self.space, "fixed": self.fixed, "metric": self.metric, "seed": self.seed}
 
 
-def plan_search(algo: Any, options: dict[str, Any] | None, search: Any = None) -> Plan | None:
+def _metrics_of(task: str) -> dict[str, bool]:
+    return REGRESSION_METRICS if task == "regression" else METRICS
+
+
+def plan_search(algo: Any, options: dict[str, Any] | None, search: Any = None, *, task: str = "classification") -> Plan | None:
     """The search ``options`` (and ``search=``) ask for, checked; ``None`` when they ask for none.
 
     ``search`` is ``"grid"``, ``"random"`` or a dict with ``method``, ``trials``, ``seed``, ``metric``;
     the same keys may come inside ``options`` (SQL's ``WITH (search = 'random', trials = 20)``).
+    ``task="regression"`` plans a regressor's search (its algorithms, options and metrics).
     """
-    from .algorithms import OPTIONS
 
     # An option the algorithm itself has (a scikit-learn estimator's ``metric``) stays the algorithm's;
     # the search's own setting of that name then goes in ``search={...}``.
     if isinstance(algo, str):
-        own = {k.lower() for k in OPTIONS.get(algo.lower(), {})}
+        own = {k.lower() for k in _rules(task).get(algo.lower(), {})}
     else:
         own = {k.lower() for k in algo.get_params()} if hasattr(algo, "get_params") else set()
     opts = dict(options or {})
@@ -123,34 +133,35 @@ def plan_search(algo: Any, options: dict[str, Any] | None, search: Any = None) -
         raise MlnbError(f"A {method} search needs at least one option given as a list of values, e.g. C = [0.01, 100].")
     for k, v in lists.items():
         if not v:
-            k = _canonical(algo, k)
+            k = _canonical(algo, k, task)
             raise MlnbError(f"Option {k} is an empty list: give the values to try, e.g. {k} = [0.1, 1, 10].")
-    metric = str(settings.get("metric", "accuracy")).lower()
-    if metric not in METRICS:
-        raise MlnbError(f"metric must be one of {', '.join(METRICS)}, not {settings.get('metric')!r}.")
+    metrics = _metrics_of(task)
+    metric = str(settings.get("metric", next(iter(metrics)))).lower()
+    if metric not in metrics:
+        raise MlnbError(f"metric must be one of {', '.join(metrics)}, not {settings.get('metric')!r}.")
     algo_name = algo if isinstance(algo, str) else type(algo).__name__
-    fixed = _check(algo, {k: v for k, v in opts.items() if k not in lists})
+    fixed = _check(algo, {k: v for k, v in opts.items() if k not in lists}, task)
     if method == "grid":
         if "trials" in settings or "seed" in settings:
             raise MlnbError("trials and seed belong to search = 'random'; a grid tries every combination of the lists.")
         space = {}
         for k, values in lists.items():
-            checked = [_check_one(algo, k, v, values) for v in values]
-            space[_canonical(algo, k)] = list(dict.fromkeys(checked))  # the same value twice is one trial
+            checked = [_check_one(algo, k, v, values, task) for v in values]
+            space[_canonical(algo, k, task)] = list(dict.fromkeys(checked))  # the same value twice is one trial
         n = math.prod(len(v) for v in space.values())
         if n > MAX_TRIALS:
             sizes = " × ".join(str(len(v)) for v in space.values())
             raise MlnbError(f"The grid has {sizes} = {n} combinations, more than {MAX_TRIALS}: use fewer values, or search = 'random' with trials = N.")
         candidates = [dict(zip(space, combo)) for combo in itertools.product(*space.values())]
-        return Plan(algo, algo_name, "grid", fixed, space, candidates, metric)
+        return Plan(algo, algo_name, "grid", fixed, space, candidates, metric, task=task)
     trials = _whole("trials", settings.get("trials", 10), 1, MAX_TRIALS)
     seed = _whole("seed", settings.get("seed", 0), 0, None)
     space = {}
     for k, values in lists.items():
-        name = _canonical(algo, k)
-        space[name] = _range_or_choices(algo, name, k, list(values))
+        name = _canonical(algo, k, task)
+        space[name] = _range_or_choices(algo, name, k, list(values), task)
     candidates = _draw(space, trials, seed)
-    return Plan(algo, algo_name, "random", fixed, space, candidates, metric, seed)
+    return Plan(algo, algo_name, "random", fixed, space, candidates, metric, seed, task=task)
 
 
 def _whole(what: str, value: Any, low: int, high: int | None) -> int:
@@ -161,23 +172,28 @@ def _whole(what: str, value: Any, low: int, high: int | None) -> int:
     return int(value)
 
 
-def _canonical(algo: Any, key: str) -> str:
-    from .algorithms import OPTIONS
+def _rules(task: str) -> dict[str, Any]:
+    from .algorithms import OPTIONS, REGRESSION_OPTIONS
 
-    if isinstance(algo, str) and algo.lower() in OPTIONS:
-        return {k.lower(): k for k in OPTIONS[algo.lower()]}.get(str(key).lower(), key)
+    return REGRESSION_OPTIONS if task == "regression" else OPTIONS
+
+
+def _canonical(algo: Any, key: str, task: str = "classification") -> str:
+    rules = _rules(task)
+    if isinstance(algo, str) and algo.lower() in rules:
+        return {k.lower(): k for k in rules[algo.lower()]}.get(str(key).lower(), key)
     return key
 
 
-def _check(algo: Any, options: dict[str, Any]) -> dict[str, Any]:
+def _check(algo: Any, options: dict[str, Any], task: str = "classification") -> dict[str, Any]:
     """``options`` converted by the algorithm's rules (an ``MlnbError`` naming a bad one)."""
-    from .algorithms import ALGORITHMS, check_options, make_estimator
+    from .algorithms import ALGORITHMS, REGRESSION_ALGORITHMS, check_options, make_estimator
 
     if isinstance(algo, str):
-        if algo.lower() not in ALGORITHMS:
-            make_estimator(algo)  # the unknown-algorithm error, with its suggestions
-        return check_options(algo.lower(), options)
-    est = make_estimator(algo, options)  # checks the names; scikit-learn checks values below
+        if algo.lower() not in (REGRESSION_ALGORITHMS if task == "regression" else ALGORITHMS):
+            make_estimator(algo, task=task)  # the unknown-algorithm error, with its suggestions
+        return check_options(algo.lower(), options, task=task)
+    est = make_estimator(algo, options, task=task)  # checks the names; scikit-learn checks values below
     validate = getattr(est, "_validate_params", None)  # scikit-learn >= 1.2
     if validate is not None:
         try:
@@ -187,27 +203,25 @@ def _check(algo: Any, options: dict[str, Any]) -> dict[str, Any]:
     return dict(options)
 
 
-def _check_one(algo: Any, key: str, value: Any, values: list[Any]) -> Any:
+def _check_one(algo: Any, key: str, value: Any, values: list[Any], task: str = "classification") -> Any:
     try:
-        return next(iter(_check(algo, {key: value}).values()))
+        return next(iter(_check(algo, {key: value}, task).values()))
     except MlnbError as exc:
-        raise MlnbError(f"In the search list {_canonical(algo, key)} = {_show(values)}: {exc}") from None
+        raise MlnbError(f"In the search list {_canonical(algo, key, task)} = {_show(values)}: {exc}") from None
 
 
 def _show(values: Any) -> str:
     return "[" + ", ".join(f"'{v}'" if isinstance(v, str) else repr(v) for v in values) + "]"
 
 
-def _range_or_choices(algo: Any, name: str, key: str, values: list[Any]) -> Any:
-    from .algorithms import OPTIONS
-
+def _range_or_choices(algo: Any, name: str, key: str, values: list[Any], task: str = "classification") -> Any:
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     if not (numeric and len(values) == 2):
-        return list(dict.fromkeys(_check_one(algo, key, v, values) for v in values))
-    low, high = (_check_one(algo, key, v, values) for v in values)
+        return list(dict.fromkeys(_check_one(algo, key, v, values, task) for v in values))
+    low, high = (_check_one(algo, key, v, values, task) for v in values)
     if not low < high:
         raise MlnbError(f"The range {name} = {_show(values)} must go from a lower to a higher value.")
-    rule = OPTIONS.get(algo.lower(), {}).get(name) if isinstance(algo, str) else None
+    rule = _rules(task).get(algo.lower(), {}).get(name) if isinstance(algo, str) else None
     whole = rule.kind == "int" if rule is not None else all(isinstance(v, int) for v in values)
     if whole:
         return {"low": int(low), "high": int(high), "scale": "int"}
@@ -265,12 +279,17 @@ def run_search(plan: Plan, X: np.ndarray, y: np.ndarray, folds: int, *, progress
     """
     from .algorithms import check_data, make_estimator
     from .head import cross_validate
+    from .regressor import check_regression_data, cross_validate_regressor
 
+    regression = plan.task == "regression"
     estimators = []
     for cand in plan.candidates:  # every trial is checked against the data before any trains
-        est = make_estimator(plan.algo, {**plan.fixed, **cand})
+        est = make_estimator(plan.algo, {**plan.fixed, **cand}, task=plan.task)
         try:
-            check_data(est, plan.algo_name, y, folds)
+            if regression:
+                check_regression_data(est, plan.algo_name, len(y), folds)
+            else:
+                check_data(est, plan.algo_name, y, folds)
         except MlnbError as exc:
             raise MlnbError(f"Search trial {_params_text(cand)}: {exc}") from None
         estimators.append(est)
@@ -280,17 +299,17 @@ def run_search(plan: Plan, X: np.ndarray, y: np.ndarray, folds: int, *, progress
         for i, (cand, est) in enumerate(zip(plan.candidates, estimators), start=1):
             t0 = time.perf_counter()
             try:
-                ev = cross_validate(est, X, y, folds, progress=progress)
+                ev = cross_validate_regressor(est, X, y, folds) if regression else cross_validate(est, X, y, folds, progress=progress)
                 error = None
             except ValueError as exc:  # scikit-learn refusing this combination: the others still run
                 ev, error = None, f"{type(exc).__name__}: {exc}"
-            rec = trial_record(i, cand, ev, folds, time.perf_counter() - t0, error)
+            rec = trial_record(i, cand, ev, folds, time.perf_counter() - t0, error, plan.task)
             plan.trials.append(rec)
             plan.tracker.trial(rec)
             if on_trial is not None:
                 on_trial(rec)
             if ev is not None:
-                key = _rank_key(rec, plan.metric)
+                key = _rank_key(rec, plan.metric, plan.task)
                 if best is None or key > best[0]:
                     best = (key, i, cand, ev)
         if best is None:
@@ -304,22 +323,25 @@ def run_search(plan: Plan, X: np.ndarray, y: np.ndarray, folds: int, *, progress
     return {**plan.fixed, **best[2]}, best[3]
 
 
-def _rank_key(rec: dict[str, Any], metric: str) -> tuple[float, float, int]:
-    """Higher is better: the metric (log-loss negated), then the lower log-loss, then the earlier trial."""
+def _rank_key(rec: dict[str, Any], metric: str, task: str = "classification") -> tuple[float, float, int]:
+    """Higher is better: the metric (lower-is-better ones negated), then the lower log-loss (a
+    regressor's: RMSE), then the earlier trial."""
 
     def num(v: Any) -> float | None:
         return None if v is None or v != v else float(v)
 
-    m, ll = num(rec[metric]), num(rec["log_loss"])
-    value = float("-inf") if m is None else (m if METRICS[metric] else -m)
+    tie = "rmse" if task == "regression" else "log_loss"
+    m, ll = num(rec[metric]), num(rec[tie])
+    value = float("-inf") if m is None else (m if _metrics_of(task)[metric] else -m)
     return value, float("-inf") if ll is None else -ll, -rec["trial"]
 
 
-def trial_record(i: int, params: dict[str, Any], ev: Any, folds: int, seconds: float, error: str | None) -> dict[str, Any]:
+def trial_record(i: int, params: dict[str, Any], ev: Any, folds: int, seconds: float, error: str | None,
+                 task: str = "classification") -> dict[str, Any]:
     """One row of the trials table: trial, params (a struct), a column per option, mean and std of
     each metric over the folds, folds, seconds, best, error."""
     rec: dict[str, Any] = {"trial": i, "params": dict(params), **params}
-    for m in METRICS:
+    for m in _metrics_of(task):
         mean = std = None
         if ev is not None:
             col = ev.folds[m]
@@ -518,7 +540,9 @@ class Tracker:
 
 
 def _metrics(rec: dict[str, Any]) -> dict[str, float]:
-    return {k: float(rec[k]) for k in (*METRICS, *(f"{m}_std" for m in METRICS)) if isinstance(rec.get(k), (int, float)) and rec[k] == rec[k]}
+    names = (*METRICS, *REGRESSION_METRICS)
+    return {k: float(rec[k]) for k in (*names, *(f"{m}_std" for m in names))
+            if isinstance(rec.get(k), (int, float)) and not isinstance(rec.get(k), bool) and rec[k] == rec[k]}
 
 
 def _experiment_id(mlflow: Any) -> str:
@@ -551,8 +575,11 @@ def _trials_source(ref: Any) -> Any:
         if not meta.get("search"):
             searched = [v for v in store.versions(name) if store.read_meta(name, v).get("search")]
             where = f" Versions with trials: {', '.join(f'{name}@{v}' for v in searched)}." if searched else ""
-            raise MlnbError(f"Classifier {name}@{version} was trained without a search, so it has no trials.{where} "
-                            "A search is CREATE CLASSIFIER ... WITH (C = [0.1, 1, 10]) AS SELECT ...")
+            example = ("CREATE REGRESSOR ... WITH (alpha = [0.1, 1, 10])" if meta.get("kind") == "regressor"
+                       else "CREATE CLASSIFIER ... WITH (C = [0.1, 1, 10])")
+            kind = "Regressor" if meta.get("kind") == "regressor" else "Classifier"
+            raise MlnbError(f"{kind} {name}@{version} was trained without a search, so it has no trials.{where} "
+                            f"A search is {example} AS SELECT ...")
         out.append(str(store.heads_root() / name / f"v{version}" / "meta.json"))
     return pa.array(out, type=pa.string())
 
@@ -570,7 +597,7 @@ def _register() -> Any:
     registry.add(
         Function(
             name="classifier_trials_file", impl=_trials_source, params=(Param("name", "VARCHAR"),), returns="VARCHAR",
-            doc="The meta.json file that holds the trials of a classifier's hyperparameter search (used by trials()).",
+            doc="The meta.json file that holds the trials of a head's hyperparameter search (used by trials()).",
         ),
         replace=True,
     )
@@ -584,10 +611,10 @@ def _register() -> Any:
         "macro_f1 DOUBLE, macro_f1_std DOUBLE, log_loss DOUBLE, log_loss_std DOUBLE, folds BIGINT, seconds DOUBLE, "
         "best BOOLEAN, error VARCHAR)",
         doc=(
-            "The trials of a classifier's hyperparameter search (CREATE CLASSIFIER ... WITH (C = [0.1, 1, 10])): "
+            "The trials of a head's hyperparameter search (CREATE CLASSIFIER ... WITH (C = [0.1, 1, 10])): "
             "one row per trial with its options (as a struct and one column each), the mean and std over the "
-            "folds of accuracy, macro-F1 and log-loss, seconds, and which trial was kept. trials('name') is the "
-            "latest version, trials('name@2') version 2."
+            "folds of accuracy, macro-F1 and log-loss (a regressor's: rmse, mae, r2), seconds, and which trial "
+            "was kept. trials('name') is the latest version, trials('name@2') version 2."
         ),
         impl=_trials,
     )

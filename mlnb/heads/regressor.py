@@ -41,6 +41,14 @@ class Regressor:
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
+    @property
+    def trials(self) -> Any:
+        """The trials of the hyperparameter search that made this regressor, as a Polars frame
+        (``None`` without one); SQL: ``SELECT * FROM trials('name')``."""
+        from ._search import trials_frame
+
+        return trials_frame(self.meta)
+
     def __repr__(self) -> str:
         m = self.meta.get("metrics", {})
         rmse = f", rmse={m['rmse']:.4g} ({m.get('evaluated_on')})" if m.get("rmse") is not None else ""
@@ -93,6 +101,7 @@ def train_regressor(
     layer: str | None = None,
     replace: bool = False,
     test: Any = None,
+    search: Any = None,
 ) -> Regressor:
     """Train a regression head on a feature column; save it, and make ``name(features)`` a SQL
     function returning DOUBLE, when named.
@@ -108,6 +117,10 @@ def train_regressor(
     test : held-out rows with the same columns, evaluated on and not trained on.
     replace : the new head replaces every saved version of ``name`` (``CREATE OR REPLACE``),
         once it is trained and written.
+    search : an option given as a list (``options={"alpha": [0.1, 1, 10]}``) is a grid search;
+        ``search={"method": "random", "trials": 20, "seed": 0, "metric": "rmse"}`` a random one
+        (metrics ``rmse``, ``mae``, ``r2``). Every trial is cross-validated (5 folds by default);
+        the best trial's options are trained on all rows (see :mod:`mlnb.heads._search`).
 
     A target that is not numeric is an error; rows with a null or NaN target, or null
     features, are left out with one warning saying how many.
@@ -118,9 +131,12 @@ def train_regressor(
     >>> reg = mlnb.train_regressor(df, features="features", target="age", name="age")  # doctest: +SKIP
     >>> mlnb.sql("SELECT age(embed(path)) FROM faces")  # doctest: +SKIP
     """
+    from . import _search
+
     if name is not None:
         store.check_new_name(name, "regressor")
         _experiment.check_kind(name, "regressor", replace)
+    plan = _search.plan_search(algo, options, search, task="regression")  # None: no search; checked before training
     df = _experiment.training_frame(frame, features, target)
     y_all = _experiment.numeric_target(df.get_column(target), target)
     X, ok = feature_matrix(df.get_column(features))
@@ -133,6 +149,8 @@ def train_regressor(
     X, y = X[ok], y_all[ok]
     if len(y) < 2:
         raise MlnbError(f"A regressor needs at least 2 rows with features and a numeric target; the training data has {len(y)}.")
+    if plan is not None:
+        folds = _search.search_folds(folds, np.array([len(y)]))
     folds = _experiment.check_folds(folds)
     test_set = None if test is None else _experiment.test_rows(test, features, target, int(X.shape[1]), regression=True)
     if folds is None and test_set is None and 25 <= len(y) <= 50_000:
@@ -140,18 +158,18 @@ def train_regressor(
     if folds and folds > len(y):
         raise MlnbError(f"{folds}-fold cross-validation needs at least {folds} rows; there are {len(y)}. Use fewer folds.")
     algo_name = algo if isinstance(algo, str) else type(algo).__name__
-    estimator = make_estimator(algo, options, task="regression")
-    k = estimator.get_params().get("n_neighbors")
-    smallest = len(y) - (-(-len(y) // folds) if folds else 0)
-    if isinstance(k, int) and k > smallest:
-        raise MlnbError(f"Option k = {k} for {algo_name} is more than the {smallest} training rows: use k = {smallest} or fewer.")
 
     record: dict[str, Any] = {"folds": [], "confusion": []}
     evaluation: RegressionEvaluation | None = None
     evaluated_on = "none"
+    if plan is not None:  # the best trial's options (and its CV evaluation) are what is trained below
+        options, evaluation = _search.run_search(plan, X, y, folds, name=name, feature_model=feature_model)
+    estimator = make_estimator(algo, options, task="regression")
+    check_regression_data(estimator, algo_name, len(y), folds)
     try:
         if folds:
-            evaluation = cross_validate_regressor(estimator, X, y, folds)
+            if evaluation is None:
+                evaluation = cross_validate_regressor(estimator, X, y, folds)
             evaluated_on = f"{folds}-fold CV"
             record["folds"] = [_row(str(r["fold"]), r) for r in evaluation.folds.iter_rows(named=True)]
         t0 = time.perf_counter()
@@ -198,13 +216,24 @@ def train_regressor(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "mlnb_version": __version__,
     }
+    if plan is not None:
+        meta["search"] = _search.search_meta(plan, folds)
     reg = Regressor(estimator, meta, evaluation)
     reg.experiment = record
-    if name is not None:
-        from .head import save_head
+    from .head import save_head
 
-        save_head(reg, name, replace=replace)  # type: ignore[arg-type] - the store takes any head
+    # Saves a named head, and ends its MLflow run (the search's, or its own with config.mlflow = "all").
+    _search.saving(reg, plan, None if name is None else lambda: save_head(reg, name, replace=replace))  # type: ignore[arg-type]
     return reg
+
+
+def check_regression_data(estimator: Any, algo: str, n: int, folds: int | None) -> None:
+    """Refuse, before fitting, more neighbours than the smallest training set (a fold's, or all rows)."""
+    k = estimator.get_params().get("n_neighbors")
+    smallest = n - (-(-n // folds) if folds else 0)
+    if isinstance(k, int) and k > smallest:
+        in_folds = f" (in each training fold of {folds}-fold cross-validation)" if folds else ""
+        raise MlnbError(f"Option k = {k} for {algo} is more than the {smallest} training rows{in_folds}: use k = {smallest} or fewer.")
 
 
 def _row(fold: str, m: dict[str, Any]) -> dict[str, Any]:

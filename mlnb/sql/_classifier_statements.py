@@ -415,6 +415,7 @@ def _create_regressor(session: Session, m: Match[str], stmt: Statement, ns: Mapp
     import polars as pl
 
     from ..heads import store, train_regressor
+    from ..heads._search import result_columns
 
     store.check_new_name(m.group("name"), "regressor")  # before the training query runs
     opts, query = _with_as(stmt, m)
@@ -430,6 +431,7 @@ def _create_regressor(session: Session, m: Match[str], stmt: Statement, ns: Mapp
             "regressor": [reg.ref], "algorithm": [reg.meta["algorithm"]], "rows": [reg.meta["n_rows"]],
             "evaluated_on": [met["evaluated_on"]], "rmse": [met["rmse"]], "mae": [met["mae"]], "r2": [met["r2"]],
             "train_seconds": [reg.meta["train_seconds"]],
+            **result_columns(reg),  # a search: the best trial and where to see every trial
         },
         schema_overrides={"rmse": pl.Float64, "mae": pl.Float64, "r2": pl.Float64},
     )

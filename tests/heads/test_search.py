@@ -250,3 +250,64 @@ def test_an_unreachable_tracking_store_warns_and_the_head_is_saved(df, mlruns, m
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once per process, not at every search
         train_classifier(df, options={"C": [0.1, 1]}, folds=3, name="saved")
+
+
+# -- regressors ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reg_df():
+    """60 rows, 5-d, a linear target with noise: ridge's alpha matters."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 5)).astype(np.float32)
+    y = X @ np.array([2.0, -1.0, 0.5, 0.0, 0.0]) + rng.normal(scale=0.3, size=60)
+    return pl.DataFrame({"id": list(range(60)), "features": X.tolist(), "target": y.tolist()})
+
+
+def test_a_regressor_search_keeps_the_best_trial_by_rmse(reg_df):
+    """CREATE REGRESSOR ... WITH (alpha = [...]) was refused: 'alpha must be a number; got [0.1, 10]'."""
+    out = mlnb.sql("CREATE REGRESSOR r WITH (alpha = [0.01, 1000], folds = 3) AS SELECT features, target FROM reg_df", reg_df=reg_df)
+    row = out.row(0, named=True)
+    assert row["search"].startswith("grid: 2 trials, best #1 by rmse") and json.loads(row["best_params"]) == {"alpha": 0.01}
+    t = mlnb.sql("SELECT trial, alpha, rmse, rmse_std, mae, r2, folds, best FROM trials('r')")
+    assert t["alpha"].to_list() == [0.01, 1000.0] and t["best"].to_list() == [True, False] and t["folds"].to_list() == [3, 3]
+    mean = mlnb.sql("SELECT rmse FROM regressor_folds('r') WHERE fold = 'mean'").item()
+    assert t["rmse"][0] < t["rmse"][1] and mean == pytest.approx(t["rmse"][0])  # the best trial's folds are kept
+    reg = mlnb.load_regressor("r")
+    assert reg.meta["options"] == {"alpha": 0.01} and reg.estimator.get_params()["ridge__alpha"] == 0.01
+    assert reg.trials.height == 2 and mlnb.sql("SELECT typeof(r(features)) AS t FROM reg_df LIMIT 1", reg_df=reg_df).item() == "DOUBLE"
+
+    out = mlnb.sql("CREATE REGRESSOR k USING knn WITH (search = 'random', trials = 3, k = [1, 10], metric = 'r2', "
+                   "test_where = 'id % 4 = 0') AS SELECT features, target FROM reg_df", reg_df=reg_df)
+    t = mlnb.sql("SELECT * FROM trials('k')")
+    assert t.height == 3 and t.filter(pl.col("best"))["r2"].item() == t["r2"].max()
+    assert out["evaluated_on"].item() == "test set (15 rows)"
+    folds = mlnb.sql("SELECT fold FROM regressor_folds('k')")["fold"].to_list()
+    assert folds[-1] == "test" and "mean" in folds
+
+    reg = mlnb.train_regressor(reg_df, algo="gbdt", options={"max_iter": 5, "loss": ["squared_error", "absolute_error"]}, folds=2)
+    assert [r["loss"] for r in reg.meta["search"]["trials"]] == ["squared_error", "absolute_error"]
+
+
+def test_bad_regressor_searches_are_refused_before_training(reg_df):
+    mlnb.sql("CREATE REGRESSOR r WITH (alpha = 1) AS SELECT features, target FROM reg_df", reg_df=reg_df)
+    for options, message in [
+        ("alpha = [1, -1]", r"In the search list alpha = \[1, -1\]: Option alpha for ridge must be a number of at least 0; got -1"),
+        ("alpha = [1, 2], metric = 'accuracy'", "metric must be one of rmse, mae, r2, not 'accuracy'"),
+        ("alpha = [1, 2], folds = 0", "folds must be at least 2, not 0"),
+        ("alpha = []", "Option alpha is an empty list"),
+    ]:
+        with pytest.raises(mlnb.MlnbError, match=message):
+            mlnb.sql(f"CREATE OR REPLACE REGRESSOR r WITH ({options}) AS SELECT features, target FROM reg_df", reg_df=reg_df)
+    with pytest.raises(mlnb.MlnbError, match=r"Search trial k = 200: Option k = 200 for knn is more than the 48 training rows"):
+        mlnb.sql("CREATE OR REPLACE REGRESSOR r USING knn WITH (k = [1, 200]) AS SELECT features, target FROM reg_df", reg_df=reg_df)
+    assert store.versions("r") == [1] and mlnb.load_regressor("r").meta["options"] == {"alpha": 1}
+    with pytest.raises(mlnb.MlnbError, match=r"Regressor r@1 was trained without a search.*CREATE REGRESSOR \.\.\. WITH \(alpha"):
+        mlnb.sql("SELECT * FROM trials('r')")
+
+
+def test_a_regressor_search_is_logged_to_mlflow(reg_df, mlruns):
+    mlnb.sql("CREATE REGRESSOR m WITH (alpha = [0.1, 10], folds = 3) AS SELECT features, target FROM reg_df", reg_df=reg_df)
+    _, runs = _runs()
+    (parent,) = [r for r in runs if r.data.tags.get("mlnb.kind") == "search"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2 and {"rmse", "mae", "r2", "rmse_std"} <= set(children[0].data.metrics)
+    assert parent.data.tags["mlnb.head"] == "m@1" and parent.data.params["metric"] == "rmse" and "best_rmse" in parent.data.metrics
