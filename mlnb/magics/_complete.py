@@ -62,6 +62,12 @@ def _shown_type(c: Any) -> str:
     return text.replace(" ", "\u00a0")
 
 
+def _user_names(shell: Any) -> dict[str, Any]:
+    """The notebook's names less IPython's own (``In``, ``Out``, ``exit`` ...), as ``%who`` lists them."""
+    hidden = getattr(shell, "user_ns_hidden", {})
+    return {k: v for k, v in shell.user_ns.items() if k not in hidden or hidden[k] is not v}
+
+
 def make_matcher(shell: Any) -> Any:
     """The IPython matcher for ``shell`` (its namespace holds the frames and ``$variables``)."""
     from IPython.core.completer import SimpleCompletion, context_matcher
@@ -73,12 +79,16 @@ def make_matcher(shell: Any) -> Any:
             return {"completions": [], "suppress": False}
         sql, cursor = found
         try:
-            items = complete(sql, cursor, shell.user_ns, limit=context.limit or 500)
+            items = complete(sql, cursor, _user_names(shell), limit=context.limit or 500)
         except Exception:  # noqa: BLE001 - a Tab press never raises into the notebook
             return {"completions": [], "suppress": False}
         if not items:
             # Nothing from SQL: in an unknown string let IPython offer file paths; elsewhere stay quiet.
-            return {"completions": [], "suppress": items.context != "string"}
+            if items.context == "string":
+                return {"completions": [], "suppress": False}
+            # IPython lets a matcher silence the others (Python's 300 builtins after "WITH (k = ")
+            # only when it has a completion: one that leaves the cell as it is.
+            return {"completions": [SimpleCompletion("", type="")], "matched_fragment": "", "suppress": True}
         return {
             "completions": [SimpleCompletion(c.text, type=_shown_type(c)) for c in items],
             "matched_fragment": sql[items[0].start : cursor],

@@ -43,3 +43,13 @@ def test_loading_twice_keeps_one_matcher(ip):
     ip.run_line_magic("reload_ext", "mlnb")
     names = [getattr(m, "__name__", "") for m in ip.Completer.custom_matchers]
     assert names.count("mlsql_matcher") == 1
+
+
+def test_no_python_names_where_sql_has_nothing_to_offer(ip):
+    ip.user_ns["lo"] = 1
+    ip.run_line_magic("load_ext", "mlnb")
+    for code in ["%%mlsql\nCREATE CLASSIFIER x USING knn WITH (k = ", "%%mlsql\nCREATE CLASSIFIER ", "%%mlsql\nSELECT 1 -- a comment "]:
+        got = [c.text for c in completions(ip, code)]
+        assert got == [""], (code, got[:5])  # one completion that changes nothing: IPython's 300 builtins stay out
+    # $ offers the notebook's variables, not IPython's own In / Out
+    assert [c.text for c in completions(ip, "%mlsql SELECT $")] == ["$lo"]
