@@ -507,6 +507,9 @@ def drop_model(name: str, *, missing_ok: bool = False) -> bool:
         shutil.rmtree(folder, ignore_errors=True)
     with _specs_lock:
         _specs.pop(str(spec), None)
+    from ..sql._persisted import warn_dependents
+
+    warn_dependents(name, "model", model=True)
     return True
 
 

@@ -404,4 +404,7 @@ def drop_classifier(name: str, *, kind: str = "classifier") -> int:
     with _loaded_lock:
         for k in [k for k in _loaded if k[1] == name]:
             del _loaded[k]
+    from ..sql._persisted import warn_dependents
+
+    warn_dependents(name, kind)
     return n

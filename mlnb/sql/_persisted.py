@@ -56,6 +56,7 @@ class PersistedFunction(Function):
     depends: tuple[str, ...] = ()  # functions the body calls
     uses: tuple[str, ...] = ()  # those of them that were mlnb's (heads, persisted) when it was created
     uses_args: tuple[tuple[str, int], ...] = ()  # (persisted function it calls, its number of arguments then)
+    models: tuple[str, ...] = ()  # models its body names (embed(x, model := 'cars'))
     created: str = ""
     #: Why it cannot run (its file is damaged, a function it calls is gone), or "" when it can.
     broken: str = ""
@@ -257,6 +258,20 @@ def _rewritten(kind: str, expression: str, lookup: Any) -> tuple[str, tuple[str,
     return text, tuple(dict.fromkeys(c.name for c in stmt.calls))
 
 
+def _models_named(kind: str, expression: str) -> tuple[str, ...]:
+    """The models the body names in a literal ``model := '...'`` option (``embed(x, model := 'cars')``)."""
+    try:
+        stmt = _body_statement(kind, expression)
+    except Exception:  # noqa: BLE001 - a body that does not parse names none
+        return ()
+    found = []
+    for call in stmt.calls:
+        model = (stmt.literal_options(call) or {}).get("model")
+        if isinstance(model, str) and model:
+            found.append(model)
+    return tuple(dict.fromkeys(found))
+
+
 def _function(rec: dict[str, Any], key: tuple[Any, ...]) -> PersistedFunction | None:
     kind = rec.get("kind", "scalar")
     try:
@@ -288,6 +303,7 @@ def _function(rec: dict[str, Any], key: tuple[Any, ...]) -> PersistedFunction | 
         created=rec.get("created", ""),
         uses=tuple(rec.get("uses") or ()),
         uses_args=tuple((str(k), int(v)) for k, v in (rec.get("uses_args") or {}).items()),
+        models=_models_named(kind, rec["expression"]),
     )
     with _cache_lock:
         fn = _made.setdefault(mkey, fn)
@@ -301,7 +317,7 @@ def _checked(fn: PersistedFunction) -> PersistedFunction:
     """``fn``, or a stand-in that says which function it calls is gone (dropped since it was
     created): a statement calling ``fn`` then fails with that, not with DuckDB's "does not exist"."""
     uses = fn.uses
-    if not uses:
+    if not uses and not fn.models:
         return fn
     stack = getattr(_resolving, "names", None)
     if stack is None:
@@ -317,11 +333,15 @@ def _checked(fn: PersistedFunction) -> PersistedFunction:
                     and len(f.args) != n]
     finally:
         stack.discard(fn.name)
-    if not gone and broken is None and not reshaped:
+    dropped_models = [] if gone or broken is not None or reshaped else [m for m in fn.models if not _model_exists(m)]
+    if not gone and broken is None and not reshaped and not dropped_models:
         return fn
     from dataclasses import replace
 
-    if gone:
+    if dropped_models:
+        why = f"The persisted function {fn.name} uses the model {dropped_models[0]!r}, which no longer exists (it was dropped)."
+        what = f"Create the model {dropped_models[0]} again (CREATE MODEL {dropped_models[0]} FROM ...)"
+    elif gone:
         why = f"The persisted function {fn.name} calls {gone[0]}, which no longer exists (it was dropped)."
         what = f"Create {gone[0]} again"
     elif broken is not None:
@@ -335,6 +355,47 @@ def _checked(fn: PersistedFunction) -> PersistedFunction:
     hint = (f"Its body is {fn.expression}. {what}, or redefine this one "
             f"(CREATE OR REPLACE FUNCTION {fn.name}...), or DROP FUNCTION {fn.name}.")
     return replace(fn, broken=why, broken_hint=hint)
+
+
+def _model_exists(name: str) -> bool:
+    """Whether ``embed(..., model := name)`` finds a model (a damaged one counts: using it says what is wrong)."""
+    from ..features import _user_models
+    from ..features.zoo import _REGISTRY
+
+    if name in _REGISTRY:
+        return True
+    try:
+        return _user_models.lookup(name) is not None
+    except MlnbError:
+        return True
+
+
+def dependents(name: str, *, model: bool = False) -> list[str]:
+    """The persisted functions whose body calls the function or head ``name`` (``model=True``: names
+    the model ``name``): what a DROP of it would break."""
+    out = []
+    for n in names():
+        if n == name and not model:
+            continue
+        fn = _resolver.lookup(n)
+        if isinstance(fn, PersistedFunction) and (name in fn.models if model else any(d.lower() == name.lower() for d in (*fn.depends, *fn.uses))):
+            out.append(n)
+    return out
+
+
+def warn_dependents(name: str, what: str, *, model: bool = False) -> None:
+    """After a DROP: one warning naming the persisted functions that use what was dropped."""
+    users = dependents(name, model=model)
+    if users:
+        import warnings
+
+        listed = ", ".join(users[:5]) + (" ..." if len(users) > 5 else "")
+        warnings.warn(
+            f"Dropped {what} {name}, which persisted function{'s' if len(users) > 1 else ''} {listed} "
+            f"use{'' if len(users) > 1 else 's'}: {'they fail' if len(users) > 1 else 'it fails'} until {name} is "
+            f"created again (or DROP FUNCTION {users[0]}).",
+            stacklevel=3,
+        )
 
 
 def _damaged(name: str, problem: str) -> PersistedFunction:
@@ -636,4 +697,5 @@ def drop_function(name: str, *, missing_ok: bool = False, session: Any = None) -
     if session is not None:
         with session._lock:
             session._uninstall(name)
+    warn_dependents(name, "function")
     return True

@@ -649,3 +649,35 @@ def test_model_preprocessing_errors_say_what_is_wrong():
         preprocessing("resnet18", None, None, [1, 2], None, None)
     with pytest.raises(mlnb.MlnbError, match="std takes three numbers"):
         preprocessing("resnet18", None, None, None, [float("nan"), 1, 1], None)
+
+
+def test_dropping_what_a_persisted_function_uses_warns_and_the_function_says_what_is_gone(tmp_path, images):
+    """DROP MODEL under a persisted function left it failing with a bare "Unknown model 'tiny'", and
+    no DROP said that persisted functions still used what it removed."""
+    import warnings
+
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(net, torch.zeros(1, 3, 16, 16)).save(str(tmp_path / "tiny.pt"))
+    _q(f"CREATE MODEL tiny FROM '{tmp_path / 'tiny.pt'}' WITH (input_size = 16)")
+    _q("CREATE FUNCTION tiny_feat(p) AS embed(p, model := 'tiny')")
+    t = _digit_rows()
+    _q("CREATE CLASSIFIER parity WITH (folds = 0) AS SELECT f AS features, label FROM t", t=t)
+    _q("CREATE FUNCTION parity_of(v) AS parity(v)")
+    _q("CREATE FUNCTION loud_parity(v) AS upper(parity_of(v))")
+    assert _q("SELECT len(tiny_feat(path)) AS n FROM images", images=images)["n"].to_list() == [4, 4, 4]
+
+    with pytest.warns(UserWarning, match="Dropped function parity_of, which persisted function loud_parity uses: it fails until"):
+        _q("DROP FUNCTION parity_of")
+    _q("CREATE FUNCTION parity_of(v) AS parity(v)")
+    with pytest.warns(UserWarning, match="Dropped classifier parity, which persisted function parity_of uses"):
+        _q("DROP CLASSIFIER parity")
+    with pytest.warns(UserWarning, match="Dropped model tiny, which persisted function tiny_feat uses"):
+        _q("DROP MODEL tiny")
+    with pytest.raises(mlnb.QueryError, match=r"(?s)tiny_feat uses the model 'tiny', which no longer exists.*CREATE MODEL tiny FROM"):
+        _q("SELECT tiny_feat(path) FROM images", images=images)
+    _q(f"CREATE MODEL tiny FROM '{tmp_path / 'tiny.pt'}' WITH (input_size = 16)")
+    assert _q("SELECT len(tiny_feat(path)) AS n FROM images", images=images)["n"].to_list() == [4, 4, 4]
