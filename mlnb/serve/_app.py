@@ -124,6 +124,8 @@ def parse_input(content_type: str, body: bytes, options: ServeOptions) -> Input:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(f"The body is not valid JSON: {exc}.") from None
+    except RecursionError:  # [[[[...]]]] nested deeper than Python's parser goes
+        raise RequestError("The JSON body is nested too deeply: send one flat object such as {\"features\": [...]}.") from None
     if isinstance(doc, dict) and set(doc) == {"input"} and isinstance(doc["input"], dict):
         doc = doc["input"]
     if not isinstance(doc, dict):
@@ -155,18 +157,26 @@ def parse_input(content_type: str, body: bytes, options: ServeOptions) -> Input:
     return Input("path", check_path(value, options))
 
 
-def _check_numbers(value: Any) -> None:
-    """Whole numbers SQL can hold (BIGINT), inside lists and objects too."""
+#: How deeply lists and objects in "args" may nest: SQL types nest as deep (INTEGER[][]...), and a
+#: few hundred levels stall DuckDB's Arrow import and the server's SQL session with it.
+MAX_ARG_DEPTH = 16
+
+
+def _check_numbers(value: Any, depth: int = 0) -> None:
+    """Whole numbers SQL can hold (BIGINT), inside lists and objects too, nested at most
+    :data:`MAX_ARG_DEPTH` levels."""
     if isinstance(value, bool):
         return
     if isinstance(value, int) and not -(2**63) <= value < 2**63:
         raise RequestError(f"The number {value} is too large for SQL's BIGINT: send it as a float or a string.")
+    if isinstance(value, (list, dict)) and depth >= MAX_ARG_DEPTH:
+        raise RequestError(f'An argument in "args" nests lists or objects more than {MAX_ARG_DEPTH} levels deep.')
     if isinstance(value, list):
         for v in value:
-            _check_numbers(v)
+            _check_numbers(v, depth + 1)
     elif isinstance(value, dict):
         for v in value.values():
-            _check_numbers(v)
+            _check_numbers(v, depth + 1)
 
 
 def _features(value: Any) -> np.ndarray:

@@ -10,6 +10,7 @@ item gets its own answer or its own error: one bad image does not fail its batch
 from __future__ import annotations
 
 import difflib
+import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -282,8 +283,20 @@ class FunctionEndpoint:
 
     def apply(self, items: Sequence[Input]) -> list[Any]:
         """The batch as one statement over a frame of its arguments; when that statement
-        fails, each item alone, so the error is the request's own."""
+        fails, each item alone, so the error is the request's own. Items whose arguments
+        have different types (image bytes and a URL, 1 and 2.5) go as separate statements:
+        one column cannot hold both, and each must get what it would get alone."""
         if len(items) > 1 and not self.table:
+            groups: dict[tuple[str, ...], list[int]] = {}
+            for i, it in enumerate(items):
+                values = self._values(it)
+                groups.setdefault(tuple(_type_of(values[a]) for a in self.args), []).append(i)
+            if len(groups) > 1:
+                out: list[Any] = [None] * len(items)
+                for rows in groups.values():
+                    for i, res in zip(rows, self.apply([items[i] for i in rows])):
+                        out[i] = res
+                return out
             try:
                 out = self._run([self._values(it) for it in items])
             except MlnbError:
@@ -324,7 +337,12 @@ class FunctionEndpoint:
         cols: dict[str, Any] = {"__mlnb_row": list(range(len(rows)))}
         for a in self.args:
             vals = [r[a].tolist() if isinstance(r[a], np.ndarray) else r[a] for r in rows]
-            cols[a] = pl.Series(a, vals, dtype=pl.Binary) if all(isinstance(v, bytes) for v in vals) else vals
+            try:
+                cols[a] = pl.Series(a, vals, dtype=pl.Binary) if all(isinstance(v, bytes) for v in vals) else pl.Series(a, vals)
+            except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError):
+                # A list or object mixing types ([1, "a"]): no SQL column holds it.
+                what = "values" if len(rows) > 1 else json.dumps(vals[0], default=str)[:80]
+                raise RequestError(f"{self.name}: the argument {a!r} = {what} is not a SQL value (a list holds values of one type).") from None
         frame = pl.DataFrame(cols)
         with capturing() as failures:
             result = session.run(query, {"__mlnb_in": frame})
@@ -336,6 +354,11 @@ class FunctionEndpoint:
             else:
                 out.append({"function": self.name, "version": self.version, "output": _jsonable(value)})
         return out
+
+
+def _type_of(value: Any) -> str:
+    """What SQL column type a request's argument needs (feature vectors are lists)."""
+    return "list" if isinstance(value, np.ndarray) else type(value).__name__
 
 
 def _jsonable(value: Any) -> Any:
