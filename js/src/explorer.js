@@ -334,6 +334,9 @@ function render({ model, el: host }) {
     const opts = { zDataType: "categorical" };
     if (selected.length) opts.select = Array.from(selected);
     if (transition && drawn) Object.assign(opts, { transition: true, transitionDuration: 750 });
+    // The library drops its filter on every draw; a legend filter outlives a layout change
+    // (hover and lasso skip the points it hides, so the plot must keep hiding them).
+    if (filterCat !== null) opts.preventFilterReset = true;
     return scatterplot.draw({ x: xs, y: ys, z: zs }, opts).then(() => {
       if (!drawn) {
         drawn = true;
@@ -851,7 +854,7 @@ function render({ model, el: host }) {
 
   function syncControls() {
     fillSelect(colorSel, [{ value: "", label: "(none)" }].concat(model.get("color_columns").map((c) => ({ value: c, label: c }))), (model.get("color_spec") || {}).column || "");
-    fillSelect(layoutSel, model.get("layouts").map((m) => ({ value: m, label: m })), model.get("layout"));
+    fillSelect(layoutSel, model.get("layouts").map((m) => ({ value: m, label: m })), model.get("pending") || model.get("layout"));
   }
 
   function syncText() {
@@ -872,11 +875,14 @@ function render({ model, el: host }) {
 
   model.on("change:progress change:status change:error change:message", syncText);
   model.on("change:problem", syncProblem);
-  model.on("change:color_columns change:layouts change:layout", syncControls);
+  model.on("change:color_columns change:layouts change:layout change:pending", syncControls);
   model.on("change:codes", () => {
+    // A new colour: the old legend filter (and its marks) go, and hover fields, which show
+    // the colour's value, are asked again (thumbnails stay).
+    filterCat = null;
+    for (const [i, t] of thumbs) if (t.fields) thumbs.set(i, { ...t, fields: undefined });
     applyColors();
     syncControls();
-    filterCat = null;
     draw();
   });
   model.on("change:xy", () => {

@@ -184,6 +184,42 @@ def test_explorer_zoom_lasso_escape_hover_grid_and_aspect(lab_server):
             chosen = _drawn_selection(page, 1000)
             assert chosen == list(range(0, 1000))
             page.screenshot(path=str(OUT / "explorer-6-panel-grown.png"))
+
+            # -- a legend filter outlives a layout change (hover and lasso skip what it hides, so
+            # the plot must keep hiding it); a new colour drops the filter and its marks --------------
+            page.keyboard.press("Escape")
+            page.select_option(".mlnb-explorer select.mlnb-color", "cluster")
+            page.wait_for_function("() => document.querySelectorAll('.mlnb-explorer .mlnb-legend-item').length === 3", timeout=20_000)
+            page.click(".mlnb-explorer .mlnb-legend-item[data-code='1']")
+            shown = "return [api.scatterplot.get('isPointsFiltered'), api.scatterplot.get('filteredPoints').length, api.root.querySelectorAll('.mlnb-legend-item.off').length];"
+            assert _js(page, shown) == [True, 1000, 2]
+            page.select_option(".mlnb-explorer select.mlnb-layout", "PCA")
+            page.wait_for_function("() => window.__mlnbExplorer.at(-1).model.get('layout') === 'PCA'", timeout=20_000)
+            time.sleep(1.2)  # the points' move to their PCA places
+            assert _js(page, shown) == [True, 1000, 2]
+            page.click(".mlnb-explorer .mlnb-mode[data-mode='box']")
+            b = plot.bounding_box()
+            _drag(page, [(b["x"] + 2, b["y"] + 2), (b["x"] + b["width"] - 2, b["y"] + b["height"] - 2)])
+            page.wait_for_function("() => document.querySelector('.mlnb-explorer .mlnb-status').textContent.startsWith('1,000 selected')", timeout=20_000)
+            assert _drawn_selection(page, 1000) == list(range(1000, 2000))  # what is shown is what is selected
+            page.screenshot(path=str(OUT / "explorer-7-filter-after-layout.png"))
+            page.keyboard.press("Escape")
+            page.select_option(".mlnb-explorer select.mlnb-color", "many")
+            page.wait_for_function("() => document.querySelectorAll('.mlnb-explorer .mlnb-legend-item').length === 45", timeout=20_000)
+            assert _js(page, shown) == [False, 3000, 0]  # every point shown, no legend entry marked off
+
+            # -- hover fields follow the colour (point 123 was hovered while coloured by cluster) --------
+            page.click(".mlnb-explorer .mlnb-mode[data-mode='pan']")
+            (hx, hy), = _screen(page, [123])
+            page.mouse.move(hx + 20, hy + 20)
+            page.mouse.move(hx, hy, steps=3)
+            page.wait_for_function(
+                "() => { const t = document.querySelector('.mlnb-explorer .mlnb-tooltip');"
+                " return t.style.display === 'block' && t.dataset.index === '123' && t.dataset.ready === '1'; }",
+                timeout=10_000,
+            )
+            keys = page.locator(".mlnb-explorer .mlnb-tooltip .mlnb-tip-key").all_inner_texts()
+            assert "many" in keys and "cluster" not in keys, keys
             errors = [m for m in console if m.startswith("error")]
             assert not errors, errors
         finally:
