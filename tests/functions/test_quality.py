@@ -331,3 +331,15 @@ def test_input_columns_named_like_the_result_are_kept():
         out = mlnb.outliers(df, features="f", k=1)
     assert out.columns == ["rank_1", "row_1", "f", "row", "outlier_score", "rank"]
     assert out.sort("row").get_column("rank_1").to_list() == [7, 8, 9] and out.get_column("rank").to_list() == [1, 2, 3]
+
+
+def test_a_logistic_head_left_at_its_defaults_is_ranked_as_the_rows_are(noisy_digits):
+    """label_issues('head') uses the head's algorithm and the options it chose; for what it left to
+    defaults, label_issues' own (logistic C = 0.01): the same ranking as over the same rows."""
+    df, _ = noisy_digits
+    small = df.head(240)
+    mlnb.sql("CREATE CLASSIFIER plain AS SELECT pixels AS features, label, id FROM small", small=small)
+    by_head = mlnb.sql("SELECT id, rank, suggested_label FROM label_issues('plain', folds := 3) ORDER BY rank", small=small)
+    by_rows = mlnb.sql("SELECT id, rank, suggested_label FROM label_issues((SELECT pixels AS features, label, id FROM small), folds := 3) "
+                       "ORDER BY rank", small=small)
+    assert by_head.equals(by_rows)
