@@ -198,10 +198,14 @@ def _experiment_data(
             # Said of the query with the condition added (its statement is that query, not the user's).
             at = split.text.find(f"({where}) AS {_TEST}")
             inside = exc.position is not None and at >= 0 and at <= exc.position - split.offset < at + len(where) + 2
+            wrapped = "AS __mlnb_query" in split.text
             raise QueryError(
                 f"test_where {where!r} does not work: {exc.message}" if inside
                 else f"The training query (with test_where {where!r} added as a column) failed: {exc.message}",
-                statement=stmt.text, hint=exc.hint,
+                statement=stmt.text,
+                hint="The training query is not one SELECT ... FROM (a UNION, or no FROM), so test_where sees only "
+                "its output columns: add the column the condition needs to its SELECT list."
+                if inside and wrapped else exc.hint,
             ) from None
         mask = df.get_column(_TEST)
         if mask.dtype != pl.Boolean:
@@ -229,7 +233,18 @@ def _experiment_data(
         else:
             raise QueryError(f"test takes a query in parentheses, test = (SELECT features, {second[0]} FROM held_out), or a table name; got {test!r}.", statement=stmt.text)
         test_df = session._run_one(tq, ns, lazy=False)
-        tf, tl = _split_columns(test_df, stmt, second, what="test query")
+        if not isinstance(test, Subquery) and feats in test_df.columns and label in test_df.columns:
+            tf, tl = feats, label  # a table with the training query's columns
+        elif not isinstance(test, Subquery) and not ("features" in test_df.columns and any(n in test_df.columns for n in second)):
+            shown = ", ".join(test_df.columns[:8]) + (" ..." if test_df.width > 8 else "")
+            raise QueryError(
+                f"test = {test}: the table has no {feats!r} and {label!r} columns (the training query's), only {shown}. "
+                f"Give the test rows as a query that names them: test = (SELECT <features> AS {feats}, <{second[0]}> AS "
+                f"{label} FROM {test}).",
+                statement=stmt.text,
+            )
+        else:
+            tf, tl = _split_columns(test_df, stmt, second, what="test query")
         test_df = test_df.select(pl.col(tf).alias(feats), pl.col(tl).alias(label))
     return df, test_df, feats, label, folds
 
@@ -248,8 +263,13 @@ def _with_test_column(stmt: Statement, query: Statement, where: Any) -> Statemen
     toks, group = query.tokens, query.group
     column = f"({where}) AS {_TEST}"
     at = None
-    if toks and toks[0].upper == "SELECT" and not any(group[k] == -1 and t.upper in ("UNION", "INTERSECT", "EXCEPT") for k, t in enumerate(toks)):
-        at = next((t.start for k, t in enumerate(toks) if group[k] == -1 and t.upper == "FROM"), None)
+    if toks and toks[0].upper in ("SELECT", "WITH") and not any(
+        group[k] == -1 and t.upper in ("UNION", "INTERSECT", "EXCEPT") for k, t in enumerate(toks)
+    ):
+        # The main SELECT (after a WITH's CTEs, which are in parentheses) and its FROM.
+        sel = next((k for k, t in enumerate(toks) if group[k] == -1 and t.upper == "SELECT"), None)
+        if sel is not None:
+            at = next((t.start for k, t in enumerate(toks) if k > sel and group[k] == -1 and t.upper == "FROM"), None)
     if at is not None:
         text = f"{query.text[:at].rstrip()}, {column} {query.text[at:]}"
     else:
@@ -358,12 +378,12 @@ def _matrix(cells: list[dict[str, Any]], classes: list[str]) -> Any:
 
 
 @statement(
-    r"EXPORT\s+CLASSIFIER\s+" + _REF + r"\s+TO\s+'(?P<path>(?:[^']|'')*)'(?:\s+FORMAT\s+(?P<fmt>\w+))?"
+    r"EXPORT\s+(?P<replace>OR\s+REPLACE\s+)?CLASSIFIER\s+" + _REF + r"\s+TO\s+'(?P<path>(?:[^']|'')*)'(?:\s+FORMAT\s+(?P<fmt>\w+))?"
     r"(?:\s+CHECK\s+ON\s*\((?P<query>.+)\))?"
 )
 def _export(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
-    """``EXPORT CLASSIFIER name[@v] TO 'file.onnx' [FORMAT onnx|torchscript] [CHECK ON (SELECT image FROM ...)]``:
-    see :mod:`mlnb.heads._export`."""
+    """``EXPORT [OR REPLACE] CLASSIFIER name[@v] TO 'file.onnx' [FORMAT onnx|torchscript] [CHECK ON (SELECT image FROM ...)]``:
+    see :mod:`mlnb.heads._export` (an existing file is overwritten only with OR REPLACE)."""
     import os
 
     import polars as pl
@@ -375,7 +395,7 @@ def _export(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, A
         df = session._run_one(stmt.sub(m.start("query"), m.end("query")), ns, lazy=False)
         images = df.get_column(df.columns[0]).drop_nulls().to_list()
     path = m.group("path").replace("''", "'")
-    card = export_classifier(m.group("ref").strip('"'), path, format=m.group("fmt"), check_images=images)
+    card = export_classifier(m.group("ref").strip('"'), path, format=m.group("fmt"), check_images=images, replace=bool(m.group("replace")))
     check = card["check"]
     return pl.DataFrame(
         {

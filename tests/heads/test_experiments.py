@@ -245,3 +245,21 @@ def test_bad_experiments_found_by_an_outside_check(t):
         out = mlnb.sql("CREATE CLASSIFIER e WITH (test = (SELECT features, label FROM t WHERE label = 'c')) "
                        "AS SELECT features, label FROM t WHERE label <> 'c'", t=t)
     assert out["accuracy"].item() == 0.0
+
+
+def test_test_tables_and_test_where_over_a_with_query(t):
+    """test = <table> took the table's first two columns (path, features) when it lacked the training
+    query's names, failing with 'features have dimension 1'; test_where could not see a CTE's columns
+    when the training query began with WITH."""
+    held = t.rename({"features": "f"}).with_columns(pl.col("label").alias("y"))
+    with pytest.raises(mlnb.QueryError, match=r"test = held: the table has no 'features' and 'label' columns.*only path, f, label, y"):
+        mlnb.sql("CREATE CLASSIFIER c WITH (test = held) AS SELECT features, label FROM t", t=t, held=held)
+    out = mlnb.sql("CREATE CLASSIFIER c WITH (test = held) AS SELECT features AS f, label FROM t", t=t, held=held)
+    assert out["evaluated_on"].item() == "test set (150 rows)"
+
+    out = mlnb.sql("CREATE CLASSIFIER d WITH (folds = 3, test_where = 'path < ''img/030.jpg''') AS "
+                   "WITH x AS (SELECT path, features, label FROM t) SELECT features, label FROM x", t=t)
+    assert out["rows"].item() == 150 - 30 and out["evaluated_on"].item() == "test set (30 rows)"
+    with pytest.raises(mlnb.QueryError, match=r"(?s)test_where 'path IS NULL' does not work.*sees only its output columns"):
+        mlnb.sql("CREATE CLASSIFIER d WITH (test_where = 'path IS NULL') AS "
+                 "SELECT features, label FROM t UNION ALL SELECT features, label FROM t", t=t)
