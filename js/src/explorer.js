@@ -894,6 +894,8 @@ function render({ model, el: host }) {
   syncText();
   syncControls();
   if (!model.get("problem")) {
+    // A selection made before this view was drawn (from Python, or in another view of the widget).
+    selected = i32(model.get("selected"));
     toNDC();
     applyColors();
     draw();

@@ -29,6 +29,9 @@ class ExplorerView(anywidget.AnyWidget):
     layouts = traitlets.List().tag(sync=True)
     layout = traitlets.Unicode("").tag(sync=True)
     pending = traitlets.Unicode("").tag(sync=True)  # the layout running in the background, if any
+    # int32 indices of the selection: a view drawn later (the widget shown again, or a selection
+    # made before it was first shown) starts from it. Live changes come as "select" messages.
+    selected = traitlets.Bytes(b"").tag(sync=True)
     has_images = traitlets.Bool(False).tag(sync=True)
     progress = traitlets.Unicode("").tag(sync=True)
     status = traitlets.Unicode("").tag(sync=True)
@@ -50,6 +53,7 @@ class ExplorerView(anywidget.AnyWidget):
         self.status = c.status
         self.progress = c.progress
         self.pending = c.pending_layout
+        self.selected = np.asarray(c.selected, dtype=np.int32).tobytes()
         self.on_msg(self._on_msg)
 
     # -- controller -> browser -------------------------------------------------------------
@@ -78,7 +82,8 @@ class ExplorerView(anywidget.AnyWidget):
     def show_selection(self) -> None:
         """Tell the browser about a selection made from Python."""
         c = self.controller
-        self.send({"type": "select", "n": len(c.selected)}, buffers=[np.asarray(c.selected, dtype=np.int32).tobytes()])
+        self.selected = np.asarray(c.selected, dtype=np.int32).tobytes()
+        self.send({"type": "select", "n": len(c.selected)}, buffers=[self.selected])
         self.status = c.status
 
     # -- browser -> controller -------------------------------------------------------------
@@ -99,6 +104,7 @@ class ExplorerView(anywidget.AnyWidget):
             if kind == "select":
                 raw = bytes(buffers[0]) if buffers else b""
                 c._set_selected(np.frombuffer(raw, dtype=np.int32))
+                self.selected = np.asarray(c.selected, dtype=np.int32).tobytes()
                 self.status = c.status
             elif kind == "label":
                 c.label_selection(str(content.get("label", "")))

@@ -397,3 +397,12 @@ def test_colour_edge_values():
     assert ex.message == "No column 'nope' to colour by; choose from b."
     ex = Explorer(pl.DataFrame({"f": X}), features="f", layout="pca", color="nope")
     assert "none that can be a colour" in ex.message
+
+
+def test_a_selection_made_before_the_widget_is_shown_is_drawn(digits):
+    ex = Explorer(digits, features="pixels", image="path", layout="pca")
+    n = ex.select(query="label = '7'")  # in the same cell, before `ex` is shown
+    w = view(ex)
+    assert n > 0 and np.frombuffer(w.selected, dtype=np.int32).tolist() == ex.selected.tolist()
+    send(ex, [np.array([3, 1], dtype=np.int32).tobytes()], type="select", n=2)
+    assert np.frombuffer(w.selected, dtype=np.int32).tolist() == [1, 3]  # a view drawn later starts from it
