@@ -105,6 +105,7 @@ class Explorer(Controller):
         if head is not None and ok.any():
             df = _with_predictions(df, X, ok, head, label)
         self.rows = np.flatnonzero(ok)  # positions in the input frame
+        self._n_input = df.height
         self.frame = df.filter(ok) if df.height else df
         self.X = X[ok]
         n = len(self.rows)
@@ -348,11 +349,20 @@ class Explorer(Controller):
         if query is not None:
             idx = self._query_rows(query, frames, sys._getframe(1))
         else:
-            idx = np.asarray(indices if indices is not None else [], dtype=np.int64).ravel()
+            idx = np.asarray(indices if indices is not None else [], dtype=object if indices is None else None).ravel()
+            if idx.dtype == bool:  # a mask (df["label"] == "3"), as NumPy and Polars take it
+                if len(idx) == self._n_input and len(idx) != self.frame.height:
+                    idx = idx[self.rows]  # over the input's rows, some of which were left out
+                if len(idx) != self.frame.height:
+                    raise MlnbError(f"A mask needs one value per point ({self.frame.height:,}); it has {len(idx):,}.")
+                idx = np.flatnonzero(idx)
+            elif len(idx) and not np.issubdtype(idx.dtype, np.integer):
+                raise MlnbError(f"select() takes point numbers (integers) or a mask of booleans, not {idx.dtype} values.")
+            idx = idx.astype(np.int64)
         self._set_selected(idx)
         if self._view is not None:
             self._view.show_selection()
-        return len(idx)
+        return len(self.selected)
 
     def _set_selected(self, idx: np.ndarray) -> None:
         """What a lasso or box in the browser does (the browser already shows it)."""

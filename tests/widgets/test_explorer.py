@@ -406,3 +406,18 @@ def test_a_selection_made_before_the_widget_is_shown_is_drawn(digits):
     assert n > 0 and np.frombuffer(w.selected, dtype=np.int32).tolist() == ex.selected.tolist()
     send(ex, [np.array([3, 1], dtype=np.int32).tobytes()], type="select", n=2)
     assert np.frombuffer(w.selected, dtype=np.int32).tolist() == [1, 3]  # a view drawn later starts from it
+
+
+def test_select_takes_a_mask_like_numpy_and_polars():
+    X = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    X[4] = np.nan  # left out: 19 points
+    df = pl.DataFrame({"f": X, "c": ["a", "b"] * 10})
+    ex = Explorer(df, features="f", layout="pca")
+    assert ex.select(df["c"] == "a") == 9  # a mask over the input's rows (was read as points 0 and 1)
+    assert set(ex.selection["c"]) == {"a"}
+    assert ex.select((ex.frame["c"] == "b").to_numpy()) == 10  # or over the explorer's points
+    assert ex.select([3, 3, 1]) == 2  # the count selected, not the count given
+    with pytest.raises(mlnb.MlnbError, match="one value per point"):
+        ex.select([True, False])
+    with pytest.raises(mlnb.MlnbError, match="integers"):
+        ex.select([1.5])
