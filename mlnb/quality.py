@@ -54,18 +54,23 @@ ROUNDING = 2e-6
 
 
 # -- input -------------------------------------------------------------------------------
-def _column(df: Any, col: str, what: str, fn: str) -> None:
+def _column(df: Any, col: str, what: str, fn: str) -> str:
+    """The column ``col`` names: as written, else the one column that matches it ignoring case (as SQL does)."""
     if col not in df.columns:
+        same = [c for c in df.columns if c.lower() == str(col).lower()]
+        if len(same) == 1:
+            return same[0]
         close = difflib.get_close_matches(col, df.columns, n=2)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise MlnbError(f"{fn}(): no {what} column {col!r}.{hint} Columns: {', '.join(df.columns)}. Pass {what} := '...'.")
+    return col
 
 
 def _features(df: Any, features: str, fn: str, *, cosine: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``(X[n, d] float32, ok[n])``; ``ok`` is False for null, NaN or all-zero vectors."""
     from .heads._data import feature_matrix
 
-    _column(df, features, "features", fn)
+    features = _column(df, features, "features", fn)
     X, ok = feature_matrix(df.get_column(features))
     if X.shape[1] == 0 and ok.any():
         raise MlnbError(f"{fn}(): the features column {features!r} holds empty vectors.")
@@ -261,6 +266,7 @@ def _near_duplicates(source: Any, *, features: str = "features", threshold: floa
     import polars as pl
 
     df, i, j, sim, group, _ok = _duplicates(source, features, threshold, "near_duplicates")
+    features = _column(df, features, "features", "near_duplicates")
     order = np.lexsort((j, i, -sim.astype(np.float64)))
     i, j, sim = i[order], j[order], sim[order]
     keep = [c for c in df.columns if c != features]
@@ -372,7 +378,10 @@ def _label_issues(source: Any, *, features: str = "features", label: str = "labe
         chosen = {}
     options = {**defaults.get(algo, {}), **chosen}
     df = to_polars(source)
-    _column(df, label, "label", fn)
+    label = _column(df, label, "label", fn)
+    dtype = df.schema[label]
+    if dtype.is_nested() or dtype in (pl.Binary, pl.Object, pl.Null) and df.get_column(label).null_count() < df.height:
+        raise MlnbError(f"{fn}(): the label column {label!r} has type {dtype}: a label is one value per row (text, a number, a flag).")
     X, ok = _features(df, features, fn, cosine=False)
     ok &= ~df.get_column(label).is_null().to_numpy()
     _left_out(int((~ok).sum()), df.height, fn, "null, NaN or all-zero features or a null label")

@@ -132,7 +132,10 @@ def _arguments(stmt: Statement, call: Call, fn: Any, params: Mapping[str, Any]) 
         if len(part) < 3 or toks[part[1]].text not in (":=", "=>") or not toks[part[0]].is_name:
             raise QueryError(f"{fn.name}() takes one input, then options as name := value: {usage}.",
                              statement=stmt.text, position=toks[part[0]].start)
-        options[toks[part[0]].name.lower()] = _constant(stmt, part[2:], params, fn.name)
+        key = toks[part[0]].name.lower()
+        if key in options:
+            raise QueryError(f"{fn.name}() is given {key} twice: {usage}.", statement=stmt.text, position=toks[part[0]].start)
+        options[key] = _constant(stmt, part[2:], params, fn.name)
     return _source(stmt, first, fn.name, usage), options
 
 

@@ -343,3 +343,14 @@ def test_a_logistic_head_left_at_its_defaults_is_ranked_as_the_rows_are(noisy_di
     by_rows = mlnb.sql("SELECT id, rank, suggested_label FROM label_issues((SELECT pixels AS features, label, id FROM small), folds := 3) "
                        "ORDER BY rank", small=small)
     assert by_head.equals(by_rows)
+
+
+def test_columns_are_named_as_sql_does_and_options_once():
+    df = pl.DataFrame({"F": [[1.0, 0.0], [1.0, 0.001], [0.0, 1.0]], "Tag": ["a", "a", "b"]})
+    assert mlnb.sql("SELECT i, j FROM near_duplicates(df, features := 'f')", df=df).rows() == [(0, 1)]  # F, as DuckDB reads f
+    assert mlnb.near_duplicates(df, features="f").columns[-2:] == ["Tag_i", "Tag_j"]  # the features are not repeated
+    with pytest.raises(QueryError, match="given features twice"):
+        mlnb.sql("SELECT * FROM outliers(df, features := 'F', features := 'G')", df=df)
+    lists = pl.DataFrame({"f": np.eye(4, dtype=np.float32)[[0, 1] * 4], "label": [[1], [2]] * 4})
+    with pytest.raises(MlnbError, match=r"the label column 'label' has type List\(Int64\): a label is one value per row"):
+        mlnb.label_issues(lists, features="f", folds=2)
