@@ -82,7 +82,7 @@ class Explorer(Controller):
         self.color: str | None = None
         self._lock = threading.Lock()
         self._job: Any = None
-        self._layout_options = dict(layout_options)
+        self._layout_options = _check_layout_options(layout_options)
         self._n_components = n_components
         self._done = threading.Event()
 
@@ -149,7 +149,7 @@ class Explorer(Controller):
                 # data is hashed in the job's thread, so the PCA points come first.
                 cached = None
                 if self.X.size <= 20_000_000:
-                    cached = cached_layout(self.X, method, n_components=n_components, **layout_options)
+                    cached = cached_layout(self.X, method, n_components=n_components, **self._options(method))
                 if cached is not None:
                     self.coords, self.method = cached, method
                     self._done.set()
@@ -195,7 +195,7 @@ class Explorer(Controller):
         elif m == "given":
             raise MlnbError("The given coords were replaced; make a new explorer to get them back.")
         else:
-            cached = cached_layout(self.X, m, n_components=self._n_components, **self._layout_options)
+            cached = cached_layout(self.X, m, n_components=self._n_components, **self._options(m))
             if cached is not None:
                 self._set_coords(cached, m)
             else:
@@ -210,11 +210,18 @@ class Explorer(Controller):
             raise MlnbError(job.error)
         return self
 
+    def _options(self, method: str) -> dict[str, Any]:
+        """The options given to the explorer that ``method`` takes (n_neighbors for UMAP,
+        perplexity for t-SNE, metric for both), so one method's options never block the other."""
+        from ._layout import _DEFAULTS
+
+        return {k: v for k, v in self._layout_options.items() if k in _DEFAULTS[method]}
+
     def _start(self, method: str) -> None:
         from ._layout import LayoutJob
 
         self._done.clear()
-        job = LayoutJob(self.X, method=method, n_components=self._n_components, **self._layout_options)
+        job = LayoutJob(self.X, method=method, n_components=self._n_components, **self._options(method))
         self._job = job
 
         def done(coords: np.ndarray) -> None:
@@ -507,6 +514,17 @@ class Explorer(Controller):
         from ._explorer_view import ExplorerView
 
         return ExplorerView(self)
+
+
+def _check_layout_options(options: dict[str, Any]) -> dict[str, Any]:
+    from ._layout import _DEFAULTS
+
+    known = {k for d in _DEFAULTS.values() for k in d}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        takes = "; ".join(f"{METHODS[m]}: {', '.join(d)}" for m, d in _DEFAULTS.items())
+        raise MlnbError(f"No layout option {', '.join(unknown)}; the layouts take {takes}.")
+    return dict(options)
 
 
 @functools.cache

@@ -421,3 +421,31 @@ def test_select_takes_a_mask_like_numpy_and_polars():
         ex.select([True, False])
     with pytest.raises(mlnb.MlnbError, match="integers"):
         ex.select([1.5])
+
+
+def test_layout_options_for_one_method_do_not_block_the_other(monkeypatch):
+    from mlnb.widgets import _layout
+
+    seen = {}
+
+    def fake(method):
+        def compute(job, X, p):
+            seen[method] = p
+            return np.zeros((len(X), 2), np.float32) + len(seen)
+
+        return compute
+
+    for m in ("umap", "tsne"):
+        monkeypatch.setitem(_layout._COMPUTE, m, fake(m))
+    X = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    ex = Explorer(pl.DataFrame({"f": X}), features="f", layout="pca", n_neighbors=5, perplexity=8.0, metric="euclidean")
+    send(ex, type="layout", method="t-SNE")
+    ex.wait(30)
+    assert ex.widget.error == "" and ex.layout == "tsne"  # was: t-SNE has no option n_neighbors
+    send(ex, type="layout", method="UMAP")
+    ex.wait(30)
+    assert ex.layout == "umap"
+    assert seen["tsne"]["perplexity"] == 8.0 and seen["umap"]["n_neighbors"] == 5
+    assert seen["tsne"]["metric"] == seen["umap"]["metric"] == "euclidean"
+    with pytest.raises(mlnb.MlnbError, match="No layout option bogus"):
+        Explorer(pl.DataFrame({"f": X}), features="f", layout="pca", bogus=1)  # was accepted silently
