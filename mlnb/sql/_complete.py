@@ -404,6 +404,7 @@ class _Ref:
     body: str | None = None  # the query of a subquery or of a WITH table
     schema: str | None = None  # ``sch`` of ``sch.things`` (``db.sch`` of ``db.sch.things``), as written
     open: int = -1  # a table function's "(" (token index): inside its arguments it is no table yet
+    branch: int = 0  # which SELECT of a UNION / EXCEPT / INTERSECT at its depth (0 = the first)
 
 
 def _refs(toks: list[Token], text: str) -> tuple[list[_Ref], dict[str, str]]:
@@ -419,6 +420,7 @@ def _refs(toks: list[Token], text: str) -> tuple[list[_Ref], dict[str, str]]:
         depth_of.append(stack[-1] if stack else -1)
         if t.kind == "operator" and t.text == "(":
             stack.append(i)
+    branch_of = _branches(toks, depth_of)
     n = len(toks)
 
     def skip_group(j: int) -> int:
@@ -461,7 +463,7 @@ def _refs(toks: list[Token], text: str) -> tuple[list[_Ref], dict[str, str]]:
                 open_at, j = j, skip_group(j)
                 query = body(open_at, j)
                 alias, j = alias_at(j)
-                refs.append(_Ref(None, alias, depth, body=query))
+                refs.append(_Ref(None, alias, depth, body=query, branch=branch_of[i]))
             elif toks[j].is_name and toks[j].upper not in _CLAUSE_END:
                 k = j
                 while k + 2 < n and _is_dot(toks[k + 1]) and toks[k + 2].is_name:
@@ -477,11 +479,11 @@ def _refs(toks: list[Token], text: str) -> tuple[list[_Ref], dict[str, str]]:
                     if toks[j - 1].text == ")":  # read_parquet('x.parquet'): what DuckDB says it gives
                         query = "SELECT * FROM " + text[toks[k].start : toks[j - 1].end]
                 alias, j = alias_at(j)
-                refs.append(_Ref(name, alias, depth, func, query, schema, open_at))
+                refs.append(_Ref(name, alias, depth, func, query, schema, open_at, branch_of[i]))
             elif toks[j].kind == "string" and toks[j].text.endswith("'") and len(toks[j].text) > 2:
                 query = "SELECT * FROM " + toks[j].text  # FROM 'data.parquet'
                 alias, j = alias_at(j + 1)
-                refs.append(_Ref(None, alias, depth, body=query))
+                refs.append(_Ref(None, alias, depth, body=query, branch=branch_of[i]))
             else:
                 break
             if j < n and toks[j].text == "," and t.upper == "FROM":
@@ -771,7 +773,8 @@ def _create_head(pl_: _Place, upper: list[str], c: int, kind: str, make: Any) ->
             details["folds"] = "k-fold cross-validation: a whole number of at least 2"
             details["test"] = "test rows: (SELECT features, label FROM ...)"
             details["test_where"] = "test rows: a SQL condition, e.g. 'hash(path) % 5 = 0'"
-            return make(_matches(prefix, list(details)), "option", details)
+            given = {before[k].text.lower() for k in range(w + 2, n - 1) if before[k].is_name and before[k + 1].text in ("=", ":=")}
+            return make(_matches(prefix, [o for o in details if o.lower() not in given]), "option", details)
         if inside:
             return []
         return make((_cased(k, prefix) for k in _matches(prefix, ["AS"])), "keyword")
@@ -889,13 +892,37 @@ def _enclosing(before: list[Token]) -> list[int]:
     return stack
 
 
+def _branches(toks: list[Token], depth_of: list[int]) -> list[int]:
+    """For each token, how many UNION / EXCEPT / INTERSECT came before it at its depth."""
+    count: dict[int, int] = {}
+    out = []
+    for t, d in zip(toks, depth_of):
+        out.append(count.get(d, 0))
+        if t.kind == "keyword" and t.upper in ("UNION", "EXCEPT", "INTERSECT"):
+            count[d] = count.get(d, 0) + 1
+    return out
+
+
 def _visible(refs: list[_Ref], before: list[Token]) -> list[_Ref]:
     """The table references the cursor can see, innermost query first: those of the queries
-    enclosing it (not of a WITH table or subquery beside it), less a table function whose
-    arguments hold the cursor."""
+    enclosing it (not of a WITH table or subquery beside it, nor another SELECT of its UNION),
+    less a table function whose arguments hold the cursor."""
     stack = _enclosing(before)
-    level = {d: k for k, d in enumerate([-1, *stack])}
-    seen = [r for r in refs if r.depth in level and r.open not in stack]
+    levels = [-1, *stack]
+    level = {d: k for k, d in enumerate(levels)}
+    depth_of, inner = [], []
+    for i, t in enumerate(before):
+        if t.kind == "operator" and t.text == ")" and inner:
+            inner.pop()
+        depth_of.append(inner[-1] if inner else -1)
+        if t.kind == "operator" and t.text == "(":
+            inner.append(i)
+    branch_of = _branches(before, depth_of)
+    # at each level, the SELECT the cursor is in: that of the bracket that leads to it (or of the cursor)
+    here = {d: (branch_of[levels[k + 1]] if k + 1 < len(levels) else
+                sum(1 for t, dd in zip(before, depth_of) if dd == d and t.kind == "keyword" and t.upper in ("UNION", "EXCEPT", "INTERSECT")))
+            for k, d in enumerate(levels)}
+    seen = [r for r in refs if r.depth in level and r.open not in stack and r.branch == here[r.depth]]
     return sorted(seen, key=lambda r: -level[r.depth])
 
 

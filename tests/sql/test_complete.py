@@ -344,3 +344,20 @@ def test_quality_functions_arguments(ns, session):
     # label_issues('<head>')
     assert texts("SELECT * FROM label_issues('", ns, session) == ["digit", "digit@1"]
     assert texts("SELECT * FROM read_images('", ns, session) == []  # a path: left to the notebook
+
+
+def test_each_select_of_a_union_has_its_own_tables(ns, session):
+    text, cur = at("SELECT path FROM images UNION ALL SELECT | FROM meta")
+    got = texts(text, ns, session, cur)
+    assert "width" in got and "label" not in got
+    text, cur = at("SELECT | FROM images EXCEPT SELECT path FROM meta")
+    got = texts(text, ns, session, cur)
+    assert "label" in got and "width" not in got
+    text, cur = at("SELECT * FROM (SELECT path FROM meta UNION SELECT x.| FROM images x) u")
+    assert texts(text, ns, session, cur) == ["path", "label", '"My Col"', '"order"']
+
+
+def test_options_already_given_are_not_offered_again(ns, session):
+    got = texts("CREATE CLASSIFIER pets USING knn WITH (k = 3, ", ns, session)
+    assert got == ["folds", "test", "test_where"]
+    assert "folds" not in texts("CREATE CLASSIFIER pets WITH (folds = 3, C = 1, ", ns, session)
