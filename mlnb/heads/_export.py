@@ -2,7 +2,7 @@
 
 ::
 
-    EXPORT CLASSIFIER name[@version] TO 'digit.onnx' [FORMAT onnx | torchscript]
+    EXPORT [OR REPLACE] CLASSIFIER name[@version] TO 'digit.onnx' [FORMAT onnx | torchscript]
         [CHECK ON (SELECT path FROM ...)]
 
 The file holds the whole pipeline: the model's normalisation (scale to [0, 1],
@@ -20,7 +20,9 @@ head's ``predict_proba``) on 100 images: the check images the caller gives, else
 offline ones (scikit-learn's digits and crops of the bundled photographs). Every
 image must get the same class (exact ties excepted) and probabilities within
 1e-3; otherwise nothing is written. The file and its card
-(``<file>.card.json``) are written under temporary names and renamed.
+(``<file>.card.json``) are written under temporary names and renamed; an existing
+file is replaced only with ``OR REPLACE`` (``replace=True``), and when the card
+cannot be put in place the old file is put back.
 
 Heads that export: ``logistic``, ``linear_svm`` (its calibrated probabilities),
 ``mlp``, ``torch`` and ``finetune``; backbones: any torch module mlnb builds
@@ -333,7 +335,10 @@ def _compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
 
 
 # -- export -----------------------------------------------------------------------
-def export_classifier(ref: str, path: str | os.PathLike[str], *, format: str | None = None, check_images: list[Any] | None = None) -> dict[str, Any]:  # noqa: A002
+def export_classifier(
+    ref: str, path: str | os.PathLike[str], *, format: str | None = None, check_images: list[Any] | None = None,  # noqa: A002
+    replace: bool = False,
+) -> dict[str, Any]:
     """Write classifier ``ref`` ("name" or "name@2") with its backbone as one ONNX (or TorchScript)
     model at ``path``, plus ``<path>.card.json``; checked against mlnb before it is put in place.
 
@@ -341,7 +346,8 @@ def export_classifier(ref: str, path: str | os.PathLike[str], *, format: str | N
     (resize and centre-crop first, as the card says), and gives ``probabilities`` ``(batch, classes)``.
     ``format`` is ``"onnx"`` or ``"torchscript"`` (default: from the suffix, ``.pt``/``.pth`` →
     TorchScript, else ONNX). ``check_images``: images (paths, URLs, bytes, arrays) to check on;
-    default: 100 offline images. Returns the model card.
+    default: 100 offline images. ``replace``: overwrite an existing file (and its card); without
+    it an existing one is refused. Returns the model card.
 
     Examples
     --------
@@ -364,6 +370,10 @@ def export_classifier(ref: str, path: str | os.PathLike[str], *, format: str | N
     fmt = (format or SUFFIXES[suffix]).lower()
     if fmt not in FORMATS:
         raise MlnbError(f"Unknown export format {format!r}: choose onnx or torchscript.")
+    if suffix in SUFFIXES and SUFFIXES[suffix] != fmt:
+        # 'x.onnx' FORMAT torchscript wrote a TorchScript archive that onnxruntime then cannot open.
+        want = ".onnx" if fmt == "onnx" else ".pt"
+        raise MlnbError(f"{path.name!r} ends in {suffix} ({SUFFIXES[suffix]}) but FORMAT is {fmt}: name the file {path.stem}{want}, or leave out FORMAT.")
     if fmt == "onnx":
         try:
             import onnx
@@ -374,6 +384,12 @@ def export_classifier(ref: str, path: str | os.PathLike[str], *, format: str | N
         raise MlnbError(f"Cannot write {path}: the folder {path.parent} does not exist.")
     if path.is_dir():
         raise MlnbError(f"Cannot write {path}: it is a folder. Give a file name, e.g. '{path / ('model.onnx' if fmt == 'onnx' else 'model.pt')}'.")
+    card_path = Path(str(path) + ".card.json")
+    if card_path.is_dir():
+        raise MlnbError(f"Cannot write the model card {card_path}: it is a folder. Remove it or export to another name.")
+    if not replace and (path.exists() or card_path.exists()):
+        there = path if path.exists() else card_path
+        raise MlnbError(f"{there} exists already: use EXPORT OR REPLACE CLASSIFIER (replace=True) to overwrite it, or another file name.")
     if check_images is not None and not len(check_images):
         raise MlnbError("CHECK ON gave no images (no rows, or only NULLs): give a query that returns images, or leave out CHECK ON to check on 100 offline images.")
     head = load_classifier(ref)
@@ -440,13 +456,58 @@ def export_classifier(ref: str, path: str | os.PathLike[str], *, format: str | N
         for f in (tmp, card_tmp):
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        os.replace(card_tmp, Path(str(path) + ".card.json"))
+        _put_in_place(tmp, card_tmp, path, card_path, replace=replace)
     finally:
         for f in (tmp, card_tmp):
             with contextlib.suppress(FileNotFoundError):
                 f.unlink()
     return card
+
+
+def _put_in_place(tmp: Path, card_tmp: Path, path: Path, card_path: Path, *, replace: bool) -> None:
+    """Rename the model and then its card into place, as one step: when the card cannot be
+    put in place, the model file that was there before (or none) is put back. Without
+    ``replace``, a file that appeared meanwhile is not overwritten."""
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    had_old = False
+    if replace and path.exists():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(old)
+        try:
+            os.link(path, old)
+            had_old = True
+        except OSError:  # no hard links here: a copy
+            import shutil
+
+            shutil.copy2(path, old)
+            had_old = True
+    try:
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails when the name is taken
+            except FileExistsError:
+                raise MlnbError(f"{path} exists already: use EXPORT OR REPLACE CLASSIFIER (replace=True) to overwrite it.") from None
+            except OSError:  # a file system without hard links
+                if path.exists():
+                    raise MlnbError(f"{path} exists already: use EXPORT OR REPLACE CLASSIFIER (replace=True) to overwrite it.") from None
+                os.replace(tmp, path)
+        try:
+            if not replace and card_path.exists():
+                raise MlnbError(f"{card_path} exists already: use EXPORT OR REPLACE CLASSIFIER (replace=True) to overwrite it.")
+            os.replace(card_tmp, card_path)
+        except BaseException:
+            if had_old:  # the old file back
+                os.replace(old, path)
+                had_old = False
+            else:  # the new file out: nothing half-written
+                path.unlink()
+            raise
+    finally:
+        if had_old:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(old)
 
 
 def _card(head: Any, spec: Any, fmt: str, path: Path, check: dict[str, Any]) -> dict[str, Any]:

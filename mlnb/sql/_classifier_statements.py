@@ -406,6 +406,19 @@ def _export(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, A
     )
 
 
+@statement(r"EXPORT\s+(?:OR\s+REPLACE\s+)?CLASSIFIER\b.*")
+def _export_malformed(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
+    """An EXPORT CLASSIFIER the statement above did not match: say its syntax (DuckDB's own
+    'syntax error at or near CLASSIFIER' said nothing of it)."""
+    from ..exceptions import QueryError
+
+    raise QueryError(
+        "EXPORT CLASSIFIER is written EXPORT [OR REPLACE] CLASSIFIER name[@version] TO 'file.onnx' "
+        "[FORMAT onnx | torchscript] [CHECK ON (SELECT image FROM ...)], the file name in single quotes.",
+        statement=stmt.text,
+    )
+
+
 @statement(r"SHOW\s+CLASSIFIERS")
 def _show(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str, Any]) -> Any:
     from ..heads import classifiers

@@ -98,7 +98,7 @@ _KIND_PATTERNS = [
     ("evaluate_classifier", re.compile(r"EVALUATE\s+CLASSIFIER\b", re.I)),
     ("show_classifiers", re.compile(r"SHOW\s+CLASSIFIERS\b", re.I)),
     ("drop_classifier", re.compile(r"DROP\s+CLASSIFIER\b", re.I)),
-    ("export_classifier", re.compile(r"EXPORT\s+CLASSIFIER\b", re.I)),
+    ("export_classifier", re.compile(r"EXPORT\s+(OR\s+REPLACE\s+)?CLASSIFIER\b", re.I)),
     ("create_regressor", re.compile(r"CREATE\s+(OR\s+REPLACE\s+)?REGRESSOR\b", re.I)),
     ("evaluate_regressor", re.compile(r"EVALUATE\s+REGRESSOR\b", re.I)),
     ("show_regressors", re.compile(r"SHOW\s+REGRESSORS\b", re.I)),
@@ -309,7 +309,10 @@ def parse(query: str) -> list[Statement]:
         sig = [t for t in piece if t.kind != "comment"]
         if not sig:
             continue
-        s, e = piece[0].start, piece[-1].end
+        # Comments before and after the statement are left out of its text: mlnb's own statements
+        # are matched on the text (a cell starting "-- export it" then "EXPORT CLASSIFIER ..." went
+        # to DuckDB, which said "syntax error at or near CLASSIFIER").
+        s, e = sig[0].start, sig[-1].end
         stmts.append(Statement(query[s:e], s, [t.shifted(-s) for t in sig] if s else sig))
     for i, st in enumerate(stmts):
         st.number, st.count = i + 1, len(stmts)

@@ -145,11 +145,56 @@ def test_disagreement_writes_nothing(digits, tmp_path, monkeypatch):
     (tmp_path / "h.onnx").write_bytes(b"old")
     monkeypatch.setattr(_export, "TOLERANCE", -1.0)  # nothing can agree now
     with pytest.raises(MlnbError, match="does not agree with mlnb on 100 check images.*nothing was written"):
-        mlnb.sql(f"EXPORT CLASSIFIER h TO '{tmp_path / 'h.onnx'}'")
+        mlnb.sql(f"EXPORT OR REPLACE CLASSIFIER h TO '{tmp_path / 'h.onnx'}'")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".mlnb") == ["h.onnx"]  # no temp files, the old file untouched
     assert (tmp_path / "h.onnx").read_bytes() == b"old"
     with pytest.raises(MlnbError, match="folder .* does not exist"):
         mlnb.export_classifier("h", tmp_path / "nope" / "h.onnx")
+
+
+def test_an_existing_file_is_replaced_only_with_or_replace(digits, tmp_path, monkeypatch):
+    """An existing file was overwritten silently (a read-only one too); FORMAT contradicting the
+    suffix wrote TorchScript into 'x.onnx'; a folder where the card goes left the model written
+    without its card (an IsADirectoryError after the export)."""
+    import os
+
+    _train("h", "logistic", digits)
+    target = tmp_path / "h.onnx"
+    target.write_bytes(b"not mine to overwrite")
+    os.chmod(target, 0o444)
+    with pytest.raises(MlnbError, match="h.onnx exists already: use EXPORT OR REPLACE CLASSIFIER"):
+        mlnb.sql(f"EXPORT CLASSIFIER h TO '{target}'")
+    assert target.read_bytes() == b"not mine to overwrite"
+    out = mlnb.sql(f"-- a comment before it, as in a cell\nEXPORT OR REPLACE CLASSIFIER h TO '{target}'")
+    assert out["same_class"].item() == 100 and onnx.load(str(target)).graph.input[0].name == "image"
+    with pytest.raises(MlnbError, match="exists already"):  # the Python twin: replace=True
+        mlnb.export_classifier("h", target)
+    assert mlnb.export_classifier("h", target, replace=True)["check"]["passed"]
+    with pytest.raises(MlnbError, match=r"'x.onnx' ends in .onnx \(onnx\) but FORMAT is torchscript: name the file x.pt"):
+        mlnb.sql(f"EXPORT CLASSIFIER h TO '{tmp_path / 'x.onnx'}' FORMAT torchscript")
+    for bad in (f"EXPORT CLASSIFIER h TO {tmp_path / 'u.onnx'}", "EXPORT CLASSIFIER h", "EXPORT OR REPLACE CLASSIFIER h TO \"u.onnx\""):
+        with pytest.raises(MlnbError, match=r"EXPORT CLASSIFIER is written EXPORT \[OR REPLACE\] CLASSIFIER name\[@version\] TO 'file.onnx'"):
+            mlnb.sql(bad)  # was DuckDB's "syntax error at or near CLASSIFIER"
+    (tmp_path / "d.onnx.card.json").mkdir()
+    with pytest.raises(MlnbError, match="model card .*d.onnx.card.json: it is a folder"):
+        mlnb.sql(f"EXPORT CLASSIFIER h TO '{tmp_path / 'd.onnx'}'")
+    # the card cannot be put in place at the last step: the old model file is put back
+    before = target.read_bytes()
+    real_replace = os.replace
+
+    def failing_card(src, dst):
+        if str(dst).endswith(".card.json"):
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(_export.os, "replace", failing_card)
+        with pytest.raises(OSError, match="disk full"):
+            mlnb.export_classifier("h", target, replace=True, check_images=digits["path"].to_list())
+        with pytest.raises(OSError, match="disk full"):
+            mlnb.export_classifier("h", tmp_path / "new.onnx", check_images=digits["path"].to_list())
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".mlnb") == ["d.onnx.card.json", "h.onnx", "h.onnx.card.json"]
 
 
 def test_compare_counts_ties_as_agreeing():

@@ -29,6 +29,15 @@ def test_comment_only_statements_are_dropped():
     assert parse("  ") == []
 
 
+def test_comments_around_a_statement_are_not_its_text():
+    # A cell "-- export it" + "EXPORT CLASSIFIER ..." was sent to DuckDB ("syntax error at or near CLASSIFIER").
+    first, second = parse("-- export it\nEXPORT CLASSIFIER h TO 'h.onnx' -- done\n; /* list */ SHOW CLASSIFIERS /* end */")
+    assert (first.text, first.kind, first.offset) == ("EXPORT CLASSIFIER h TO 'h.onnx'", "export_classifier", 13)
+    assert (second.text, second.kind) == ("SHOW CLASSIFIERS", "show_classifiers")
+    assert Statement.of("SELECT 1 -- inner\n AS x -- after").text == "SELECT 1 -- inner\n AS x"
+    assert mlnb.sql("-- which heads\nSHOW CLASSIFIERS").columns[:2] == ["name", "version"]
+
+
 def test_params_names_and_calls():
     s = Statement.of("SELECT flower({* EXCLUDING(label)}) AS p, '$no' FROM iris WHERE x = $lab -- $neither")
     assert [p.text for p in s.params] == ["$lab"]
@@ -69,6 +78,7 @@ def test_literal_options_and_quoted_names():
         ("CREATE MODEL m FROM 'w.pth'", "create_model"),
         ("SHOW MODELS", "show_models"),
         ("DROP MODEL m", "drop_model"),
+        ("EXPORT OR REPLACE CLASSIFIER c TO 'c.onnx'", "export_classifier"),
         ("SET mlnb_engine = 'ray'", "setting"),
         ("RESET mlnb_engine", "setting"),
         ("SET threads = 2", "sql"),
