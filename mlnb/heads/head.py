@@ -214,7 +214,7 @@ def train_classifier(
             evaluation = cross_validate(estimator, X, y, folds, progress=progress)
             evaluated_on = f"{folds}-fold CV"
         t0 = time.perf_counter()
-        estimator.fit(X, y)
+        fit_classifier(estimator, X, y)
         train_seconds = time.perf_counter() - t0
     except ValueError as exc:  # scikit-learn's refusals (a user estimator's bad parameter, too little data)
         if isinstance(exc, MlnbError):
@@ -253,6 +253,24 @@ def train_classifier(
     return head
 
 
+def fit_classifier(estimator: Any, X: np.ndarray, y: np.ndarray) -> Any:
+    """``estimator.fit(X, y)``. A random forest's ``class_weight = 'balanced'`` is passed as the sample
+    weights it stands for: scikit-learn looks the weights of labels such as '0', '1' up as the
+    integers 0, 1 and fails ("The classes, [0, 1], are not in class_weight"); the fit is the same."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    if not (isinstance(estimator, RandomForestClassifier) and estimator.class_weight == "balanced"):
+        return estimator.fit(X, y)
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    estimator.set_params(class_weight=None)
+    try:
+        estimator.fit(X, y, sample_weight=compute_sample_weight("balanced", y))
+    finally:
+        estimator.set_params(class_weight="balanced")  # as the user set it (it only matters to fit)
+    return estimator
+
+
 def cross_validate(estimator: Any, X: np.ndarray, y: np.ndarray, folds: int, *, progress: Any = None) -> Evaluation:
     import polars as pl
     from sklearn.base import clone
@@ -263,7 +281,7 @@ def cross_validate(estimator: Any, X: np.ndarray, y: np.ndarray, folds: int, *, 
     fold_rows = []
     fold_confusion: dict[str, list[dict[str, Any]]] = {}
     for i, (tr, te) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=0).split(X, y)):
-        est = clone(estimator).fit(X[tr], y[tr])
+        est = fit_classifier(clone(estimator), X[tr], y[tr])
         p = est.predict_proba(X[te])
         cols = np.searchsorted(classes, np.asarray(est.classes_).astype(str))
         proba[np.ix_(te, cols)] = p

@@ -263,3 +263,14 @@ def test_test_tables_and_test_where_over_a_with_query(t):
     with pytest.raises(mlnb.QueryError, match=r"(?s)test_where 'path IS NULL' does not work.*sees only its output columns"):
         mlnb.sql("CREATE CLASSIFIER d WITH (test_where = 'path IS NULL') AS "
                  "SELECT features, label FROM t UNION ALL SELECT features, label FROM t", t=t)
+
+
+def test_a_balanced_forest_over_digit_labels(t):
+    """USING random_forest WITH (class_weight = 'balanced') failed on labels '0', '1', ... (the digits):
+    scikit-learn looked their weights up as integers ('The classes, [0, 1, 2], are not in class_weight')."""
+    digits = t.with_columns(pl.col("label").replace({"a": "0", "b": "1", "c": "2"}))
+    out = mlnb.sql("CREATE CLASSIFIER f USING random_forest WITH (n_estimators = 10, class_weight = 'balanced', folds = 3) "
+                   "AS SELECT features, label FROM digits", digits=digits)
+    assert out["accuracy"].item() > 0.8
+    head = load_classifier("f")
+    assert head.estimator.get_params()["class_weight"] == "balanced" and list(head.classes_) == ["0", "1", "2"]
