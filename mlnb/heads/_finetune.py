@@ -153,14 +153,35 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
         if v not in allowed:
             raise MlnbError(f"Unknown {k} {out[k]!r} for finetune: choose from {', '.join(allowed)}.")
         out[k] = v
-    parts = [p.strip().lower() for p in str(out["augment"] or "none").split(",") if p.strip()]
+    augment = out["augment"]
+    if isinstance(augment, (list, tuple)):  # from Python: ["flip", "crop"]
+        augment = ",".join(map(str, augment))
+    parts = [p.strip().lower() for p in str(augment or "none").split(",") if p.strip()]
     bad = [p for p in parts if p not in AUGMENTS]
     if bad:
         raise MlnbError(f"Unknown augment {bad[0]!r} for finetune: give a comma-separated list of {', '.join(AUGMENTS)} (e.g. 'flip,crop').")
     out["augment"] = ",".join(p for p in parts if p != "none")
     if not isinstance(out["model"], str):
         raise MlnbError(f"Option model for finetune names a backbone, e.g. '{DEFAULT_MODEL}'; got {out['model']!r}.")
+    if out["device"] is not None:
+        _check_device(out["device"])
     return out
+
+
+def _check_device(device: Any) -> None:
+    """A device option that torch knows and this machine has, checked before any image is read
+    (torch's own 'Expected one of cpu, cuda, ipu, xpu, ...' came after loading them)."""
+    from ..device import resolve_device
+
+    what = "'auto', 'cpu', 'cuda' (or 'cuda:1') or 'mps'"
+    if not isinstance(device, str) or not device.strip():
+        raise MlnbError(f"Option device for finetune is {what}; got {device!r}.")
+    try:
+        resolve_device(device)
+    except RuntimeError:
+        raise MlnbError(f"Option device for finetune is {what}; got {device!r}.") from None
+    except MlnbError as exc:  # cuda or mps asked for where there is none
+        raise MlnbError(f"Option device = {device!r} for finetune: {str(exc).split(' but ', 1)[-1]}") from None
 
 
 # -- data ------------------------------------------------------------------
@@ -383,6 +404,12 @@ def finetune_classifier(
             raise MlnbError(f"validation_where = {opts['validation_where']!r} chose {'every' if val.all() else 'no'} training row: it must hold out some rows and leave the rest to train on.")
         if len(np.unique(y[~val])) < 2:
             raise MlnbError("The rows left for training (outside the validation split) hold only one class.")
+        unseen = sorted(set(classes) - set(y[~val]))
+        if unseen:  # only validation_where can do this: the fraction keeps a training row of every class
+            raise MlnbError(
+                f"validation_where = {opts['validation_where']!r} holds out every row of class {', '.join(map(repr, unseen[:5]))}: "
+                "the head could never learn it. Leave some rows of each class to train on."
+            )
         result = _train(spec, pixels, y, classes, val, opts, progress=progress)
     backbone, linear, history, best, train_seconds, device = result
 

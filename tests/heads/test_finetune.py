@@ -88,6 +88,18 @@ def test_validation_where_names_the_held_out_rows(digits, tiny_base):
         finetune_classifier(df, options={**FAST, "validation_where": "i >= 0"})
     with pytest.raises(MlnbError, match="cannot be evaluated"):
         finetune_classifier(df, options={**FAST, "validation_where": "no_such_column = 1"})
+    # a class with no training row: the head was saved with a class it could never predict
+    with pytest.raises(MlnbError, match="holds out every row of class '2': the head could never learn it"):
+        finetune_classifier(df, name="ft", options={**FAST, "validation_where": "label = '2' OR i % 4 = 0"})
+    assert mlnb.classifiers().height == 0
+
+
+def test_options_from_python():
+    from mlnb.heads._finetune import check_options
+
+    assert check_options({"augment": ["flip", "crop"]})["augment"] == "flip,crop"
+    assert check_options({"augment": ("none",)})["augment"] == ""
+    assert check_options({"device": "cpu"})["device"] == "cpu"
 
 
 @pytest.mark.parametrize(
@@ -103,6 +115,8 @@ def test_validation_where_names_the_held_out_rows(digits, tiny_base):
         ({"validation": 1.5}, "validation for finetune must be"),
         ({"blokcs": 2}, "Did you mean 'blocks'"),
         ({"model": "no_such_model"}, "Unknown model 'no_such_model'"),
+        ({"device": "xyz"}, "Option device for finetune is 'auto', 'cpu', 'cuda'"),  # was torch's RuntimeError after loading the images
+        ({"augment": ["flip", "spin"]}, "Unknown augment 'spin'"),
     ],
 )
 def test_bad_options(digits, options, message):
