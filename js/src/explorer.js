@@ -195,7 +195,9 @@ function render({ model, el: host }) {
     // mapping stays a scale and a shift.
     actionKeyMap: { merge: "meta" },
     deselectOnDblClick: false,
-    deselectOnEscape: true,
+    // The library listens for Esc on the whole window: Esc in a notebook cell (Jupyter's key for
+    // command mode) cleared every explorer's selection. Esc clears only inside the widget (below).
+    deselectOnEscape: false,
     aspectRatio: 1,
     performanceMode: n0 > 2000000,
     // Patched in by js/patches/regl-scatterplot.mjs: hover is hit-tested here and drawn in SVG
@@ -631,7 +633,11 @@ function render({ model, el: host }) {
   });
   root.addEventListener("keydown", (e) => {
     if (e.key === "Escape") {
-      deselect();
+      // In the label or table-name box, Esc leaves the box; the selection stays.
+      if (e.target instanceof HTMLInputElement) {
+        e.target.blur();
+        root.focus({ preventScroll: true });
+      } else deselect();
       e.stopPropagation();
     }
   });

@@ -220,6 +220,20 @@ def test_explorer_zoom_lasso_escape_hover_grid_and_aspect(lab_server):
             )
             keys = page.locator(".mlnb-explorer .mlnb-tooltip .mlnb-tip-key").all_inner_texts()
             assert "many" in keys and "cluster" not in keys, keys
+
+            # -- Esc elsewhere leaves the selection alone: in the label box, or in a notebook cell
+            # (Jupyter's key for command mode; the library cleared on any Esc in the window) ----------
+            page.click(".mlnb-explorer .mlnb-mode[data-mode='box']")
+            b = plot.bounding_box()
+            _drag(page, [(b["x"] + 2, b["y"] + 2), (b["x"] + b["width"] - 2, b["y"] + b["height"] - 2)])
+            page.wait_for_function("() => document.querySelector('.mlnb-explorer .mlnb-status').textContent.startsWith('3,000 selected')", timeout=20_000)
+            page.fill(".mlnb-explorer .mlnb-label-input", "abc")
+            page.locator(".mlnb-explorer .mlnb-label-input").press("Escape")
+            page.locator(".jp-Cell .jp-InputArea-editor").nth(1).click()
+            page.keyboard.type("ex.selection")
+            page.keyboard.press("Escape")
+            time.sleep(0.5)
+            assert _status(page).startswith("3,000 selected") and _js(page, "return api.root.dataset.selected;") == "3000"
             errors = [m for m in console if m.startswith("error")]
             assert not errors, errors
         finally:
