@@ -275,7 +275,7 @@ class Explorer(Controller):
                 continue
             if dtype.is_numeric() or dtype == pl.Boolean:
                 out.append(name)
-            elif s.n_unique() <= MAX_CATEGORIES + 1 and not _looks_like_paths(s):
+            elif s.drop_nulls().n_unique() <= MAX_CATEGORIES and not _looks_like_paths(s):
                 out.append(name)
         if self.item_col is not None:
             out.append(LABELS_COLUMN)

@@ -397,6 +397,13 @@ def test_colour_edge_values():
     assert ex.message == "No column 'nope' to colour by; choose from b."
     ex = Explorer(pl.DataFrame({"f": X}), features="f", layout="pca", color="nope")
     assert "none that can be a colour" in ex.message
+    # what the menu offers can be chosen: 50 values and a null are offered, 51 values are not
+    Y = np.random.default_rng(1).normal(size=(60, 3)).astype(np.float32)
+    df = pl.DataFrame({"f": Y, "k50": [f"v{i % 50}" if i < 59 else None for i in range(60)], "k51": [f"v{i % 51}" for i in range(60)]})
+    ex = Explorer(df, features="f", layout="pca")
+    assert "k50" in ex.color_columns() and "k51" not in ex.color_columns()
+    ex.set_color("k50")
+    assert ex.message == "" and len(ex.color_spec["categories"]) == 50 and ex.color_spec["nulls"] == 1
 
 
 def test_a_selection_made_before_the_widget_is_shown_is_drawn(digits):
