@@ -107,8 +107,20 @@ def _with_ctes(stmt: Statement, call: Call, query: str) -> str:
                 j += 1
                 continue
             break
-    if not defs or not {name.lower() for name in Statement.of(query).names} & defs.keys():
+    inner = Statement.of(query)
+    if not defs or not {name.lower() for name in inner.names} & defs.keys():
         return query
+    q = inner.tokens
+    if q and q[0].upper == "WITH":  # (WITH b AS (SELECT * FROM a) SELECT ...): one WITH list, its own names win
+        k = 1
+        if len(q) > 1 and q[1].upper == "RECURSIVE":
+            recursive, k = True, 2
+        own = {q[j].name.lower() for j in range(k, len(q) - 1) if q[j].is_name and inner.group[j] == -1
+               and (q[j + 1].upper == "AS" or q[j + 1].text == "(") and (j == k or q[j - 1].text == ",")}
+        kept = [text for name, text in defs.items() if name not in own]
+        if not kept:
+            return query
+        return ("WITH RECURSIVE " if recursive else "WITH ") + ", ".join(kept) + ", " + query[q[k].start :]
     return ("WITH RECURSIVE " if recursive else "WITH ") + ", ".join(defs.values()) + " " + query
 
 

@@ -289,6 +289,10 @@ def test_input_may_be_a_with_table_or_a_query_over_one():
     assert mlnb.sql("SELECT count(*) FROM (WITH a AS (SELECT * FROM df WHERE id < 9) SELECT * FROM outliers(a, features := 'f', k := 3))",
                     df=df).item() == 9
     assert mlnb.sql("WITH q AS (SELECT f AS features, y AS label FROM df) SELECT count(*) FROM label_issues(q, folds := 2)", df=df).item() == 30
+    # an input that has a WITH of its own: one list, its own names first
+    assert mlnb.sql("WITH a AS (SELECT * FROM df WHERE id < 20), c AS (SELECT * FROM df WHERE id < 3) SELECT count(*) FROM "
+                    "outliers((WITH a AS (SELECT * FROM df WHERE id < 7) SELECT * FROM a UNION ALL SELECT * FROM c), features := 'f', k := 2)",
+                    df=df).item() == 10
 
 
 def _unit(X):
