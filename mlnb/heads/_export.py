@@ -392,6 +392,11 @@ def export_classifier(
         raise MlnbError(f"{there} exists already: use EXPORT OR REPLACE CLASSIFIER (replace=True) to overwrite it, or another file name.")
     if check_images is not None and not len(check_images):
         raise MlnbError("CHECK ON gave no images (no rows, or only NULLs): give a query that returns images, or leave out CHECK ON to check on 100 offline images.")
+    from .head import load_head
+
+    head = load_head(ref)
+    if head.meta.get("kind") == "regressor":  # load_classifier's hint (mlnb.load_regressor) is no use here
+        raise MlnbError(f"{head.ref} is a regressor: EXPORT CLASSIFIER writes classifiers (image in, class probabilities out); regressors do not export.")
     head = load_classifier(ref)
     module = head_module(head)  # refuses heads that do not export before the backbone is built
     spec, backbone = _backbone(head)

@@ -766,7 +766,14 @@ def _check_trainable(spec: Any) -> None:
     from ..features import _user_models as um
 
     if spec.name in um.names():
-        fmt = um.read_model_spec(spec.name).get("format")
+        stored = um.read_model_spec(spec.name)
+        fmt = stored.get("format")
+        if stored.get("layer"):  # its features are an inner layer's: the blocks after it do not run
+            raise MlnbError(
+                f"Model {spec.name!r} gives the features of its inner layer {stored['layer']!r}: fine-tuning trains a network's "
+                f"last blocks and its pooled features. Fine-tune a model made from the same weights without layer = ..., "
+                f"or train a head on these features (CREATE CLASSIFIER ... USING logistic)."
+            )
         if fmt in ("torchscript", "onnx"):
             kind = "a TorchScript" if fmt == "torchscript" else "an ONNX"
             raise MlnbError(

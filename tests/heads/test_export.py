@@ -121,6 +121,9 @@ def test_heads_that_do_not_export(digits, tmp_path):
         mlnb.export_classifier("tab", tmp_path / "tab.onnx")
     with pytest.raises(MlnbError, match="Unknown export format"):
         mlnb.export_classifier("near", tmp_path / "x.onnx", format="tflite")
+    mlnb.sql("CREATE REGRESSOR value AS SELECT embed(path, model := 'tiny_base') AS features, CAST(label AS DOUBLE) AS target FROM digits")
+    with pytest.raises(MlnbError, match="value@1 is a regressor: EXPORT CLASSIFIER writes classifiers"):  # was 'use mlnb.load_regressor'
+        mlnb.sql(f"EXPORT CLASSIFIER value TO '{tmp_path / 'value.onnx'}'")
     assert [p.name for p in tmp_path.iterdir() if p.name != ".mlnb"] == []
 
 

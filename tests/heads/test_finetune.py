@@ -316,6 +316,19 @@ def test_torchscript_and_onnx_bases_are_refused(digits, _tiny_state, tmp_path):
     assert mlnb.classifiers().height == 0
 
 
+def test_a_model_on_an_inner_layer_is_refused_before_training(digits, _tiny_state, tmp_path):
+    # Refused with a name as 'cannot be saved ... leave out the name', and without one as 'not a
+    # torch module that can be trained (it is LayerTap)': the advice led nowhere.
+    import torch
+
+    torch.save(_tiny_state, tmp_path / "w.pth")
+    mlnb.sql(f"CREATE MODEL tapped FROM '{tmp_path / 'w.pth'}' WITH (architecture = 'mobilenet_v3_small', input_size = 32, layer = 'features.6')")
+    for name in ("ft", None):
+        with pytest.raises(MlnbError, match="Model 'tapped' gives the features of its inner layer 'features.6'.*without layer ="):
+            finetune_classifier(digits.rename({"path": "image"}), name=name, options={**FAST, "model": "tapped"})
+    assert mlnb.classifiers().height == 0
+
+
 def test_a_diverging_run_is_never_saved(digits, tiny_base):
     # lr = 100 makes the loss NaN in the first epoch: that model used to be saved, its head
     # answering NaN probabilities, with "accuracy 0.33" reported on the training data.
