@@ -29,14 +29,42 @@ if TYPE_CHECKING:
     from ..sql._parse import Call, Statement
 
 
+def model_weights(model: str | None) -> str | None:
+    """The sha256 of a workspace model's weights (``CREATE MODEL``), or None (a built-in model, none, or
+    one that cannot be read): kept with a head trained on its features, so that a head is not used
+    on the features of weights that replaced them (``CREATE OR REPLACE MODEL``)."""
+    if not model:
+        return None
+    from ..features import _user_models
+    from ..features.zoo import _REGISTRY
+
+    if model in _REGISTRY or not isinstance(model, str) or not model.isidentifier():
+        return None
+    try:
+        sha = _user_models.read_model_spec(model).get("sha256")
+    except (MlnbError, OSError, ValueError):
+        return None
+    return sha if isinstance(sha, str) else None
+
+
 def check_backbone(head: Any, model: str, layer: str) -> None:
-    """Refuse to use a head on features of another backbone or layer than it was trained on."""
+    """Refuse to use a head on features of another backbone or layer than it was trained on, or on
+    a workspace model whose weights were replaced since."""
     trained_model, trained_layer = head.meta.get("feature_model"), head.meta.get("layer") or "pool"
+    kind = "Regressor" if head.meta.get("kind") == "regressor" else "Classifier"
     if trained_model and (model, layer) != (trained_model, trained_layer):
         raise QueryError(
-            f"{'Regressor' if head.meta.get('kind') == 'regressor' else 'Classifier'} {head.ref} was trained on {trained_model} features (layer {trained_layer}) "
+            f"{kind} {head.ref} was trained on {trained_model} features (layer {trained_layer}) "
             f"but is called on {model} (layer {layer}): use model '{trained_model}', layer '{trained_layer}' "
             f"(in SQL: embed(..., model := '{trained_model}', layer := '{trained_layer}'))."
+        )
+    trained_sha = head.meta.get("feature_model_sha256")
+    now = model_weights(model) if trained_sha else None
+    if trained_sha and now and now != trained_sha:
+        raise QueryError(
+            f"{kind} {head.ref} was trained on the features of model {model} with weights {trained_sha[:12]}, but "
+            f"{model} now has other weights ({now[:12]}, from CREATE OR REPLACE MODEL): its features no longer fit "
+            f"this head. Train {head.name} again on the new features (CREATE OR REPLACE {kind.upper()} {head.name} ...)."
         )
 
 

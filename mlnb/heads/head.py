@@ -17,6 +17,7 @@ from . import _experiment, store
 from ._data import data_hash, feature_matrix
 from .algorithms import check_data, make_estimator
 from .evaluation import Evaluation, confusion_cells, evaluate_predictions, summarise_folds
+from .functions import model_weights
 
 
 class Head:
@@ -230,6 +231,7 @@ def train_classifier(
         "options": {k: v for k, v in (options or {}).items()},
         "classes": [str(c) for c in estimator.classes_],
         "feature_model": feature_model,
+        "feature_model_sha256": model_weights(feature_model),
         "layer": layer or ("pool" if feature_model else None),
         "dim": int(X.shape[1]),
         "features_column": features,

@@ -22,6 +22,7 @@ from . import _experiment, store
 from ._data import data_hash, feature_matrix
 from .algorithms import make_estimator
 from .evaluation import REGRESSOR_METRICS, RegressionEvaluation, evaluate_regression, summarise_folds
+from .functions import model_weights
 
 
 class Regressor:
@@ -202,6 +203,7 @@ def train_regressor(
         "classes": [],
         "target": target,
         "feature_model": feature_model,
+        "feature_model_sha256": model_weights(feature_model),
         "layer": layer or ("pool" if feature_model else None),
         "dim": int(X.shape[1]),
         "features_column": features,

@@ -681,3 +681,33 @@ def test_dropping_what_a_persisted_function_uses_warns_and_the_function_says_wha
         _q("SELECT tiny_feat(path) FROM images", images=images)
     _q(f"CREATE MODEL tiny FROM '{tmp_path / 'tiny.pt'}' WITH (input_size = 16)")
     assert _q("SELECT len(tiny_feat(path)) AS n FROM images", images=images)["n"].to_list() == [4, 4, 4]
+
+
+def test_a_head_is_not_used_on_a_model_whose_weights_were_replaced(tmp_path, images):
+    """CREATE OR REPLACE MODEL with other weights left the heads trained on the old features scoring
+    the new ones without a word."""
+    import warnings
+
+    import torch
+
+    for seed, name in ((0, "a.pt"), (1, "b.pt")):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.trace(net, torch.zeros(1, 3, 16, 16)).save(str(tmp_path / name))
+    _q(f"CREATE MODEL tiny FROM '{tmp_path / 'a.pt'}' WITH (input_size = 16)")
+    train = "AS SELECT embed(path, model := 'tiny') AS features, label FROM images"
+    _q(f"CREATE CLASSIFIER on_tiny WITH (folds = 0) {train}", images=images)
+    assert _q("SELECT on_tiny(embed(path, model := 'tiny')) AS p FROM images", images=images).height == 3
+    _q(f"CREATE OR REPLACE MODEL tiny FROM '{tmp_path / 'a.pt'}' WITH (input_size = 16)")  # the same weights: still fits
+    assert _q("SELECT on_tiny(embed(path, model := 'tiny')) AS p FROM images", images=images).height == 3
+
+    _q(f"CREATE OR REPLACE MODEL tiny FROM '{tmp_path / 'b.pt'}' WITH (input_size = 16)")
+    with pytest.raises(mlnb.QueryError, match=r"on_tiny@1 was trained on the features of model tiny with weights .* now has "
+                       r"other weights .*CREATE OR REPLACE CLASSIFIER on_tiny"):
+        _q("SELECT on_tiny(embed(path, model := 'tiny')) AS p FROM images", images=images)
+    with pytest.raises(mlnb.QueryError, match="now has other weights"):
+        mlnb.features.embed_frame(images, "path", model="tiny", heads=["on_tiny"])
+    _q(f"CREATE OR REPLACE CLASSIFIER on_tiny WITH (folds = 0) {train}", images=images)
+    assert _q("SELECT on_tiny(embed(path, model := 'tiny')) AS p FROM images", images=images).height == 3
