@@ -447,7 +447,8 @@ class Registry:
                 self._listeners.remove(callback)
 
     def match(self, pattern: str = "*") -> list[Function]:
-        return [f for f in self.all() if fnmatch.fnmatch(f.name, pattern)]
+        # SQL names ignore case (SHOW FUNCTIONS LIKE 'EMBED%' finds embed).
+        return [f for f in self.all() if fnmatch.fnmatchcase(f.name.lower(), pattern.lower())]
 
 
 registry = Registry()

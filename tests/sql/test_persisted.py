@@ -43,6 +43,7 @@ def test_names_are_case_insensitive_as_in_sql(_workspace):
     _q("CREATE FUNCTION Shout(x) AS upper(x)")
     assert (_workspace / "functions" / "shout.json").is_file()
     assert _q("SELECT SHOUT('a') AS a, shout('b') AS b").row(0) == ("A", "B")
+    assert _q("SHOW FUNCTIONS LIKE 'SHO%'")["name"].to_list() == ["shout"]  # was empty: the pattern kept its case
     _q("DROP FUNCTION SHOUT")
     assert mlnb.persisted_functions() == []
 
