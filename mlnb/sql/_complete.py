@@ -604,6 +604,9 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
         at = word.start + 1
         typed = pl_.text[at : pl_.cursor]
         option = _option_before(before)
+        if option is None and len(before) >= 2 and before[-1].text in ("=", ":=") and before[-2].text.lower() == "model" \
+                and any(t.upper == "FINETUNE" for t in before):
+            option = "model"  # CREATE CLASSIFIER x USING finetune WITH (model = '<here>
         source = _source_call(before)
         if source is not None and option in ("features", "label"):
             # label_issues(photos, features := '<here>': the input's columns
@@ -759,8 +762,16 @@ def _create_head(pl_: _Place, upper: list[str], c: int, kind: str, make: Any) ->
         return None  # the training query: plain SQL
     if n == c + 1:
         return []  # the new head's name: nothing to suggest
+    finetune: dict[str, Any] = {}
+    if not regression:  # USING finetune: trains the backbone's last blocks on images
+        from ..heads._finetune import DEFAULTS
+
+        finetune = {k: v for k, v in DEFAULTS.items() if k != "device"}
     if upper[-1] == "USING":
-        return make(_matches(prefix, algos), "algorithm", {a: "options: " + ", ".join(rules.get(a, {})) for a in algos})
+        details = {a: "options: " + ", ".join(rules.get(a, {})) for a in algos}
+        if finetune:
+            details["finetune"] = "fine-tunes the backbone on images: options: " + ", ".join(finetune)
+        return make(_matches(prefix, list(details)), "algorithm", details)
     if "WITH" in upper[c:]:
         w = c + upper[c:].index("WITH")
         inside = n > w + 1 and before[w + 1].text == "(" and not any(t.text == ")" for t in before[w + 1 :])
@@ -769,10 +780,13 @@ def _create_head(pl_: _Place, upper: list[str], c: int, kind: str, make: Any) ->
             if "USING" in upper[c:w]:
                 u = c + upper[c:w].index("USING")
                 algo = before[u + 1].text.lower() if u + 1 < n else algo
-            details = {k: f"{algo}: {r.describe()}" if hasattr(r, "describe") else algo for k, r in rules.get(algo, {}).items()}
-            details["folds"] = "k-fold cross-validation: a whole number of at least 2"
-            details["test"] = "test rows: (SELECT features, label FROM ...)"
-            details["test_where"] = "test rows: a SQL condition, e.g. 'hash(path) % 5 = 0'"
+            if algo == "finetune" and finetune:
+                details = {k: f"finetune: default {v!r}" if v is not None else "finetune" for k, v in finetune.items()}
+            else:
+                details = {k: f"{algo}: {r.describe()}" if hasattr(r, "describe") else algo for k, r in rules.get(algo, {}).items()}
+                details["folds"] = "k-fold cross-validation: a whole number of at least 2"
+                details["test"] = "test rows: (SELECT features, label FROM ...)"
+                details["test_where"] = "test rows: a SQL condition, e.g. 'hash(path) % 5 = 0'"
             given = {before[k].text.lower() for k in range(w + 2, n - 1) if before[k].is_name and before[k + 1].text in ("=", ":=")}
             return make(_matches(prefix, [o for o in details if o.lower() not in given]), "option", details)
         if inside:

@@ -182,7 +182,7 @@ def test_dollar_variables(ns, session):
 
 
 def test_create_classifier_algorithms_and_options(ns, session):
-    assert texts("CREATE CLASSIFIER pets USING ", ns, session) == list(ALGORITHMS)
+    assert texts("CREATE CLASSIFIER pets USING ", ns, session) == [*ALGORITHMS, "finetune"]
     assert texts("CREATE OR REPLACE CLASSIFIER pets USING k", ns, session) == ["knn"]
     got = texts("CREATE CLASSIFIER pets USING mlp WITH (", ns, session)
     assert got == [*OPTIONS["mlp"], "folds", "test", "test_where"]
@@ -361,3 +361,14 @@ def test_options_already_given_are_not_offered_again(ns, session):
     got = texts("CREATE CLASSIFIER pets USING knn WITH (k = 3, ", ns, session)
     assert got == ["folds", "test", "test_where"]
     assert "folds" not in texts("CREATE CLASSIFIER pets WITH (folds = 3, C = 1, ", ns, session)
+
+
+def test_create_classifier_using_finetune(ns, session):
+    import mlnb.features.zoo  # noqa: F401 - the zoo loaded (in a notebook the first Tab starts loading it)
+    from mlnb.heads._finetune import DEFAULTS
+
+    assert texts("CREATE CLASSIFIER pets USING fi", ns, session) == ["finetune"]
+    assert "finetune" not in texts("CREATE REGRESSOR price USING ", ns, session)
+    got = texts("CREATE CLASSIFIER pets USING finetune WITH (epochs = 3, ", ns, session)
+    assert got == [k for k in DEFAULTS if k not in ("device", "epochs")] and "folds" not in got
+    assert texts("CREATE CLASSIFIER pets USING finetune WITH (model = 'efficientnet_l", ns, session)[0] == "efficientnet_lite0"
