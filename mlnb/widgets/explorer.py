@@ -135,6 +135,7 @@ class Explorer(Controller):
             if not np.isfinite(c).all():
                 raise MlnbError("coords has NaN or inf values in rows that have features.")
             self.coords, self.method = c[:, :3], "given"
+            self._given = self.coords  # kept: the layout menu offers it after a switch away
             self.layouts = ["given", *self.layouts]
             self._done.set()
         else:
@@ -193,7 +194,7 @@ class Explorer(Controller):
         if m == "pca":
             self._set_coords(pca_layout(self.X, n_components=self._n_components), "pca")
         elif m == "given":
-            raise MlnbError("The given coords were replaced; make a new explorer to get them back.")
+            self._set_coords(self._given, "given")
         else:
             cached = cached_layout(self.X, m, n_components=self._n_components, **self._options(m))
             if cached is not None:

@@ -259,6 +259,10 @@ def test_given_coords_and_three_d(digits):
     ex = Explorer(digits, features="pixels", coords=rng.normal(size=(90, 3)))
     w = view(ex)
     assert ex.layout == "given" and w.layouts[0] == "given" and len(w.xy) == 90 * 8  # drawn by its first two axes
+    given = ex.coords.copy()
+    send(ex, type="layout", method="PCA")
+    send(ex, type="layout", method="given")  # offered in the menu, so it can be chosen again
+    assert w.error == "" and ex.layout == "given" and w.layout == "given" and np.array_equal(ex.coords, given)
     ex = Explorer(digits, features="pixels", layout="pca", n_components=3)
     assert ex.coords.shape == (90, 3)
 
