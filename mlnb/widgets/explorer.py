@@ -28,7 +28,7 @@ MAX_CATEGORIES = 50
 BINS = 64  # steps of the continuous colour scale
 LABELS_COLUMN = "label store"  # the labeler's current labels, offered as a colour
 METHODS = {"pca": "PCA", "umap": "UMAP", "tsne": "t-SNE", "given": "given"}
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")  # 63 at most: a file name, and PostgreSQL's limit
 
 
 class Explorer(Controller):
@@ -442,7 +442,7 @@ class Explorer(Controller):
         from ..sql._session import _PROVIDERS, _builtin_tables
 
         if not _NAME.match(name or ""):
-            raise MlnbError(f"{name!r} is not a table name: use letters, digits and _, starting with a letter.")
+            raise MlnbError(f"{name!r} is not a table name: use up to 63 letters, digits and _, starting with a letter.")
         _builtin_tables()
         if name.lower() in {k.lower() for k in _PROVIDERS}:
             raise MlnbError(f"{name} is the name of one of mlnb's own tables ({', '.join(sorted(_PROVIDERS))}); choose another name.")

@@ -368,6 +368,8 @@ def test_saved_selection_names(_workspace):
         send(ex, type="save", name=name)
         assert why in ex.widget.error
         assert not (_workspace / "selections" / f"{name}.parquet").exists()
+    send(ex, type="save", name="x" * 300)  # was the file system's 'File name too long', uncaught
+    assert "not a table name" in ex.widget.error
     send(ex, type="save", name="Cats")
     assert ex.widget.error == "" and "without o" in ex.widget.status
     assert mlnb.sql("SELECT count(*) AS n FROM cats")["n"][0] == 10  # SQL names ignore case
