@@ -712,3 +712,14 @@ def test_a_head_is_not_used_on_a_model_whose_weights_were_replaced(tmp_path, ima
         mlnb.features.embed_frame(images, "path", model="tiny", heads=["on_tiny"])
     _q(f"CREATE OR REPLACE CLASSIFIER on_tiny WITH (folds = 0) {train}", images=images)
     assert _q("SELECT on_tiny(embed(path, model := 'tiny')) AS p FROM images", images=images).height == 3
+
+
+def test_a_table_function_over_a_file_its_argument_names(tmp_path):
+    """The body was checked with NULL arguments, and read_parquet(NULL) is refused by DuckDB, so
+    CREATE FUNCTION rows_of(p) AS TABLE ... FROM read_parquet(p) could not be made."""
+    pl.DataFrame({"id": [3, 1, 2], "v": ["c", "a", "b"]}).write_parquet(tmp_path / "t.parquet")
+    _q("CREATE FUNCTION first_rows(p, n) AS TABLE SELECT id, upper(v) AS v FROM read_parquet(p) ORDER BY id LIMIT n")
+    assert _q(f"SELECT * FROM first_rows('{tmp_path / 't.parquet'}', 2)").rows() == [(1, "A"), (2, "B")]
+    assert _q("SHOW FUNCTIONS LIKE 'first_rows'")["kind"].item() == "table"
+    with pytest.raises(mlnb.QueryError, match="The body of function bad_rows does not work"):
+        _q("CREATE FUNCTION bad_rows(p) AS TABLE SELECT nosuch FROM range(3)")
