@@ -99,9 +99,9 @@ class Explorer(Controller):
             X, ok = _feature_matrix(feature_matrix, feats, features)
             bad = int(feats.len() - feats.null_count() - ok.sum())
             if missing:
-                self.notes.append(f"{missing:,} rows without features left out")
+                self.notes.append(f"{missing:,} row{'s' if missing != 1 else ''} without features left out")
             if bad:
-                self.notes.append(f"{bad:,} rows with NaN/inf features left out")
+                self.notes.append(f"{bad:,} row{'s' if bad != 1 else ''} with NaN/inf features left out")
         if head is not None and ok.any():
             df = _with_predictions(df, X, ok, head, label)
         self.rows = np.flatnonzero(ok)  # positions in the input frame

@@ -220,7 +220,7 @@ def test_bad_input_is_a_message_in_the_widget(digits, tmp_path):
     df = pl.DataFrame({"f": X}).with_columns(pl.when(pl.int_range(pl.len()) == 7).then(None).otherwise(pl.col("f")).alias("f"))
     ex = Explorer(df, features="f", layout="pca")
     assert view(ex).problem == "" and ex.frame.height == 38 and ex.rows.tolist() == [i for i in range(40) if i not in (5, 7)]
-    assert "1 rows without features" in view(ex).status and "1 rows with NaN/inf" in view(ex).status
+    assert "1 row without features" in view(ex).status and "1 row with NaN/inf" in view(ex).status
     # constant features: drawn (all in one place), said
     ex = Explorer(pl.DataFrame({"f": np.ones((10, 4), dtype=np.float32)}), features="f")
     assert np.isfinite(ex.coords).all() and "same features" in view(ex).status
@@ -282,7 +282,7 @@ def test_features_of_another_length_empty_or_not_numbers():
     ex = Explorer(pl.DataFrame({"f": rows, "k": range(13)}), features="f", layout="pca")
     w = view(ex)
     assert w.problem == "" and ex.frame["k"].to_list() == list(range(10)) and len(w.xy) == 10 * 8
-    assert "2 rows with features of another length (not 2) left out" in w.status and "1 rows without features" in w.status
+    assert "2 rows with features of another length (not 2) left out" in w.status and "1 row without features" in w.status
     # empty vectors: a message in the widget, not a numpy error
     ex = Explorer(pl.DataFrame({"f": [[] for _ in range(5)]}, schema={"f": pl.List(pl.Float32)}), features="f")
     assert "empty vectors" in view(ex).problem and view(ex).xy == b""
