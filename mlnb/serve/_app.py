@@ -240,6 +240,19 @@ def _check_string_arg(value: str, options: ServeOptions) -> None:
         check_path(value, options)
 
 
+#: The longest error message a client gets.
+MAX_ERROR = 400
+
+
+def clip(message: str) -> str:
+    """An error message for a client, at most :data:`MAX_ERROR` characters: a reason that quotes the
+    request's input (a 5,000-character file name, a feature vector read as a path) keeps its start and end."""
+    if len(message) <= MAX_ERROR:
+        return message
+    head, tail = MAX_ERROR - 100, 40
+    return message[:head] + f" ... ({len(message) - head - tail:,} characters left out) ... " + message[-tail:]
+
+
 # -- the app ---------------------------------------------------------------------
 class ServeState:
     """What the app holds between requests: the catalog, batchers, the worker threads."""
@@ -327,7 +340,7 @@ def create_app(options: ServeOptions | None = None, *, workspace: str | os.PathL
 
     def error(message: str, status: int, **extra: Any) -> JSONResponse:
         state.errors += 1
-        return JSONResponse({"error": message, "status": status, **extra}, status_code=status)
+        return JSONResponse({"error": clip(message), "status": status, **extra}, status_code=status)
 
     def guarded(handler: Any) -> Any:
         """Every error a request can cause becomes a JSON answer; the server goes on."""

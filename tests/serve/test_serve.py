@@ -613,3 +613,19 @@ def test_deeply_nested_json_is_a_400(client, trained):
     finally:
         persisted.drop_function("same", missing_ok=True)
     assert client.get("/v1/health").json()["status"] == "ok"
+
+
+def test_errors_quoting_a_long_input_are_clipped(client, trained):
+    """A feature vector sent to a function that embeds its argument came back as a 5 KB error
+    quoting every number ('File name too long: [0.5, 0.5, ...]')."""
+    persisted = pytest.importorskip("mlnb.sql._persisted")
+    mlnb.sql(f"CREATE FUNCTION brand_long(img) AS digit(embed(img, model := '{MODEL}'))")
+    try:
+        for body in ({"features": [0.5] * 1024}, {"args": {"img": "x" * 5000}}):
+            r = client.post("/v1/functions/brand_long/application", json=body)
+            error = r.json()["error"]
+            assert r.status_code == 400 and error.startswith("The image could not be used") and len(error) <= 400, error
+            assert "characters left out" in error
+    finally:
+        persisted.drop_function("brand_long", missing_ok=True)
+    assert _post_image(client, "digit", trained.paths[0]).status_code == 200  # still serving
