@@ -155,12 +155,17 @@ def _source(stmt: Statement, part: list[int], fn: str, usage: str) -> Any:
     toks = stmt.tokens
     t0, tn = toks[part[0]], toks[part[-1]]
     if len(part) == 1 and t0.kind == "string":
-        return literal_value(t0)
+        value = literal_value(t0)
+        if isinstance(value, str) and any(c in value for c in "./*"):  # 'photos.parquet', as FROM reads it (no head name has these)
+            return _Query("SELECT * FROM " + t0.text)
+        return value
     if t0.text == "(" and stmt.match[part[0]] == part[-1] and len(part) > 2:
         return _Query(stmt.text[toks[part[1]].start : toks[part[-2]].end])
     if all(toks[j].is_name or toks[j].text == "." for j in part):
         return _Query("SELECT * FROM " + stmt.text[t0.start : tn.end])
-    raise QueryError(f"The input of {fn}() must be a table or frame name or a (SELECT ...) query: {usage}.",
+    if len(part) > 2 and t0.is_name and toks[part[1]].text == "(" and stmt.match[part[1]] == part[-1]:
+        return _Query("SELECT * FROM " + stmt.text[t0.start : tn.end])  # read_parquet('x'), another table function
+    raise QueryError(f"The input of {fn}() must be a table or frame name, a file, a table function or a (SELECT ...) query: {usage}.",
                      statement=stmt.text, position=t0.start)
 
 

@@ -358,3 +358,19 @@ def test_columns_are_named_as_sql_does_and_options_once():
     lists = pl.DataFrame({"f": np.eye(4, dtype=np.float32)[[0, 1] * 4], "label": [[1], [2]] * 4})
     with pytest.raises(MlnbError, match=r"the label column 'label' has type List\(Int64\): a label is one value per row"):
         mlnb.label_issues(lists, features="f", folds=2)
+
+
+def test_input_may_be_a_file_or_a_table_function(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    df = pl.DataFrame({"id": np.arange(20), "f": rng.standard_normal((20, 6)).astype(np.float32), "y": np.arange(20) % 2})
+    df.write_parquet(tmp_path / "feats.parquet")
+    monkeypatch.chdir(tmp_path)
+    assert mlnb.sql("SELECT count(*) FROM outliers('feats.parquet', features := 'f', k := 2)").item() == 20
+    assert mlnb.sql("SELECT count(*) FROM outliers(read_parquet('*.parquet'), features := 'f', k := 2)").item() == 20
+    # another quality function's result as the input: both ranks kept
+    with pytest.warns(UserWarning, match="kept as 'row' as 'row_1', 'rank' as 'rank_1'"):
+        out = mlnb.sql("SELECT rank, rank_1 FROM outliers(label_issues(df, features := 'f', label := 'y', folds := 2), features := 'f', k := 2)",
+                       df=df)
+    assert sorted(out.get_column("rank").to_list()) == sorted(out.get_column("rank_1").to_list()) == list(range(1, 21))
+    with pytest.raises(QueryError, match="could not run: IO Error: No files found"):
+        mlnb.sql("SELECT * FROM outliers('nofile.parquet', features := 'f')")
