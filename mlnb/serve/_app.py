@@ -195,6 +195,12 @@ def _base64(value: Any) -> bytes:
         raise RequestError('"image_base64" must be a non-empty base64 string.')
     if value.startswith("data:") and "," in value:  # a data URL
         value = value.split(",", 1)[1]
+    # What encoders write: line breaks every 76 characters (the base64 command, MIME), the URL-safe
+    # alphabet (- and _), padding left out. Anything else outside the alphabet is still refused.
+    value = "".join(value.split())
+    if "-" in value or "_" in value:
+        value = value.replace("-", "+").replace("_", "/")
+    value += "=" * (-len(value) % 4)
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -629,3 +629,15 @@ def test_errors_quoting_a_long_input_are_clipped(client, trained):
     finally:
         persisted.drop_function("brand_long", missing_ok=True)
     assert _post_image(client, "digit", trained.paths[0]).status_code == 200  # still serving
+
+
+def test_base64_as_encoders_write_it(client, trained):
+    """`base64 image.png` wraps lines at 76 characters; URL-safe encoders use - and _ and may
+    leave out the padding: all were 400 'not valid base64'."""
+    data = Path(trained.paths[4]).read_bytes()
+    want = str(_expected("digit", trained.feats[4:5]).argmax())
+    for text in (base64.encodebytes(data).decode(), base64.urlsafe_b64encode(data).decode().rstrip("=")):
+        r = client.post("/v1/functions/digit/application", json={"image_base64": text})
+        assert r.status_code == 200 and r.json()["label"] == want, r.text
+    r = client.post("/v1/functions/digit/application", json={"image_base64": "not base64!"})
+    assert r.status_code == 400 and "not valid base64" in r.json()["error"]
