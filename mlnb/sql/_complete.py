@@ -1004,6 +1004,10 @@ def _source_columns(pl_: _Place, before: list[Token], cat: _Catalog) -> list[tup
         if body:
             return cat.query_columns(body)
         return cat.columns(arg[-1].name, text[: arg[-2].start - arg[0].start] if len(arg) > 1 else None)
+    if (len(arg) == 1 and arg[0].kind == "string" and any(c in arg[0].text for c in "./*")) or (
+        len(arg) > 2 and arg[0].is_name and arg[1].text == "(" and arg[-1].text == ")"
+    ):
+        return cat.query_columns("SELECT * FROM " + text)  # 'feats.parquet', read_parquet(...)
     return []
 
 

@@ -325,7 +325,7 @@ def test_quoted_table_names(ns, session):
     assert texts(text, ns, session, cur) == ['"My Col"']
 
 
-def test_quality_functions_arguments(ns, session):
+def test_quality_functions_arguments(ns, session, tmp_path):
     from mlnb.heads import train_classifier
 
     frame = pl.DataFrame({"features": np.eye(4, dtype=np.float32)[[0, 1] * 6].tolist(), "label": list("ab" * 6)})
@@ -341,6 +341,10 @@ def test_quality_functions_arguments(ns, session):
     assert texts("SELECT * FROM label_issues(images, features := 'path', label := 'la", ns, session) == ["label"]
     assert texts("SELECT * FROM label_issues((SELECT width AS w FROM meta), features := '", ns, session) == ["w"]
     assert texts("WITH q AS (SELECT height AS h FROM meta) SELECT * FROM outliers(q, features := '", ns, session) == ["h"]
+    path = tmp_path / "scores.parquet"
+    pl.DataFrame({"file_f": [[1.0]], "file_y": [1]}).write_parquet(path)
+    assert texts(f"SELECT * FROM outliers('{path}', features := '", ns, session) == ["file_f", "file_y"]
+    assert texts(f"SELECT * FROM outliers(read_parquet('{path}'), features := 'file_f', label := 'file_", ns, session) == ["file_f", "file_y"]
     # label_issues('<head>')
     assert texts("SELECT * FROM label_issues('", ns, session) == ["digit", "digit@1"]
     assert texts("SELECT * FROM read_images('", ns, session) == []  # a path: left to the notebook
