@@ -606,6 +606,9 @@ def _with_predictions(df: Any, X: np.ndarray, ok: np.ndarray, head: Any, label: 
 
     from ..heads import load_classifier
 
+    taken = [c for c in ("predicted", "confidence") + (("is_error",) if label is not None else ()) if c in df.columns]
+    if taken:
+        raise MlnbError(f"The frame has its own {', '.join(taken)} column{'s' if len(taken) > 1 else ''}, which head= would replace: rename {'them' if len(taken) > 1 else 'it'}.")
     h = load_classifier(head) if isinstance(head, str) else head
     proba = np.full((len(X), len(h.classes_)), np.nan)
     proba[ok] = h.predict_proba(X[ok])

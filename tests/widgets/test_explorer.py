@@ -252,6 +252,9 @@ def test_colour_by_prediction_confidence_and_error(digits):
     assert ex.color_spec["kind"] == "continuous" and 0 < ex.color_spec["min"] <= ex.color_spec["max"] <= 1
     ex.set_color("predicted")
     assert ex.color_spec["categories"] == ["0", "1", "7"]
+    # the input's own column of that name is not replaced behind the person's back
+    with pytest.raises(mlnb.MlnbError, match="own predicted column"):
+        Explorer(digits.with_columns(pl.lit("mine").alias("predicted")), features="pixels", head=head, layout="pca")
 
 
 def test_given_coords_and_three_d(digits):
