@@ -108,6 +108,9 @@ class Head:
         ok &= np.array([v is not None for v in y])
         if not ok.any():
             raise MlnbError("No rows with both features and a label to evaluate on.")
+        if not ok.all():
+            warnings.warn(f"{int((~ok).sum())} of {len(ok)} rows have null features or a null label and were left "
+                          "out of the evaluation.", stacklevel=2)
         ev = evaluate_predictions(y[ok], self.estimator.predict_proba(M[ok]), self.classes_)
         ev.point_rows_at(np.flatnonzero(ok))
         return ev

@@ -78,6 +78,9 @@ class Regressor:
         ok &= np.isfinite(y)
         if not ok.any():
             raise MlnbError("No rows with both features and a target to evaluate on.")
+        if not ok.all():
+            warnings.warn(f"{int((~ok).sum())} of {len(ok)} rows have null features or a null, NaN or infinite target "
+                          "and were left out of the evaluation.", stacklevel=2)
         ev = evaluate_regression(y[ok], self.estimator.predict(M[ok]))
         rows = np.flatnonzero(ok)
         ev.point_rows_at(rows)

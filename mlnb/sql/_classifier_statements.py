@@ -333,6 +333,7 @@ def _evaluate(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str,
     from ..heads import load_classifier
     from ..heads.evaluation import confusion_cells
 
+    _check_evaluate_kind(m.group("ref").strip('"'), "classifier", stmt)
     head = load_classifier(m.group("ref").strip('"'))
     if m.group("query") is None:  # what was measured at training time
         met = head.meta["metrics"]
@@ -356,6 +357,16 @@ def _evaluate(session: Session, m: Match[str], stmt: Statement, ns: Mapping[str,
     cell_type = pl.List(pl.Struct({"actual": pl.String, "predicted": pl.String, "count": pl.Int64}))
     listed = [{"actual": c["actual"], "predicted": c["predicted"], "count": c["count"]} for c in cells]
     return metrics.with_columns(pl.Series("confusion", [listed], dtype=cell_type))
+
+
+def _check_evaluate_kind(ref: str, kind: str, stmt: Statement) -> None:
+    """EVALUATE CLASSIFIER of a regressor (or the other way round) says which statement it needs."""
+    from ..heads import store
+
+    name = ref.split("@")[0]
+    other = store.kind_of(name) if name.isidentifier() else None
+    if other is not None and other != kind:
+        raise QueryError(f"{name} is a {other}, not a {kind}: EVALUATE {other.upper()} {ref} ...", statement=stmt.text)
 
 
 def _training_confusion(head: Any) -> list[dict[str, Any]]:
@@ -476,6 +487,7 @@ def _evaluate_regressor(session: Session, m: Match[str], stmt: Statement, ns: Ma
 
     from ..heads import load_regressor
 
+    _check_evaluate_kind(m.group("ref").strip('"'), "regressor", stmt)
     reg = load_regressor(m.group("ref").strip('"'))
     if m.group("query") is None:
         met = reg.meta["metrics"]

@@ -274,3 +274,22 @@ def test_a_balanced_forest_over_digit_labels(t):
     assert out["accuracy"].item() > 0.8
     head = load_classifier("f")
     assert head.estimator.get_params()["class_weight"] == "balanced" and list(head.classes_) == ["0", "1", "2"]
+
+
+def test_evaluate_reports_left_out_rows_and_the_right_statement(t):
+    """EVALUATE left rows with a null label or target out without a word, and EVALUATE CLASSIFIER of a
+    regressor answered with the Python call mlnb.load_regressor(...)."""
+    mlnb.sql("CREATE CLASSIFIER c WITH (folds = 0) AS SELECT features, label FROM t", t=t)
+    with pytest.warns(UserWarning, match="75 of 150 rows have null features or a null label and were left out"):
+        out = mlnb.sql("EVALUATE CLASSIFIER c ON (SELECT features, CASE WHEN right(path, 5) < '5.jpg' "
+                       "THEN NULL ELSE label END AS label FROM t)", t=t)
+    assert out["n"].item() == 75
+    y = t.with_columns(pl.int_range(150).cast(pl.Float64).alias("y"))
+    mlnb.sql("CREATE REGRESSOR r WITH (folds = 0) AS SELECT features, y AS target FROM y", y=y)
+    with pytest.warns(UserWarning, match="50 of 150 rows have null features or a null, NaN or infinite target"):
+        out = mlnb.sql("EVALUATE REGRESSOR r ON (SELECT features, CASE WHEN y % 3 = 0 THEN 'nan'::DOUBLE ELSE y END AS target FROM y)", y=y)
+    assert out["n"].item() == 100
+    with pytest.raises(mlnb.QueryError, match="r is a regressor, not a classifier: EVALUATE REGRESSOR r"):
+        mlnb.sql("EVALUATE CLASSIFIER r")
+    with pytest.raises(mlnb.QueryError, match="c is a classifier, not a regressor: EVALUATE CLASSIFIER c@1"):
+        mlnb.sql("EVALUATE REGRESSOR c@1")
