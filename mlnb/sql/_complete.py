@@ -621,7 +621,7 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
         if option == "model":
             return [Completion(n, "model", at, end, d) for n, d in _models() if n.lower().startswith(typed.lower())]
         if option == "layer":
-            model = _call_option(pl_.toks, before, "model")
+            model = _call_option(pl_.toks, before, "model", cat.ns)
             return [Completion(n, "layer", at, end, f"layer of {model}") for n in _matches(typed, _layers(model))]
         out.context = "string"
         return []
@@ -672,7 +672,7 @@ def _complete(pl_: _Place, cat: _Catalog, out: Completions) -> list[Completion]:
             items += make((f"{p.name} := " for p in fn.options if p.name.startswith(prefix.lower())), "option", fn.signature)
     if before[-1].text in (":=", "=>") and len(before) >= 2 and before[-2].upper in ("MODEL", "LAYER"):
         option = before[-2].text.lower()
-        names = [n for n, _d in _models()] if option == "model" else _layers(_call_option(pl_.toks, before, "model"))
+        names = [n for n, _d in _models()] if option == "model" else _layers(_call_option(pl_.toks, before, "model", cat.ns))
         return make((f"'{n}'" for n in _matches(prefix, names)), option)
 
     # an expression: columns, tables, functions, keywords ---------------------
@@ -1011,8 +1011,9 @@ def _source_columns(pl_: _Place, before: list[Token], cat: _Catalog) -> list[tup
     return []
 
 
-def _call_option(toks: list[Token], before: list[Token], option: str) -> str:
-    """The literal value of ``option := '...'`` in the call around the cursor (the model's default otherwise)."""
+def _call_option(toks: list[Token], before: list[Token], option: str, ns: Mapping[str, Any] | None = None) -> str:
+    """The value of ``option := '...'`` (or ``:= $name``, a string in ``ns``) in the call around the cursor
+    (the model's default otherwise)."""
     from ..config import DEFAULT_MODEL
 
     open_at = _depth(before)
@@ -1030,6 +1031,8 @@ def _call_option(toks: list[Token], before: list[Token], option: str) -> str:
         elif level == 0 and t.is_name and t.text.lower() == option and j + 2 < len(toks):
             if toks[j + 1].text in (":=", "=>", "=") and toks[j + 2].kind == "string" and toks[j + 2].text.endswith("'"):
                 return toks[j + 2].text[1:-1].replace("''", "'")
+            if toks[j + 1].text in (":=", "=>", "=") and toks[j + 2].kind == "param" and isinstance((ns or {}).get(toks[j + 2].text[1:]), str):
+                return ns[toks[j + 2].text[1:]]
     return DEFAULT_MODEL
 
 

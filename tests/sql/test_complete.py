@@ -161,6 +161,12 @@ def test_model_and_layer_strings(ns, session):
     assert "_conv_head" in texts(text, ns, session, cur)
     # default model when none is named
     assert "_conv_head" in texts("SELECT embed(path, layer := '", ns, session)
+    # the model a $variable names
+    import mlnb.features.zoo as zoo
+
+    other = next(n for n in zoo.list_models().get_column("name").to_list() if zoo.get_spec(n).layers != zoo.get_spec("efficientnet_lite0").layers)
+    got = texts("SELECT embed(path, model := $m, layer := '", {**ns, "m": other}, session)
+    assert got == list(zoo.get_spec(other).layers)
     # before the quote: quoted names
     assert "'efficientnet_lite0'" in texts("SELECT embed(path, model := ", ns, session)
     # option names inside the call
