@@ -465,3 +465,24 @@ def test_layout_options_for_one_method_do_not_block_the_other(monkeypatch):
     assert seen["tsne"]["metric"] == seen["umap"]["metric"] == "euclidean"
     with pytest.raises(mlnb.MlnbError, match="No layout option bogus"):
         Explorer(pl.DataFrame({"f": X}), features="f", layout="pca", bogus=1)  # was accepted silently
+
+
+def test_grid_thumbnails_load_in_parallel(digits, monkeypatch):
+    import time
+
+    import mlnb.images
+
+    real = mlnb.images.thumbnail
+
+    def slow(src, size=64):  # as an image behind a URL: a round trip each
+        time.sleep(0.2)
+        return real(src, size)
+
+    monkeypatch.setattr(mlnb.images, "thumbnail", slow)
+    ex = Explorer(digits, features="pixels", image="path", layout="pca")
+    t0 = time.perf_counter()
+    w = send(ex, type="thumbs", indices=list(range(40)))
+    took = time.perf_counter() - t0
+    content, buffers = w.sent[-1]
+    assert content["indices"] == list(range(40)) and all(b[:3] == b"\xff\xd8\xff" for b in buffers)
+    assert took < 4, took  # one after another: 8 s, the kernel deaf to everything else meanwhile
