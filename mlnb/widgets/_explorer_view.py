@@ -134,3 +134,6 @@ class ExplorerView(anywidget.AnyWidget):
             self.error = ""
         except (MlnbError, QueryError) as exc:
             self.error = str(exc)
+        except OSError as exc:  # a full disk or a read-only workspace: said here, nothing claimed done
+            where = f" ({exc.filename})" if exc.filename else ""
+            self.error = f"Could not write to the workspace{where}: {exc.strerror or exc}. Nothing was saved."

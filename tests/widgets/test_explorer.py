@@ -486,3 +486,19 @@ def test_grid_thumbnails_load_in_parallel(digits, monkeypatch):
     content, buffers = w.sent[-1]
     assert content["indices"] == list(range(40)) and all(b[:3] == b"\xff\xd8\xff" for b in buffers)
     assert took < 4, took  # one after another: 8 s, the kernel deaf to everything else meanwhile
+
+
+def test_a_failed_write_is_said_in_the_widget(digits, monkeypatch):
+    import errno
+
+    from mlnb import labels as labels_mod
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/ws/labels.jsonl")
+
+    ex = Explorer(digits, features="pixels", image="path", layout="pca")
+    w = send(ex, [np.arange(3, dtype=np.int32).tobytes()], type="select", n=3)
+    monkeypatch.setattr(labels_mod.LabelStore, "add", full)
+    send(ex, type="label", label="x")
+    assert "No space left on device" in w.error and "Nothing was saved" in w.error
+    assert not w.status.startswith("labelled")
