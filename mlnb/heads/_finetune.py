@@ -228,13 +228,37 @@ def _load_pixels(spec: Any, sources: list[Any], *, progress: bool | None) -> tup
     return pixels, ok
 
 
+def _training_frame(frame: Any) -> Any:
+    """The training rows as a Polars frame. A pandas column of images in memory (PIL images,
+    NumPy arrays), which Arrow cannot convert, is kept as Python objects: the image loader
+    reads them as it reads them for ``embed()``."""
+    import polars as pl
+
+    try:
+        return to_polars(frame)
+    except MlnbError:
+        raise
+    except Exception:
+        if not type(frame).__module__.startswith("pandas"):
+            raise
+    cols = {}
+    for c in frame.columns:
+        try:
+            cols[str(c)] = pl.from_pandas(frame[[c]]).to_series()
+        except Exception:  # noqa: BLE001 - a column of Python objects
+            cols[str(c)] = pl.Series(str(c), list(frame[c]), dtype=pl.Object)
+    return pl.DataFrame(cols)
+
+
 def _validation_mask(df: Any, where: str) -> np.ndarray:
     """``where`` (DuckDB SQL) evaluated on each training row."""
     import duckdb
+    import polars as pl
 
     con = duckdb.connect()
     try:
-        con.register("rows", df.with_row_index("__row"))
+        # Images in memory (Object columns) cannot go to DuckDB; the condition is on the other columns.
+        con.register("rows", df.select([c for c, t in df.schema.items() if t != pl.Object]).with_row_index("__row"))
         got = con.execute(f"SELECT coalesce(CAST(({where}) AS BOOLEAN), false) AS v FROM rows ORDER BY __row").fetchnumpy()["v"]
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0]
@@ -354,7 +378,7 @@ def finetune_classifier(
     if name is not None:
         store.check_new_name(name)
     opts = check_options(dict(options or {}))
-    df = to_polars(frame)
+    df = _training_frame(frame)
     for col in (image, label):
         if col not in df.columns:
             raise MlnbError(f"No column {col!r} in the training data: fine-tuning needs an image column and a label column (columns: {', '.join(df.columns)}).")
@@ -384,7 +408,9 @@ def finetune_classifier(
     y_all = labels.cast(str).to_numpy()
     classes = np.unique(y_all[keep])
     if len(classes) < 2:
-        raise MlnbError(f"A classifier needs at least two classes; the training data has only {', '.join(map(repr, classes)) or 'none'}.")
+        if not len(classes):
+            raise MlnbError(f"Every label in column {label!r} is NULL: a classifier needs labelled rows of at least two classes.")
+        raise MlnbError(f"A classifier needs at least two classes; the training data has only {', '.join(map(repr, classes))}.")
 
     with collecting("images"):
         sources = df.get_column(image).to_list()

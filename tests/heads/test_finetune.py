@@ -137,6 +137,27 @@ def test_bad_data(digits):
         mlnb.sql("CREATE CLASSIFIER x USING finetune AS SELECT path FROM digits")
 
 
+def test_images_in_memory_in_a_pandas_frame(digits, tiny_base):
+    """PIL images or NumPy arrays in a pandas column (what embed() takes) were a raw ArrowInvalid
+    ('did not recognize Python value type')."""
+    from PIL import Image
+
+    paths = digits["path"].to_list()
+    pil = pd_frame(image=[Image.open(p).convert("RGB") for p in paths], label=digits["label"].to_list(), i=list(range(len(paths))))
+    head = finetune_classifier(pil, options={**FAST, "validation_where": "i % 4 = 0"})
+    assert head.meta["n_rows"] == 24 and head.meta["metrics"]["evaluated_on"] == "validation (6 rows)"
+    arrays = pd_frame(image=[np.asarray(Image.open(p).convert("RGB")) for p in paths], label=digits["label"].to_list())
+    assert finetune_classifier(arrays, options=FAST).meta["n_rows"] == 24
+    with pytest.raises(MlnbError, match="Every label in column 'label' is NULL"):  # was "has only none"
+        finetune_classifier(pd_frame(image=paths, label=[None] * len(paths)), options=FAST)
+
+
+def pd_frame(**columns):
+    import pandas as pd
+
+    return pd.DataFrame(columns)
+
+
 def test_unreadable_images_are_reported_and_left_out(digits, tiny_base, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
