@@ -6,7 +6,7 @@
     CREATE CLASSIFIER digit USING mlp
         WITH (search = 'random', trials = 20, alpha = [1e-5, 1e-1], hidden = [64, 512], seed = 1) AS SELECT ...
     SELECT * FROM trials('digit')            -- every trial of the latest version ('digit@2': of version 2)
-    CREATE REGRESSOR age USING gbdt WITH (learning_rate = [0.03, 0.1, 0.3]) AS SELECT ...  -- best by rmse
+    CREATE REGRESSOR age_of USING gbdt WITH (learning_rate = [0.03, 0.1, 0.3]) AS SELECT ...  -- best by rmse
 
 How an option is read
 ---------------------

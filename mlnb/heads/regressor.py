@@ -132,8 +132,8 @@ def train_regressor(
     Examples
     --------
     >>> import mlnb
-    >>> reg = mlnb.train_regressor(df, features="features", target="age", name="age")  # doctest: +SKIP
-    >>> mlnb.sql("SELECT age(embed(path)) FROM faces")  # doctest: +SKIP
+    >>> reg = mlnb.train_regressor(df, features="features", target="age", name="age_of")  # doctest: +SKIP
+    >>> mlnb.sql("SELECT age_of(embed(path)) FROM faces")  # doctest: +SKIP
     """
     from . import _search
 

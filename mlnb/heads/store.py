@@ -119,7 +119,7 @@ def check_name(name: Any) -> str:
 def check_new_name(name: Any, kind: str = "classifier") -> str:
     """A name a new head may take: :func:`check_name`, and callable in SQL (``real``, ``time``,
     ``select`` ... are keywords, so ``real(...)`` would not parse)."""
-    from ..sql._persisted import _load, check_callable_name
+    from ..sql._persisted import _load, builtin_clash, check_callable_name
 
     name = check_callable_name(check_name(name), f"{name}_{'reg' if kind == 'regressor' else 'clf'}")
     # A persisted function of that name (or name_proba) would shadow the head's own function in SQL.
@@ -129,6 +129,10 @@ def check_new_name(name: Any, kind: str = "classifier") -> str:
                 f"{taken!r} is a persisted function (CREATE FUNCTION), so {kind} {name!r} could not be called by "
                 f"its name in SQL: choose another name, or DROP FUNCTION {taken} first."
             )
+    why = builtin_clash(name)
+    if why:
+        suffix = "reg" if kind == "regressor" else "clf"
+        raise MlnbError(f"{why}: a {kind} named so would hide it in SQL. Choose another name (e.g. {name}_{suffix}).")
     return name
 
 

@@ -458,6 +458,31 @@ def _clash(name: str, con: Any) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
+def _duckdb_builtins() -> dict[str, str]:
+    """DuckDB's own function names (lower case) → their type (scalar, aggregate, table ...)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        rows = con.execute("SELECT DISTINCT lower(function_name), function_type FROM duckdb_functions() WHERE internal").fetchall()
+    finally:
+        con.close()
+    return dict(rows)
+
+
+def builtin_clash(name: str) -> str | None:
+    """Why SQL's ``name(...)`` already means something (one of mlnb's or DuckDB's functions), or None:
+    a head or persisted function of that name would hide it in every query of the workspace."""
+    from .. import _ensure_builtins
+
+    _ensure_builtins()
+    if registry.is_static(name) or registry.is_static(name.lower()):
+        return f"{name!r} is one of mlnb's built-in functions"
+    kind = _duckdb_builtins().get(name.lower())
+    return f"{name!r} is one of DuckDB's {kind} functions" if kind else None
+
+
 def check_callable_name(name: str, example: str) -> str:
     """``name`` if a call ``name(...)`` parses in DuckDB; otherwise an error saying it is a SQL keyword
     (``select``, ``real``, ``time`` ...) and suggesting ``example``. The one check of every name mlnb

@@ -70,9 +70,9 @@ def _users_estimators():
 def test_common_scikit_learn_classifiers_save_and_load(est):
     X, y = _data(3)
     df = pl.DataFrame({"features": X.tolist(), "label": y.tolist()})
-    head = train_classifier(df, algo=est, name="user", folds=None)
+    head = train_classifier(df, algo=est, name="user_est", folds=None)
     mlnb.heads.head._loaded.clear()
-    again = load_classifier("user")
+    again = load_classifier("user_est")
     assert np.allclose(again.predict_proba(X), head.predict_proba(X))
 
 

@@ -723,3 +723,17 @@ def test_a_table_function_over_a_file_its_argument_names(tmp_path):
     assert _q("SHOW FUNCTIONS LIKE 'first_rows'")["kind"].item() == "table"
     with pytest.raises(mlnb.QueryError, match="The body of function bad_rows does not work"):
         _q("CREATE FUNCTION bad_rows(p) AS TABLE SELECT nosuch FROM range(3)")
+
+
+def test_a_head_cannot_take_the_name_of_a_built_in_function(_workspace):
+    """CREATE CLASSIFIER upper (sum, embed, range ...) was made, and then hid the built-in in every
+    query: SELECT upper('abc') failed with 'cannot be cast to FLOAT[64]'."""
+    t = _digit_rows()
+    for name, why in [("upper", "DuckDB's scalar"), ("SUM", "DuckDB's aggregate"), ("read_parquet", "DuckDB's table"),
+                      ("embed", "mlnb's built-in"), ("trials", "mlnb's built-in")]:
+        with pytest.raises(mlnb.MlnbError, match=f"'{name}' is one of {why} functions: a classifier named so would hide it"):
+            _q(f"CREATE CLASSIFIER {name} WITH (folds = 0) AS SELECT f AS features, label FROM t", t=t)
+    with pytest.raises(mlnb.MlnbError, match="a regressor named so would hide it.*e.g. age_reg"):
+        mlnb.train_regressor(t, features="f", target="id", name="age")
+    assert not (_workspace / "heads").exists() or not any((_workspace / "heads").iterdir())
+    assert _q("SELECT upper('abc') AS u, (SELECT sum(x) FROM range(4) r(x)) AS s").row(0) == ("ABC", 6)
