@@ -222,7 +222,9 @@ def _range_or_choices(algo: Any, name: str, key: str, values: list[Any], task: s
     if not low < high:
         raise MlnbError(f"The range {name} = {_show(values)} must go from a lower to a higher value.")
     rule = _rules(task).get(algo.lower(), {}).get(name) if isinstance(algo, str) else None
-    whole = rule.kind == "int" if rule is not None else all(isinstance(v, int) for v in values)
+    rule = getattr(rule, "rule", rule)  # a word or a number (max_features = 'sqrt' | 0.5): the number's rule
+    kind = getattr(rule, "kind", None)
+    whole = kind == "int" if kind is not None else all(isinstance(v, int) for v in values)
     if whole:
         return {"low": int(low), "high": int(high), "scale": "int"}
     scale = "log" if name.lower() in LOG_SCALE and low > 0 else "uniform"

@@ -311,3 +311,12 @@ def test_a_regressor_search_is_logged_to_mlflow(reg_df, mlruns):
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 2 and {"rmse", "mae", "r2", "rmse_std"} <= set(children[0].data.metrics)
     assert parent.data.tags["mlnb.head"] == "m@1" and parent.data.params["metric"] == "rmse" and "best_rmse" in parent.data.metrics
+
+
+def test_a_random_range_over_an_option_that_is_a_word_or_a_number(df):
+    """max_features takes 'sqrt' or a share: a random range over it crashed with
+    "AttributeError: '_OneOf' object has no attribute 'kind'"."""
+    head = train_classifier(df, algo="random_forest", folds=2, options={"n_estimators": 5, "max_features": [0.2, 0.8]},
+                            search={"method": "random", "trials": 3, "seed": 1})
+    drawn = [r["max_features"] for r in head.meta["search"]["trials"]]
+    assert len(drawn) == 3 and all(0.2 <= v <= 0.8 for v in drawn) and len(set(drawn)) == 3
