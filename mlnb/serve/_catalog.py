@@ -128,7 +128,9 @@ class HeadEndpoint:
         out: list[Any] = [None] * len(items)
         images = [i for i, it in enumerate(items) if it.kind != "features"]
         for i, it in enumerate(items):
-            if it.kind == "features":
+            if it.kind == "features" and len(it.value) != dim:  # checked against a head replaced since
+                out[i] = RequestError(f"Wrong feature dimension: got {len(it.value)} values, {self.name}@{version} takes {dim}.")
+            elif it.kind == "features":
                 X[i] = it.value
         if images:
             try:

@@ -641,3 +641,23 @@ def test_base64_as_encoders_write_it(client, trained):
         assert r.status_code == 200 and r.json()["label"] == want, r.text
     r = client.post("/v1/functions/digit/application", json={"image_base64": "not base64!"})
     assert r.status_code == 400 and "not valid base64" in r.json()["error"]
+
+
+def test_features_checked_against_a_head_replaced_since(client, trained):
+    """A request read for a head that CREATE OR REPLACE then gives another feature dimension: its
+    answer is a 400 of its own (the batch failed with a 500 'could not broadcast')."""
+    import polars as pl
+
+    from mlnb.serve._catalog import Catalog, Input
+
+    train = trained.train.select("label", pl.col("pixels"))
+    mlnb.train_classifier(train, features="pixels", label="label", name="shrinks", folds=2)
+    endpoint = Catalog().resolve("shrinks")
+    x = trained.test["pixels"][0].to_list()
+    endpoint.check(Input("features", np.asarray(x, dtype=np.float32)))
+    short = train.with_columns(pl.col("pixels").arr.head(32))
+    mlnb.train_classifier(short, features="pixels", label="label", name="shrinks", folds=2, replace=True)
+    got = endpoint.apply([Input("features", np.asarray(x, dtype=np.float32)), Input("features", np.asarray(x[:32], dtype=np.float32))])
+    assert got[0].status == 400 and "got 64 values, shrinks@1 takes 32" in str(got[0])
+    assert got[1]["function"] == "shrinks" and got[1]["label"] in [str(i) for i in range(10)]
+    mlnb.sql("DROP CLASSIFIER shrinks")
