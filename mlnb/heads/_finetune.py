@@ -398,6 +398,7 @@ def finetune_classifier(
         _architecture(spec)
     if spec.transform is not None:
         raise MlnbError(f"Model {spec.name!r} has its own transform function; fine-tuning needs a model with the standard resize, crop and mean/std preprocessing.")
+    net = _trainable_backbone(spec, opts["blocks"])  # blocks = 99 is refused before the images are read
     val_mask = _validation_mask(df, opts["validation_where"]) if opts["validation_where"] else None
     labels = df.get_column(label)
     keep = ~labels.is_null().to_numpy() & ~df.get_column(image).is_null().to_numpy()
@@ -436,7 +437,7 @@ def finetune_classifier(
                 f"validation_where = {opts['validation_where']!r} holds out every row of class {', '.join(map(repr, unseen[:5]))}: "
                 "the head could never learn it. Leave some rows of each class to train on."
             )
-        result = _train(spec, pixels, y, classes, val, opts, progress=progress)
+        result = _train(spec, pixels, y, classes, val, opts, progress=progress, net=net)
     backbone, linear, history, best, train_seconds, device = result
 
     evaluated_on = f"validation ({int(val.sum())} rows)" if val.any() else "training data"
@@ -520,7 +521,23 @@ def _model_kept_until_committed(name: str) -> Iterator[None]:
         shutil.rmtree(kept, ignore_errors=True)
 
 
-def _train(spec: Any, pixels: np.ndarray, y: np.ndarray, classes: np.ndarray, val: np.ndarray, opts: dict[str, Any], *, progress: Any) -> tuple:
+def _trainable_backbone(spec: Any, n_blocks: int) -> tuple[Any, list[list[Any]]]:
+    """A copy of ``spec``'s network to train and its blocks; ``MlnbError`` when it is no torch
+    module or has fewer than ``n_blocks`` blocks (checked before any image is read)."""
+    from torch import nn
+
+    backbone, _imagenet = spec.build()
+    backbone = copy.deepcopy(backbone)  # never train the zoo's own (user models build the same object)
+    if not isinstance(backbone, nn.Module):
+        raise MlnbError(f"Model {spec.name!r} is not a torch module that can be trained (it is {type(backbone).__name__}).")
+    blocks = backbone_blocks(backbone)
+    if n_blocks > len(blocks):
+        has = f"{len(blocks)} block{'s' if len(blocks) != 1 else ''}"
+        raise MlnbError(f"blocks = {n_blocks} is more than {spec.name} has: it has {has}; use blocks = {len(blocks)} or fewer (0 trains only the new head).")
+    return backbone, blocks
+
+
+def _train(spec: Any, pixels: np.ndarray, y: np.ndarray, classes: np.ndarray, val: np.ndarray, opts: dict[str, Any], *, progress: Any, net: Any = None) -> tuple:
     import torch
     from torch import nn
 
@@ -534,13 +551,7 @@ def _train(spec: Any, pixels: np.ndarray, y: np.ndarray, classes: np.ndarray, va
     gen = torch.Generator().manual_seed(seed)
     device = resolve_device(opts["device"])
     amp = autocast_dtype(device)
-    backbone, _imagenet = spec.build()
-    backbone = copy.deepcopy(backbone)  # never train the zoo's own (user models build the same object)
-    if not isinstance(backbone, nn.Module):
-        raise MlnbError(f"Model {spec.name!r} is not a torch module that can be trained (it is {type(backbone).__name__}).")
-    blocks = backbone_blocks(backbone)
-    if opts["blocks"] > len(blocks):
-        raise MlnbError(f"blocks = {opts['blocks']} is more than {spec.name} has: it has {len(blocks)} blocks; use blocks = {len(blocks)} or fewer (0 trains only the new head).")
+    backbone, blocks = net if net is not None else _trainable_backbone(spec, opts["blocks"])
     for p in backbone.parameters():
         p.requires_grad_(False)
     trainable = [m for group in blocks[len(blocks) - opts["blocks"] :] for m in group]

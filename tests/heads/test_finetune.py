@@ -137,6 +137,15 @@ def test_bad_data(digits):
         mlnb.sql("CREATE CLASSIFIER x USING finetune AS SELECT path FROM digits")
 
 
+def test_too_many_blocks_is_refused_before_images_are_read(tiny_base, tmp_path):
+    # It was found after every image had been read (minutes on a large table); here the images do not exist.
+    df = pl.DataFrame({"image": [str(tmp_path / "a.png"), str(tmp_path / "b.png")], "label": ["a", "b"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 'file not found' report: nothing was read
+        with pytest.raises(MlnbError, match="blocks = 99 is more than tiny_base has: it has 13 blocks"):
+            finetune_classifier(df, name="ft", options={**FAST, "blocks": 99})
+
+
 def test_images_in_memory_in_a_pandas_frame(digits, tiny_base):
     """PIL images or NumPy arrays in a pandas column (what embed() takes) were a raw ArrowInvalid
     ('did not recognize Python value type')."""
