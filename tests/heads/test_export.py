@@ -168,11 +168,11 @@ def test_an_existing_file_is_replaced_only_with_or_replace(digits, tmp_path, mon
     with pytest.raises(MlnbError, match="h.onnx exists already: use EXPORT OR REPLACE CLASSIFIER"):
         mlnb.sql(f"EXPORT CLASSIFIER h TO '{target}'")
     assert target.read_bytes() == b"not mine to overwrite"
-    out = mlnb.sql(f"-- a comment before it, as in a cell\nEXPORT OR REPLACE CLASSIFIER h TO '{target}'")
-    assert out["same_class"].item() == 100 and onnx.load(str(target)).graph.input[0].name == "image"
+    out = mlnb.sql(f"-- a comment before it, as in a cell\nEXPORT OR REPLACE CLASSIFIER h TO '{target}' CHECK ON (SELECT path FROM digits)")
+    assert out["same_class"].item() == len(digits) and onnx.load(str(target)).graph.input[0].name == "image"
     with pytest.raises(MlnbError, match="exists already"):  # the Python twin: replace=True
         mlnb.export_classifier("h", target)
-    assert mlnb.export_classifier("h", target, replace=True)["check"]["passed"]
+    assert mlnb.export_classifier("h", target, replace=True, check_images=digits["path"].to_list())["check"]["passed"]
     with pytest.raises(MlnbError, match=r"'x.onnx' ends in .onnx \(onnx\) but FORMAT is torchscript: name the file x.pt"):
         mlnb.sql(f"EXPORT CLASSIFIER h TO '{tmp_path / 'x.onnx'}' FORMAT torchscript")
     for bad in (f"EXPORT CLASSIFIER h TO {tmp_path / 'u.onnx'}", "EXPORT CLASSIFIER h", "EXPORT OR REPLACE CLASSIFIER h TO \"u.onnx\""):
