@@ -20,6 +20,9 @@ import numpy as np
 
 from ..exceptions import MlnbError, ModelNotFoundError
 
+#: The most rows a table function answers with over HTTP (the rest are left out, and the answer says so).
+MAX_TABLE_ROWS = 10_000
+
 #: Input kinds a request can carry (see ``_app.parse_input``).
 IMAGE_KINDS = ("bytes", "url", "path")
 
@@ -332,8 +335,11 @@ class FunctionEndpoint:
             call = f"{quote(self.name)}({', '.join('$' + names[a] for a in self.args)})"
             ns = {names[a]: (v.tolist() if isinstance(v, np.ndarray) else v) for a, v in row.items()}
             with capturing():
-                table = session.run(f"SELECT * FROM {call}", ns)
-            return [{"function": self.name, "version": None, "output": _jsonable(table.to_dicts())}]
+                table = session.run(f"SELECT * FROM {call} LIMIT {MAX_TABLE_ROWS + 1}", ns)
+            answer = {"function": self.name, "version": None, "output": _jsonable(table.head(MAX_TABLE_ROWS).to_dicts())}
+            if table.height > MAX_TABLE_ROWS:  # range(10000000) made one answer of 10 million objects
+                answer["truncated"] = f"the first {MAX_TABLE_ROWS:,} rows; the table has more"
+            return [answer]
         args = ", ".join(f"__mlnb_in.{quote(a)}" for a in self.args)
         query = f"SELECT {quote(self.name)}({args}) AS out FROM __mlnb_in ORDER BY __mlnb_row"
         cols: dict[str, Any] = {"__mlnb_row": list(range(len(rows)))}

@@ -396,6 +396,10 @@ def test_persisted_table_function(client, trained):
         assert client.get("/v1/functions/upto").json()["kind"] == "table_function"
         r = client.post("/v1/functions/upto/application", json={"args": {"n": 3}})
         assert r.json()["output"] == [{"i": 0}, {"i": 1}, {"i": 2}], r.text
+        assert "truncated" not in r.json()
+        # one request asking for ten million rows built them all as JSON; now the first 10,000, said so
+        big = client.post("/v1/functions/upto/application", json={"args": {"n": 10_000_000}}).json()
+        assert len(big["output"]) == 10_000 and big["output"][-1] == {"i": 9999} and "the table has more" in big["truncated"]
     finally:
         persisted.drop_function("upto", missing_ok=True)
 
