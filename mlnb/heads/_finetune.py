@@ -228,6 +228,34 @@ def _load_pixels(spec: Any, sources: list[Any], *, progress: bool | None) -> tup
     return pixels, ok
 
 
+def _with_held_out(df: Any, held: Any, image: str, label: str) -> tuple[Any, np.ndarray]:
+    """The training rows and then the held-out validation rows, as one frame of ``image`` and
+    ``label`` (the held-out rows' columns of those names, else their first two), and which rows
+    are held out."""
+    import polars as pl
+
+    if image in held.columns and label in held.columns:
+        held = held.select(image, label)
+    elif held.width >= 2:
+        held = held.select(pl.col(held.columns[0]).alias(image), pl.col(held.columns[1]).alias(label))
+    else:
+        raise MlnbError(f"The validation rows need an image column and a label column (they have: {', '.join(held.columns)}).")
+    if held.height == 0:
+        raise MlnbError("The validation rows are empty: give a query or table with held-out images and labels, or a fraction (validation = 0.2).")
+    train = df.select(image, label)
+    cols = {}
+    for c in (image, label):
+        a, b = train.get_column(c), held.get_column(c)
+        if c == label:
+            a, b = a.cast(pl.String), b.cast(pl.String)
+        elif a.dtype != b.dtype:  # paths here, bytes there: one column of Python objects
+            a, b = pl.Series(c, a.to_list(), dtype=pl.Object), pl.Series(c, b.to_list(), dtype=pl.Object)
+        cols[c] = (a, b)
+    out = pl.DataFrame({c: pl.concat([a, b]) if a.dtype != pl.Object else pl.Series(c, a.to_list() + b.to_list(), dtype=pl.Object)
+                        for c, (a, b) in cols.items()})
+    return out, np.r_[np.zeros(train.height, dtype=bool), np.ones(held.height, dtype=bool)]
+
+
 def _training_frame(frame: Any) -> Any:
     """The training rows as a Polars frame. A pandas column of images in memory (PIL images,
     NumPy arrays), which Arrow cannot convert, is kept as Python objects: the image loader
@@ -352,7 +380,8 @@ def finetune_classifier(
         blocks), ``epochs``, ``lr``, ``augment`` ('flip', 'crop', 'color', comma-separated,
         or 'none'), ``optimizer`` ('sgd', 'adam', 'adamw'), ``momentum``, ``weight_decay``,
         ``schedule`` ('step': lr times ``gamma`` every ``step_size`` epochs; 'cosine'; 'none'),
-        ``batch_size``, ``validation`` (a fraction of each class held out) or
+        ``batch_size``, ``validation`` (a fraction of each class held out, or a frame of
+        held-out images and labels of their own) or
         ``validation_where`` (a SQL condition on the frame's columns choosing the held-out
         rows), ``patience`` (epochs without a better validation accuracy before stopping),
         ``init_head`` ('probe': the new head starts as a logistic regression on the
@@ -377,13 +406,25 @@ def finetune_classifier(
 
     if name is not None:
         store.check_new_name(name)
-    opts = check_options(dict(options or {}))
+    from .._frames import is_frame
+
+    options = dict(options or {})
+    held_out = None  # validation = <rows of their own>: a frame in Python, (SELECT ...) or a table in SQL
+    for key in list(options):
+        if str(key).lower() == "validation" and is_frame(options[key]):
+            held_out = options.pop(key)
+    opts = check_options(options)
+    if held_out is not None and opts["validation_where"]:
+        raise MlnbError("Give validation = <held-out rows> or validation_where = '...', not both.")
     df = _training_frame(frame)
     for col in (image, label):
         if col not in df.columns:
             raise MlnbError(f"No column {col!r} in the training data: fine-tuning needs an image column and a label column (columns: {', '.join(df.columns)}).")
     if df.height == 0:
         raise MlnbError("The training data has no rows.")
+    held_out_mask = None
+    if held_out is not None:
+        df, held_out_mask = _with_held_out(df, _training_frame(held_out), image, label)
     dtype = df.schema[image]
     if dtype.is_numeric() or str(dtype).startswith(("Array", "List")):
         raise MlnbError(f"Column {image!r} holds {dtype}, not images: fine-tuning trains on images (paths, URLs or bytes), e.g. SELECT path AS image, label FROM ...")
@@ -399,7 +440,8 @@ def finetune_classifier(
     if spec.transform is not None:
         raise MlnbError(f"Model {spec.name!r} has its own transform function; fine-tuning needs a model with the standard resize, crop and mean/std preprocessing.")
     net = _trainable_backbone(spec, opts["blocks"])  # blocks = 99 is refused before the images are read
-    val_mask = _validation_mask(df, opts["validation_where"]) if opts["validation_where"] else None
+    val_mask = _validation_mask(df, opts["validation_where"]) if opts["validation_where"] else held_out_mask
+    split = f"validation_where = {opts['validation_where']!r}" if opts["validation_where"] else "The validation rows"
     labels = df.get_column(label)
     keep = ~labels.is_null().to_numpy() & ~df.get_column(image).is_null().to_numpy()
     if not keep.all():
@@ -428,13 +470,16 @@ def finetune_classifier(
         rng = np.random.default_rng(opts["random_state"])
         val = val_mask[rows] if val_mask is not None else _split(y, opts["validation"], rng)
         if val_mask is not None and (val.all() or not val.any()):
-            raise MlnbError(f"validation_where = {opts['validation_where']!r} chose {'every' if val.all() else 'no'} training row: it must hold out some rows and leave the rest to train on.")
+            if held_out_mask is not None:
+                which = "training" if val.all() else "validation"
+                raise MlnbError(f"None of the {which} rows has a readable image and a label (a warning says why).")
+            raise MlnbError(f"{split} chose {'every' if val.all() else 'no'} training row: it must hold out some rows and leave the rest to train on.")
         if len(np.unique(y[~val])) < 2:
             raise MlnbError("The rows left for training (outside the validation split) hold only one class.")
         unseen = sorted(set(classes) - set(y[~val]))
-        if unseen:  # only validation_where can do this: the fraction keeps a training row of every class
+        if unseen:  # only validation_where or rows of their own can do this: the fraction keeps a training row of every class
             raise MlnbError(
-                f"validation_where = {opts['validation_where']!r} holds out every row of class {', '.join(map(repr, unseen[:5]))}: "
+                f"{split} hold{'s' if opts['validation_where'] else ''} out every row of class {', '.join(map(repr, unseen[:5]))}: "
                 "the head could never learn it. Leave some rows of each class to train on."
             )
         result = _train(spec, pixels, y, classes, val, opts, progress=progress, net=net)
@@ -852,6 +897,14 @@ def _persist_backbone(name: str, spec: Any, backbone: Any, meta: dict[str, Any],
 
 
 # -- CREATE CLASSIFIER ... USING finetune --------------------------------------
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def create_statement(session: Any, stmt: Any, name: str, opts: dict[str, Any], query: Any, ns: Any, *, replace: bool) -> Any:
     """The statement's result: one row saying what was trained and how well it did."""
     import polars as pl
@@ -859,6 +912,24 @@ def create_statement(session: Any, stmt: Any, name: str, opts: dict[str, Any], q
     from ..exceptions import QueryError
 
     df = session._run_one(query, ns, lazy=False)
+    held = next((k for k in opts if str(k).lower() == "validation"), None)
+    value = opts.get(held) if held is not None else None
+    if value is not None and not isinstance(value, (int, float)):  # rows of their own: (SELECT ...) or a table
+        from ..sql._classifier_statements import Subquery
+        from ..sql._errors import quote
+        from ..sql._parse import parse
+
+        if isinstance(value, Subquery):
+            vq = value.statement
+        elif isinstance(value, str) and value.strip() and not _is_number(value):
+            vq = parse(f"SELECT * FROM {quote(value.strip())}")[0]
+        else:
+            raise QueryError(
+                "validation is a fraction of the rows (validation = 0.2), a query in parentheses "
+                f"(validation = (SELECT path AS image, label FROM held_out)) or a table name; got {value!r}.",
+                statement=stmt.text,
+            )
+        opts = {**opts, held: session._run_one(vq, ns, lazy=False)}
     cols = list(df.columns)
     if "image" in cols and "label" in cols:
         image, label = "image", "label"

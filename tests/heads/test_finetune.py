@@ -137,6 +137,27 @@ def test_bad_data(digits):
         mlnb.sql("CREATE CLASSIFIER x USING finetune AS SELECT path FROM digits")
 
 
+@pytest.mark.slow
+def test_validation_rows_of_their_own(digits_frame, digits, tiny_base):
+    """Early stopping on a held-out set the user names: validation = (SELECT ...) or a table (or a
+    frame from Python). It was refused with the Subquery object's repr as 'got ...'."""
+    held = few_digits(digits_frame, per_class=12).filter(~pl.col("path").is_in(digits["path"].implode()))
+    out = mlnb.sql("CREATE CLASSIFIER ft USING finetune WITH (model = 'tiny_base', epochs = 1, batch_size = 8, "
+                   "validation = (SELECT path AS image, label FROM held)) AS SELECT path AS image, label FROM digits")
+    row = out.row(0, named=True)
+    assert row["evaluated_on"] == "validation (12 rows)" and row["rows"] == 36
+    head = finetune_classifier(digits.rename({"path": "image"}), options={**FAST, "validation": held.with_columns(pl.col("label").cast(pl.Int64))})
+    assert head.meta["metrics"]["evaluated_on"] == "validation (12 rows)"
+    for bad, message in (
+        ("validation = (SELECT path, label FROM held WHERE false)", "The validation rows are empty"),
+        ("validation = no_such_table", "Unknown table 'no_such_table'"),
+        ("validation = held, validation_where = 'true'", "not both"),
+    ):
+        with pytest.raises(MlnbError, match=message):
+            mlnb.sql(f"CREATE OR REPLACE CLASSIFIER ft USING finetune WITH (model = 'tiny_base', {bad}) AS SELECT path AS image, label FROM digits")
+    assert mlnb.load_classifier("ft").version == 1
+
+
 def test_too_many_blocks_is_refused_before_images_are_read(tiny_base, tmp_path):
     # It was found after every image had been read (minutes on a large table); here the images do not exist.
     df = pl.DataFrame({"image": [str(tmp_path / "a.png"), str(tmp_path / "b.png")], "label": ["a", "b"]})
