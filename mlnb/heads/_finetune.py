@@ -505,7 +505,7 @@ def finetune_classifier(
         "train_seconds": round(train_seconds, 3),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "mlnb_version": __version__,
-        "backbone": spec.name,
+        "backbone": _lineage(spec, name),
         "finetune": {"blocks": opts["blocks"], "best_epoch": best["epoch"], "epochs_run": sum(1 for r in history if r["epoch"]), "history": history, "device": str(device)},
     }
     from .head import Head, save_head
@@ -881,6 +881,21 @@ def _check_model_name(name: str) -> None:
         # new backbone takes its place. A classifier still there was refused before (no OR REPLACE).
 
 
+def _lineage(spec: Any, name: str | None) -> str:
+    """The model the backbone was fine-tuned from. CREATE OR REPLACE CLASSIFIER ft USING finetune
+    WITH (model = 'ft') trains ft's own backbone again: its origin is what ft came from (the model
+    'ft' is about to be replaced, so 'fine-tuned from ft' would name the result itself)."""
+    if name is None or spec.name != name:
+        return spec.name
+    from ..features import _user_models as um
+
+    with contextlib.suppress(MlnbError):
+        before = (um.read_model_spec(name).get("meta") or {}).get("finetuned_from")
+        if before:
+            return str(before)
+    return spec.name
+
+
 def _persist_backbone(name: str, spec: Any, backbone: Any, meta: dict[str, Any], *, replace: bool) -> None:
     from ..features._user_models import persist_model
 
@@ -892,7 +907,7 @@ def _persist_backbone(name: str, spec: Any, backbone: Any, meta: dict[str, Any],
         mean=spec.mean,
         std=spec.std,
         replace=replace,
-        meta={"classifier": name, "finetuned_from": spec.name, "data_hash": meta["data_hash"], "blocks": meta["finetune"]["blocks"]},
+        meta={"classifier": name, "finetuned_from": meta["backbone"], "data_hash": meta["data_hash"], "blocks": meta["finetune"]["blocks"]},
     )
 
 

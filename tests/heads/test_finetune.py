@@ -158,6 +158,17 @@ def test_validation_rows_of_their_own(digits_frame, digits, tiny_base):
     assert mlnb.load_classifier("ft").version == 1
 
 
+def test_fine_tuning_a_classifier_own_backbone_again_keeps_its_origin(digits, tiny_base):
+    # The meta (and the export card) said the new backbone was fine-tuned from itself.
+    from mlnb.features._user_models import read_model_spec
+
+    df = digits.rename({"path": "image"})
+    finetune_classifier(df, name="ft", options=FAST)
+    again = finetune_classifier(df, name="ft", options={**FAST, "model": "ft"}, replace=True)
+    assert again.meta["backbone"] == "tiny_base" and read_model_spec("ft")["meta"]["finetuned_from"] == "tiny_base"
+    assert finetune_classifier(df, name="ft2", options={**FAST, "model": "ft"}).meta["backbone"] == "ft"
+
+
 def test_too_many_blocks_is_refused_before_images_are_read(tiny_base, tmp_path):
     # It was found after every image had been read (minutes on a large table); here the images do not exist.
     df = pl.DataFrame({"image": [str(tmp_path / "a.png"), str(tmp_path / "b.png")], "label": ["a", "b"]})
