@@ -136,6 +136,19 @@ class HeadEndpoint:
             elif it.kind == "features":
                 X[i] = it.value
         if images:
+            # As in SQL: a head on a workspace model whose weights were replaced since (CREATE OR REPLACE
+            # MODEL) no longer fits its features; it scored them silently here. The server's state: 500.
+            from ..heads.functions import check_backbone
+
+            try:
+                check_backbone(head, self.backbone, self.layer)
+            except ModelNotFoundError:
+                pass  # a dropped model is said below
+            except MlnbError as exc:
+                for i in images:
+                    out[i] = RequestError(_message(exc), status=500)
+                images = []
+        if images:
             try:
                 feats, errors = embed_batch(
                     [items[i].value for i in images], model=self.backbone, layer=self.layer, use_cache=self.use_cache

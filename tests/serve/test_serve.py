@@ -665,3 +665,31 @@ def test_features_checked_against_a_head_replaced_since(client, trained):
     assert got[0].status == 400 and "got 64 values, shrinks@1 takes 32" in str(got[0])
     assert got[1]["function"] == "shrinks" and got[1]["label"] in [str(i) for i in range(10)]
     mlnb.sql("DROP CLASSIFIER shrinks")
+
+
+def test_a_head_whose_model_got_other_weights_is_refused_as_in_sql(trained, tmp_path, monkeypatch):
+    """After CREATE OR REPLACE MODEL gives the head's backbone other weights, SQL refuses the head
+    (f5938e4); the server scored the new features with it silently."""
+    import warnings
+
+    import torch
+
+    monkeypatch.setattr(mlnb.config, "_workspace", tmp_path / ".mlnb")
+    for i in (1, 2):
+        torch.manual_seed(i)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.trace(net, torch.zeros(1, 3, 16, 16)).save(str(tmp_path / f"n{i}.pt"))
+    mlnb.sql(f"CREATE MODEL reweighed FROM '{tmp_path / 'n1.pt'}' WITH (input_size = 16)")
+    mlnb.sql("CREATE CLASSIFIER on_reweighed WITH (folds = 0) AS SELECT embed(path, model := 'reweighed') AS features, label FROM train",
+             train=trained.train.head(40))
+    with start() as s, httpx.Client(base_url=s.url, timeout=60) as c:
+        assert _post_image(c, "on_reweighed", trained.paths[3]).status_code == 200
+        mlnb.sql(f"CREATE OR REPLACE MODEL reweighed FROM '{tmp_path / 'n2.pt'}' WITH (input_size = 16)")
+        with pytest.raises(mlnb.MlnbError, match="now has other weights"):
+            mlnb.sql("SELECT on_reweighed(embed($p, model := 'reweighed'))", p=trained.paths[3])
+        r = _post_image(c, "on_reweighed", trained.paths[3])
+        assert r.status_code == 500 and "now has other weights" in r.json()["error"], r.text
+        r = c.post("/v1/functions/on_reweighed/application", json={"features": [0.1, 0.2, 0.3, 0.4]})
+        assert r.status_code == 200  # features sent as they are: the caller's business
