@@ -62,7 +62,10 @@ class LabelerView(anywidget.AnyWidget):
 
     def refresh(self) -> None:
         c = self.controller
-        with c.lock:
+        # One message for all of it: traits set one by one reached the browser one by one, and
+        # between "counts" and "page_data" the view drew the new counts over the old page (the
+        # tile just labelled still shown selected and unlabelled; a key pressed then went to it).
+        with c.lock, self.hold_sync():
             self.page_size = c.page_size
             message = c.page_message()
             self.classes = [{"name": n, "key": k} for n, k in zip(c.classes, c.class_keys())]

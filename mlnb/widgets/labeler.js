@@ -198,8 +198,15 @@ function render({ model, el }) {
       send({ type: "key", key: e.key, ctrl: e.ctrlKey || e.metaKey, shift: e.shiftKey, items: selected(), cursor });
     }
   });
+  // A message from the kernel changes several traits at once: draw once, after all of them.
+  let queued = false;
+  function redraw() {
+    if (queued) return;
+    queued = true;
+    queueMicrotask(() => { queued = false; draw(); });
+  }
   ["page_data", "classes", "counts", "status", "head_info", "error", "show_help", "focus", "thumb_size", "page_size"].forEach((n) =>
-    model.on(`change:${n}`, draw));
+    model.on(`change:${n}`, redraw));
   draw();
   return () => urls.forEach((u) => URL.revokeObjectURL(u));
 }
