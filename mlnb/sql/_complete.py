@@ -407,19 +407,26 @@ class _Ref:
     branch: int = 0  # which SELECT of a UNION / EXCEPT / INTERSECT at its depth (0 = the first)
 
 
+def _bracket_of(toks: list[Token]) -> list[int]:
+    """For each token, the token index of the bracket that encloses it (-1 at the top level);
+    a bracket itself counts as outside what it opens or closes."""
+    stack: list[int] = []
+    out: list[int] = []
+    for i, t in enumerate(toks):
+        if t.kind == "operator" and t.text == ")" and stack:
+            stack.pop()
+        out.append(stack[-1] if stack else -1)
+        if t.kind == "operator" and t.text == "(":
+            stack.append(i)
+    return out
+
+
 def _refs(toks: list[Token], text: str) -> tuple[list[_Ref], dict[str, str]]:
     """The table references of a statement (after FROM and JOIN, at any depth) and its WITH
     tables (name -> query)."""
     refs: list[_Ref] = []
     ctes: dict[str, str] = {}
-    stack: list[int] = []
-    depth_of: list[int] = []
-    for i, t in enumerate(toks):
-        if t.kind == "operator" and t.text == ")" and stack:
-            stack.pop()
-        depth_of.append(stack[-1] if stack else -1)
-        if t.kind == "operator" and t.text == "(":
-            stack.append(i)
+    depth_of = _bracket_of(toks)
     branch_of = _branches(toks, depth_of)
     n = len(toks)
 
@@ -924,13 +931,7 @@ def _visible(refs: list[_Ref], before: list[Token]) -> list[_Ref]:
     stack = _enclosing(before)
     levels = [-1, *stack]
     level = {d: k for k, d in enumerate(levels)}
-    depth_of, inner = [], []
-    for i, t in enumerate(before):
-        if t.kind == "operator" and t.text == ")" and inner:
-            inner.pop()
-        depth_of.append(inner[-1] if inner else -1)
-        if t.kind == "operator" and t.text == "(":
-            inner.append(i)
+    depth_of = _bracket_of(before)
     branch_of = _branches(before, depth_of)
     # at each level, the SELECT the cursor is in: that of the bracket that leads to it (or of the cursor)
     here = {d: (branch_of[levels[k + 1]] if k + 1 < len(levels) else

@@ -31,6 +31,15 @@ def _js(page, body: str, arg=None):
     return page.evaluate(f"(arg) => {{ const api = window.__mlnbExplorer[window.__mlnbExplorer.length - 1]; {body} }}", arg)
 
 
+def _hover(page, index):
+    """Move the mouse onto a point the way a person does (pan mode, a few steps); its page coordinates."""
+    page.click(".mlnb-explorer .mlnb-mode[data-mode='pan']")
+    (x, y), = _screen(page, [index])
+    page.mouse.move(x + 20, y + 20)
+    page.mouse.move(x, y, steps=3)
+    return x, y
+
+
 def _screen(page, indices):
     """Page coordinates of points, through the plot's current camera."""
     box = page.locator(".mlnb-explorer .mlnb-plot canvas.mlnb-canvas").bounding_box()
@@ -137,10 +146,7 @@ def test_explorer_zoom_lasso_escape_hover_grid_and_aspect(lab_server):
             page.wait_for_function("() => document.querySelector('.mlnb-explorer .mlnb-status').textContent === ''", timeout=10_000)
 
             # -- hover: a thumbnail in a tooltip at the cursor ------------------------------------
-            page.click(".mlnb-explorer .mlnb-mode[data-mode='pan']")
-            (hx, hy), = _screen(page, [123])
-            page.mouse.move(hx + 20, hy + 20)
-            page.mouse.move(hx, hy, steps=3)
+            hx, hy = _hover(page, 123)
             page.wait_for_function(
                 "() => { const t = document.querySelector('.mlnb-explorer .mlnb-tooltip'); const i = t.querySelector('img');"
                 " return t.style.display === 'block' && i.complete && i.naturalWidth > 0; }",
@@ -209,10 +215,7 @@ def test_explorer_zoom_lasso_escape_hover_grid_and_aspect(lab_server):
             assert _js(page, shown) == [False, 3000, 0]  # every point shown, no legend entry marked off
 
             # -- hover fields follow the colour (point 123 was hovered while coloured by cluster) --------
-            page.click(".mlnb-explorer .mlnb-mode[data-mode='pan']")
-            (hx, hy), = _screen(page, [123])
-            page.mouse.move(hx + 20, hy + 20)
-            page.mouse.move(hx, hy, steps=3)
+            hx, hy = _hover(page, 123)
             page.wait_for_function(
                 "() => { const t = document.querySelector('.mlnb-explorer .mlnb-tooltip');"
                 " return t.style.display === 'block' && t.dataset.index === '123' && t.dataset.ready === '1'; }",
