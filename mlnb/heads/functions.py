@@ -202,7 +202,7 @@ class HeadResolver:
 
     def lookup(self, name: str) -> Function | None:
         head, ver, proba = _split(name)
-        if not _is_head_name(head):
+        if not store.is_name(head):
             return None
         vs = store.versions(head)
         if not vs or (ver and (not ver.isdigit() or int(ver) not in vs)):
@@ -244,14 +244,6 @@ class HeadResolver:
             with _made_lock:
                 fn = _made.setdefault(key, fn)
         return fn
-
-
-def _is_head_name(name: str) -> bool:
-    try:
-        store.check_name(name)
-    except MlnbError:
-        return False
-    return True
 
 
 registry.add_resolver(HeadResolver())

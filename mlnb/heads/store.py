@@ -116,6 +116,15 @@ def check_name(name: Any) -> str:
     return name
 
 
+def is_name(name: Any) -> bool:
+    """Whether ``name`` passes :func:`check_name`."""
+    try:
+        check_name(name)
+    except MlnbError:
+        return False
+    return True
+
+
 def check_new_name(name: Any, kind: str = "classifier") -> str:
     """A name a new head may take: :func:`check_name`, and callable in SQL (``real``, ``time``,
     ``select`` ... are keywords, so ``real(...)`` would not parse)."""
@@ -140,10 +149,31 @@ def heads_root() -> Path:
     return get_workspace().path("heads", "x").parent
 
 
+def stored_name(name: str) -> str:
+    """The name ``name`` is stored under. SQL names ignore case (DuckDB keeps the case a name was
+    created with and finds it in any case; mlnb's parser lowers unquoted calls), so ``pixup``
+    and ``PIXUP`` find the head created as ``PixUp``; an exact match wins."""
+    root = heads_root()
+    if (root / name).is_dir():
+        return name
+    low = name.lower()
+    try:
+        for p in root.iterdir():
+            if p.name.lower() == low and p.name.isidentifier() and p.is_dir():
+                return p.name
+    except OSError:
+        pass
+    return name
+
+
+def _folder(name: str) -> Path:
+    return heads_root() / stored_name(check_name(name))
+
+
 def versions(name: str) -> list[int]:
     """The complete versions of ``name``, oldest first. Folders being written or removed
     (``.v3-…``, ``.old-v1``) are not versions."""
-    d = heads_root() / check_name(name)
+    d = _folder(name)
     for attempt in range(3):
         try:
             entries = list(d.iterdir())
@@ -170,6 +200,8 @@ def resolve(ref: str, what: str = "classifier") -> tuple[str, int]:
     if not isinstance(ref, str):
         raise MlnbError(f"A {what} is named by a string such as 'pets' or 'pets@2', not {type(ref).__name__}.")
     name, _, ver = ref.partition("@")
+    if is_name(name):
+        name = stored_name(name)
     vs = versions(name)
     if not vs:
         import difflib
@@ -204,7 +236,7 @@ def kind_of(name: str) -> str | None:
 
 def stamp(name: str, version: int) -> tuple[int, ...] | None:
     """Identifies what is on disk for ``name@version``: it changes when the version is replaced or its files are."""
-    d = heads_root() / name / f"v{version}"
+    d = _folder(name) / f"v{version}"
     out: list[int] = []
     for f in ("meta.json", "model.skops", "model.safetensors"):
         try:
@@ -223,8 +255,8 @@ _lock = threading.Lock()
 def locked(name: str) -> Iterator[Path]:
     """Hold the per-name lock (threads and processes); yields the head's folder."""
     check_name(name)
-    with _lock, get_workspace().lock(f"head-{name}"):
-        folder = heads_root() / name
+    with _lock, get_workspace().lock(f"head-{name.lower()}"):  # names that differ in case are one head
+        folder = _folder(name)
         folder.mkdir(parents=True, exist_ok=True)
         yield folder
 
@@ -239,6 +271,7 @@ def save(name: str, estimator: Any, meta: dict[str, Any], *, replace: bool = Fal
     """
     from .torch_head import TorchHead
 
+    name = stored_name(check_name(name))  # OR REPLACE PIXUP replaces PixUp (one head, its first case kept)
     data = None if isinstance(estimator, TorchHead) else _dump_checked(name, estimator)
     with locked(name) as folder:
         # Writers hold the lock for the whole write, so a temporary folder found now was left by a crash.
@@ -391,7 +424,7 @@ def load(name: str, version: int) -> tuple[Any, dict[str, Any]]:
     """
     from safetensors import SafetensorError
 
-    check_name(name)
+    name = stored_name(check_name(name))
     d = heads_root() / name / f"v{version}"
     meta = read_meta(name, version)
     try:
@@ -507,7 +540,8 @@ def _check_tree_predictors(estimator: Any, dim: int) -> str | None:
 
 def read_meta(name: str, version: int) -> dict[str, Any]:
     """meta.json, with name and version from where it lies; an ``MlnbError`` when unreadable."""
-    path = heads_root() / check_name(name) / f"v{version}" / "meta.json"
+    name = stored_name(check_name(name))
+    path = heads_root() / name / f"v{version}" / "meta.json"
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
@@ -528,7 +562,7 @@ def read_meta(name: str, version: int) -> dict[str, Any]:
 def read_evaluation(name: str, version: int) -> dict[str, Any]:
     """``evaluation.json`` of ``name@version``: ``{"folds": [...], "confusion": [...]}``, each a list of
     flat records. A head saved before experiments were recorded has none: empty lists."""
-    path = heads_root() / check_name(name) / f"v{version}" / "evaluation.json"
+    path = _folder(name) / f"v{version}" / "evaluation.json"
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -549,7 +583,7 @@ def check_files(name: str, version: int) -> dict[str, Any]:
     import struct
 
     meta = read_meta(name, version)
-    path = heads_root() / name / f"v{version}" / ("model.safetensors" if meta["format"] == "safetensors" else "model.skops")
+    path = _folder(name) / f"v{version}" / ("model.safetensors" if meta["format"] == "safetensors" else "model.skops")
     try:
         size = path.stat().st_size
         if meta["format"] == "skops":
@@ -568,6 +602,8 @@ def check_files(name: str, version: int) -> dict[str, Any]:
 
 
 def drop(name: str) -> int:
+    if is_name(name):
+        name = stored_name(name)
     vs = versions(name)
     if not vs:
         resolve(name)  # raises the not-found error with suggestions

@@ -118,3 +118,28 @@ def test_no_function_or_callable_type_is_trusted():
     # TreePredictor (gbdt) is the one predictor trusted, and only with its nodes checked on load (above).
     checked = {"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"}
     assert not any("Func" in t or "Transformer" in t or "Predictor" in t for t in store.TRUSTED_TYPES - checked)
+
+
+def test_a_head_is_found_whatever_the_case_of_its_name_as_sql_names_are(tmp_path):
+    """CREATE CLASSIFIER PixUp could not be called at all: mlnb's parser lowers unquoted calls
+    (PixUp(f) is pixup(f)) and the store looked for a folder named pixup. SQL names ignore case;
+    the head keeps the case it was created with, and another case names the same head."""
+    import os
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    df = pl.DataFrame({"f": x, "label": np.where(x[:, 0] > 0, "a", "b")})
+    mlnb.sql("CREATE CLASSIFIER PixUp AS SELECT f AS features, label FROM df", df=df)
+    want = mlnb.sql("SELECT PixUp(f) AS p FROM df", df=df)["p"]
+    assert (want == df["label"]).mean() > 0.8
+    for call in ("pixup(f)", "PIXUP(f)", '"pixup@1"(f)'):
+        assert mlnb.sql(f"SELECT {call} AS p FROM df", df=df)["p"].to_list() == want.to_list(), call
+    assert mlnb.load_classifier("PIXUP").name == "PixUp"
+    # another case is the same head: a new version in the same folder, OR REPLACE replaces it
+    mlnb.sql("CREATE CLASSIFIER pixup AS SELECT f AS features, label FROM df", df=df)
+    assert os.listdir(store.heads_root()) == ["PixUp"] and store.versions("PIXUP") == [1, 2]
+    mlnb.sql("CREATE OR REPLACE CLASSIFIER PIXUP USING knn AS SELECT f AS features, label FROM df", df=df)
+    shown = mlnb.sql("SHOW CLASSIFIERS")
+    assert shown["name"].to_list() == ["PixUp"] and shown["algorithm"].to_list() == ["knn"]
+    mlnb.sql("DROP CLASSIFIER pixup")
+    assert store.names() == []
