@@ -943,12 +943,7 @@ def _visible(refs: list[_Ref], before: list[Token]) -> list[_Ref]:
 
 def _depth(before: list[Token]) -> int:
     """The token index of the bracket enclosing the cursor (-1 at the top level)."""
-    stack: list[int] = []
-    for i, t in enumerate(before):
-        if t.kind == "operator" and t.text == "(":
-            stack.append(i)
-        elif t.kind == "operator" and t.text == ")" and stack:
-            stack.pop()
+    stack = _enclosing(before)
     return stack[-1] if stack else -1
 
 
