@@ -418,6 +418,8 @@ def classifiers() -> Any:
 
 
 def drop_classifier(name: str, *, kind: str = "classifier") -> int:
+    if store.is_name(name):
+        name = store.stored_name(name)  # DROP CLASSIFIER pixup drops PixUp: its loaded copies go too
     other = store.kind_of(name)
     if other is not None and other != kind:
         raise MlnbError(f"{name!r} is a {other}, not a {kind}: DROP {other.upper()} {name}.")

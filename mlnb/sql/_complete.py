@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._frames import is_frame
-from ._parse import Token, _tokens
+from ._parse import Token, _tokens, reserved_words
 
 
 @dataclass(frozen=True)
@@ -321,18 +321,7 @@ class _Catalog:
 
     def reserved(self) -> frozenset[str]:
         """DuckDB's reserved words (a column named ``order`` is written ``"order"``)."""
-        global _reserved
-        with _cache_lock:
-            if _reserved is None:
-                import duckdb
-
-                con = duckdb.connect()  # its own: DuckDB refuses a connection busy in another thread
-                try:
-                    rows = con.execute("SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved'").fetchall()
-                finally:
-                    con.close()
-                _reserved = frozenset(r[0].upper() for r in rows)
-            return _reserved
+        return reserved_words()
 
 
 _cache_lock = threading.Lock()
@@ -340,7 +329,6 @@ _builtin_cache: dict[int, dict[str, tuple[str, str]]] = {}
 _user_cache: dict[int, tuple[float, dict[str, tuple[str, str]]]] = {}
 #: query -> (when, its columns): a subquery's or a file's columns, kept a few seconds between Tab presses.
 _described: dict[str, tuple[float, list[tuple[str, str]]]] = {}
-_reserved: frozenset[str] | None = None
 
 
 def forget_functions() -> None:

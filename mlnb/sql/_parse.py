@@ -64,6 +64,20 @@ class Token(NamedTuple):
         return self if by == 0 else Token(self.kind, self.text, self.start + by, self.end + by)
 
 
+
+@functools.cache
+def reserved_words() -> frozenset[str]:
+    """DuckDB's reserved words, upper case: a name such as ``order`` must be quoted to be a table
+    or column name."""
+    import duckdb
+
+    con = duckdb.connect()  # its own: DuckDB refuses a connection busy in another thread
+    try:
+        rows = con.execute("SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved'").fetchall()
+    finally:
+        con.close()
+    return frozenset(r[0].upper() for r in rows)
+
 @dataclass(frozen=True)
 class Call:
     """``name(...)``: the name's token index and the indexes of its parentheses."""

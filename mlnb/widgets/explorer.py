@@ -10,7 +10,6 @@ same way.
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
 import threading
@@ -439,6 +438,7 @@ class Explorer(Controller):
 
         import polars as pl
 
+        from ..sql._parse import reserved_words
         from ..sql._session import _PROVIDERS, _builtin_tables
 
         if not _NAME.match(name or ""):
@@ -446,7 +446,7 @@ class Explorer(Controller):
         _builtin_tables()
         if name.lower() in {k.lower() for k in _PROVIDERS}:
             raise MlnbError(f"{name} is the name of one of mlnb's own tables ({', '.join(sorted(_PROVIDERS))}); choose another name.")
-        if name.lower() in _reserved_words():
+        if name.upper() in reserved_words():
             raise MlnbError(f"{name} is a SQL keyword, so FROM {name} would not parse; choose another name, like {name}_rows.")
         if not len(self.selected):
             raise MlnbError("Nothing is selected.")
@@ -526,18 +526,6 @@ def _check_layout_options(options: dict[str, Any]) -> dict[str, Any]:
         takes = "; ".join(f"{METHODS[m]}: {', '.join(d)}" for m, d in _DEFAULTS.items())
         raise MlnbError(f"No layout option {', '.join(unknown)}; the layouts take {takes}.")
     return dict(options)
-
-
-@functools.cache
-def _reserved_words() -> frozenset[str]:
-    import duckdb
-
-    con = duckdb.connect(":memory:")
-    try:
-        rows = con.execute("SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved'").fetchall()
-    finally:
-        con.close()
-    return frozenset(r[0].lower() for r in rows)
 
 
 def _input_frame(frame: Any) -> Any:

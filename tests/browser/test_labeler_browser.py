@@ -157,6 +157,18 @@ def test_labeler_renders_and_a_key_press_is_saved(lab_server):
             page.screenshot(path=str(OUT / "labeler-final.png"))
 
 
+def _selected_tile_png(page) -> bytes:
+    """The selected tile's own pixels as PNG bytes, read in one step (a redraw cannot slip in between)."""
+    png = page.wait_for_function(
+        "() => { const i = document.querySelector('.mlnb-labeler .cell.selected img');"
+        " if (!i || !i.complete || !i.naturalWidth) return null;"
+        " const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;"
+        " c.getContext('2d').drawImage(i, 0, 0); return c.toDataURL('image/png'); }",
+        timeout=30_000,
+    ).json_value()
+    return base64.b64decode(png.split(",", 1)[1])
+
+
 def _digit_reader(digits: str = "0123456789"):
     """A person's eye for digits: 1-nearest-neighbour of a tile's own pixels, downscaled to 8x8 gray,
     among scikit-learn's digit images (the tile's title, ids and paths are never read)."""
@@ -206,15 +218,7 @@ def test_a_person_labels_twelve_digits_while_the_head_retrains(lab_server):
                 cell = page.locator(".mlnb-labeler .cell.selected:not(.done)")
                 cell.first.wait_for(timeout=30_000)
                 assert cell.count() == 1
-                # The selected tile's own pixels, read in one step (a redraw cannot slip in between).
-                png = page.wait_for_function(
-                    "() => { const i = document.querySelector('.mlnb-labeler .cell.selected img');"
-                    " if (!i || !i.complete || !i.naturalWidth) return null;"
-                    " const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;"
-                    " c.getContext('2d').drawImage(i, 0, 0); return c.toDataURL('image/png'); }",
-                    timeout=30_000,
-                ).json_value()
-                digit = read(base64.b64decode(png.split(",", 1)[1]))
+                digit = read(_selected_tile_png(page))
                 pressed.append(digit)
                 page.keyboard.press(digit)
                 # a person looks again once the tile shows its label (the count of unlabelled items drops)

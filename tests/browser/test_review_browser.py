@@ -14,7 +14,7 @@ import json
 import time
 
 import pytest
-from test_labeler_browser import OUT, _page, _run_first_cell, _write_notebook, lab_server  # noqa: F401
+from test_labeler_browser import OUT, _page, _run_first_cell, _selected_tile_png, _write_notebook, lab_server  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -55,24 +55,16 @@ def _selected(page) -> dict:
 def _shown_item(page, root, paths: list[str]) -> str:
     """Which item the selected tile shows, judged from its own pixels: the nearest (8x8 gray) of the
     suspects' image files. The tile's ids and texts are not read."""
-    import base64
     import io
 
     import numpy as np
     from PIL import Image
 
-    png = page.wait_for_function(
-        "() => { const i = document.querySelector('.mlnb-labeler .cell.selected img');"
-        " if (!i || !i.complete || !i.naturalWidth) return null;"
-        " const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;"
-        " c.getContext('2d').drawImage(i, 0, 0); return c.toDataURL('image/png'); }",
-        timeout=30_000,
-    ).json_value()
 
     def small(img: Image.Image) -> np.ndarray:
         return np.asarray(img.convert("L").resize((8, 8), Image.Resampling.BOX), dtype=float).reshape(-1)
 
-    x = small(Image.open(io.BytesIO(base64.b64decode(png.split(",", 1)[1]))))
+    x = small(Image.open(io.BytesIO(_selected_tile_png(page))))
     return min(paths, key=lambda p: float(((small(Image.open(root / p)) - x) ** 2).sum()))
 
 
